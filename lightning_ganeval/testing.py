@@ -1,0 +1,105 @@
+"""Random Inception weights for tests and smoke runs.
+
+The real TensorFlow 2015-12-05 weights cannot be fetched everywhere (CI machines, air-gapped clusters). This
+module writes a file with the same keys and shapes as ``pt_inception-2015-12-05-6726825d.pth`` but seeded random
+values. BatchNorm running statistics are recalibrated on random images so that, in eval mode, the features vary
+with the input instead of collapsing, and the final layer is scaled so that the softmax is far from uniform.
+
+Scores computed with such a file are **not** comparable with published numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from unittest import mock
+
+import torch
+from torch import nn
+
+__all__ = ["build_random_inception_state_dict", "write_random_inception_weights"]
+
+
+def _random_images(generator: torch.Generator, n: int, size: int) -> torch.Tensor:
+    """Smooth random uint8 images: low-resolution noise upsampled, so that they have some spatial structure."""
+    low = torch.rand(n, 3, 8, 8, generator=generator)
+    img = nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    img = img + 0.15 * torch.randn(n, 3, size, size, generator=generator)
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def build_random_inception_state_dict(
+    seed: int = 0, calibration_images: int = 24, calibration_size: int = 96
+) -> dict[str, torch.Tensor]:
+    """Build a seeded random state dict in the FID Inception v3 key layout.
+
+    Args:
+        seed: Seed for the weights and the calibration images.
+        calibration_images: Number of random images used to set the BatchNorm running statistics.
+        calibration_size: Side of the calibration images (they are resized to 299 inside the network).
+
+    Returns:
+        A state dict that ``torch_fidelity``'s ``FeatureExtractorInceptionV3`` and ``pytorch_fid``'s
+        ``FIDInceptionV3`` load with ``strict=True``.
+    """
+    from torch_fidelity import feature_extractor_inceptionv3 as tfi
+
+    generator = torch.Generator().manual_seed(seed)
+    # The torch-fidelity constructor insists on loading weights; build the bare architecture instead.
+    with (
+        mock.patch.object(tfi, "load_state_dict_from_url", lambda *args, **kwargs: {}),
+        mock.patch.object(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *args, **kwargs: None),
+        torch.random.fork_rng(devices=[]),
+    ):
+        torch.manual_seed(seed)
+        model = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                nn.init.uniform_(module.weight, 0.8, 1.2)
+                nn.init.normal_(module.bias, 0.0, 0.1)
+                module.reset_running_stats()
+                module.momentum = None  # cumulative average over the calibration batches
+
+    # Train mode makes every BatchNorm normalise with batch statistics and record them; a single pass thus
+    # calibrates layer after layer on activations that are already normalised upstream.
+    model.train()
+    with torch.no_grad():
+        batch = 8
+        for start in range(0, calibration_images, batch):
+            count = min(batch, calibration_images - start)
+            model(_random_images(generator, count, calibration_size))
+        model.eval()
+        pool = model(_random_images(generator, 8, calibration_size))[0]
+        pool = pool - pool.mean(dim=0)
+        # Logits with a spread of a few units give a peaked softmax, so IS moves with the input.
+        fc_weight = torch.randn(1008, 2048, generator=generator)
+        logits = pool @ fc_weight.T
+        scale = 3.0 / logits.std().clamp_min(1e-12)
+        model.fc.weight.copy_(fc_weight * scale)
+        model.fc.bias.copy_(0.1 * torch.randn(1008, generator=generator))
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = 0.1
+    state = model.state_dict()
+    # The published file predates BatchNorm's counter; keep the same key set.
+    return {k: v.clone() for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+
+def write_random_inception_weights(path: str | os.PathLike[str], seed: int = 0) -> Path:
+    """Write a seeded random-weight file in the FID Inception layout and return its path.
+
+    The file is written to a temporary name and renamed, so a reader never sees half a file.
+
+    Args:
+        path: Destination file.
+        seed: Seed for the weights.
+
+    Returns:
+        The destination as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(build_random_inception_state_dict(seed=seed), tmp)
+    os.replace(tmp, path)
+    return path
