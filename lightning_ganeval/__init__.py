@@ -1,3 +1,81 @@
-"""FID and Inception Score for PyTorch Lightning GAN training."""
+"""FID and Inception Score for PyTorch Lightning GAN training.
+
+The callbacks (:class:`FIDCallback`, :class:`InceptionScoreCallback`) are loaded on first access, so that the
+plain-torch parts (extractor, accumulators, math, statistics files) can be imported without Lightning.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "FIDCallback": "callbacks",
+    "InceptionScoreCallback": "callbacks",
+    "InceptionExtractor": "extractor",
+    "InceptionFeatures": "extractor",
+    "get_extractor": "extractor",
+    "to_uint8_rgb": "images",
+    "ConvertedImages": "images",
+    "FIDMoments": "moments",
+    "ISMarginals": "moments",
+    "GaussianStats": "math",
+    "FrechetReference": "math",
+    "frechet_distance": "math",
+    "inception_score": "math",
+    "load_stats": "reference",
+    "save_stats": "reference",
+    "compute_real_stats": "reference",
+    "InceptionWeights": "weights",
+    "WeightsError": "weights",
+    "resolve_weights": "weights",
+    "WEIGHTS_ENV_VAR": "weights",
+}
+
+__all__ = [
+    "WEIGHTS_ENV_VAR",
+    "ConvertedImages",
+    "FIDCallback",
+    "FIDMoments",
+    "FrechetReference",
+    "GaussianStats",
+    "ISMarginals",
+    "InceptionExtractor",
+    "InceptionFeatures",
+    "InceptionScoreCallback",
+    "InceptionWeights",
+    "WeightsError",
+    "compute_real_stats",
+    "frechet_distance",
+    "get_extractor",
+    "inception_score",
+    "load_stats",
+    "resolve_weights",
+    "save_stats",
+    "to_uint8_rgb",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lightning_ganeval' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"lightning_ganeval.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from lightning_ganeval.callbacks import FIDCallback, InceptionScoreCallback
+    from lightning_ganeval.extractor import InceptionExtractor, InceptionFeatures, get_extractor
+    from lightning_ganeval.images import ConvertedImages, to_uint8_rgb
+    from lightning_ganeval.math import FrechetReference, GaussianStats, frechet_distance, inception_score
+    from lightning_ganeval.moments import FIDMoments, ISMarginals
+    from lightning_ganeval.reference import compute_real_stats, load_stats, save_stats
+    from lightning_ganeval.weights import WEIGHTS_ENV_VAR, InceptionWeights, WeightsError, resolve_weights

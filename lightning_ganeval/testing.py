@@ -47,8 +47,8 @@ def build_random_inception_state_dict(
     generator = torch.Generator().manual_seed(seed)
     # The torch-fidelity constructor insists on loading weights; build the bare architecture instead.
     with (
-        mock.patch.object(tfi, "load_state_dict_from_url", lambda *args, **kwargs: {}),
-        mock.patch.object(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *args, **kwargs: None),
+        mock.patch.object(tfi, "load_state_dict_from_url", return_value={}),
+        mock.patch.object(tfi.FeatureExtractorInceptionV3, "load_state_dict", return_value=None),
         torch.random.fork_rng(devices=[]),
     ):
         torch.manual_seed(seed)

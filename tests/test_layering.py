@@ -1,0 +1,74 @@
+"""Data flows one way: only ``callbacks.py`` may import Lightning at run time (``sampling.py`` for typing only)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lightning_ganeval"
+LIGHTNING_ROOTS = {"lightning", "pytorch_lightning"}
+# Modules that must stay usable without Lightning: plain torch (+ numpy, torchmetrics, torch-fidelity).
+PLAIN_MODULES = ["weights", "images", "extractor", "moments", "math", "reference", "testing"]
+# Within the package, a module may only import modules that come before it in the data flow.
+ALLOWED_INTERNAL = {
+    "weights": set(),
+    "images": set(),
+    "math": set(),
+    "testing": set(),
+    "extractor": {"weights"},
+    "moments": {"math"},
+    "reference": {"math", "moments", "images", "extractor", "weights"},
+    "sampling": {"images"},
+}
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """Top-level module names imported outside ``if TYPE_CHECKING:`` blocks (function bodies included)."""
+    tree = ast.parse(path.read_text())
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(child) for stmt in node.body for child in ast.walk(stmt))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                names.add("lightning_ganeval." + (node.module or ""))
+            elif node.module:
+                names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("module", sorted(ALLOWED_INTERNAL))
+def test_import_table(module: str) -> None:
+    path = PACKAGE / f"{module}.py"
+    if not path.exists():
+        pytest.fail(f"lightning_ganeval/{module}.py is missing")
+    imports = _module_level_imports(path)
+    lightning = {name for name in imports if name.split(".")[0] in LIGHTNING_ROOTS}
+    assert not lightning, f"{module}.py imports Lightning outside TYPE_CHECKING: {sorted(lightning)}"
+    internal = {
+        name.split(".")[1] for name in imports if name.startswith("lightning_ganeval.") and name.count(".") >= 1
+    }
+    internal.discard("")
+    assert internal <= ALLOWED_INTERNAL[module], (
+        f"{module}.py imports {sorted(internal - ALLOWED_INTERNAL[module])}, against the one-way data flow"
+    )
+
+
+def test_plain_modules_load_without_lightning() -> None:
+    code = (
+        "import sys\n"
+        + "".join(f"import lightning_ganeval.{name}\n" for name in PLAIN_MODULES)
+        + "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'lightning', 'pytorch_lightning'})\n"
+        + "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
