@@ -1,0 +1,185 @@
+"""Real multi-process merging on CPU (gloo): FIDMoments, ISMarginals and compute_real_stats on 2 and 3 ranks.
+
+Each rank feeds a disjoint part of the same samples (sizes not divisible by the world size, so the parts are
+uneven), every rank calls ``compute()``, and the parent checks that all ranks got identical results equal to the
+single-process ones within 1e-9 relative.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_ganeval.math import FrechetReference, inception_score
+from lightning_ganeval.moments import FIDMoments, ISMarginals
+from lightning_ganeval.reference import compute_real_stats
+
+pytestmark = pytest.mark.ddp
+
+RTOL = 1e-9  # merged over ranks vs one process: only the floating-point summation order differs
+N_FID, D_FID = 101, 64
+N_IS, SPLITS = 103, 10
+N_REAL = 23
+
+
+class _FakeExtractor:
+    """A cheap stand-in for Inception: a fixed random projection of the uint8 pixels."""
+
+    identity = "fake-extractor/v1"
+    num_features = 8
+    device = torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.projection = torch.randn(3 * 8 * 8, self.num_features, generator=torch.Generator().manual_seed(7))
+
+    def __call__(self, images: torch.Tensor) -> SimpleNamespace:
+        pool = images.float().flatten(1) @ self.projection / 255
+        return SimpleNamespace(pool=pool, logits=pool)
+
+
+def _fid_features() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    mixing = torch.randn(D_FID, D_FID, generator=g) / 8 + torch.eye(D_FID)
+    return (torch.randn(N_FID, D_FID, generator=g) @ mixing + 5.0).float()
+
+
+def _reference() -> FrechetReference:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(300, D_FID, generator=g, dtype=torch.float64) + 4.5
+    return FrechetReference(x.mean(0), torch.cov(x.T))
+
+
+def _logits() -> torch.Tensor:
+    return torch.randn(N_IS, 1008, generator=torch.Generator().manual_seed(2)) * 4
+
+
+def _real_loader() -> DataLoader:
+    images = torch.rand(N_REAL, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    return DataLoader(TensorDataset(images, torch.arange(N_REAL)), batch_size=4, shuffle=True)
+
+
+def _big_features() -> torch.Tensor:
+    return torch.randn(30, 2048, generator=torch.Generator().manual_seed(4)) + 2.0
+
+
+def _worker(rank: int, world_size: int, workdir: str, big: bool) -> None:
+    torch.set_num_threads(1)  # 2-3 processes share the CI cores; oversubscribed OpenMP threads crawl
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{os.path.join(workdir, 'store')}",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=120),
+    )
+    try:
+        out: dict[str, Any] = {}
+        # FID: contiguous, uneven parts, small batches.
+        part = np.array_split(np.arange(N_FID), world_size)[rank]
+        fid = FIDMoments(num_features=D_FID)
+        for chunk in _fid_features()[torch.from_numpy(part)].split(7):
+            fid.update(chunk)
+        stats = fid.compute()
+        fid.sync()
+        out["merged_state"] = fid.moments.clone()
+        fid.unsync()
+        out["local_n"] = int(fid.n.item())
+        out["fid_n"], out["fid_mean"], out["fid_cov"] = stats.n, stats.mean, stats.cov
+        out["fid"] = _reference().distance(stats.mean, stats.cov)
+
+        # IS: interleaved global indices (the sampling.py layout), batches of 5.
+        indices = torch.arange(rank, N_IS, world_size)
+        marginals = ISMarginals(num_samples=N_IS, splits=SPLITS)
+        logits = _logits()
+        for chunk in indices.split(5):
+            marginals.update(logits[chunk], indices=chunk)
+        out["is"] = marginals.compute()
+        try:  # a per-process counter cannot give global indices
+            ISMarginals(num_samples=N_IS, splits=SPLITS).update(logits[:3])
+        except ValueError as err:
+            out["no_indices_error"] = str(err)
+
+        # Real statistics through a shuffled loader: resharded by index, merged by the metric's sync.
+        real = compute_real_stats(_real_loader(), _FakeExtractor(), rank=rank, world_size=world_size)
+        out["real_n"], out["real_mean"], out["real_cov"] = real.n, real.mean, real.cov
+
+        if big:
+            x = _big_features()
+            big_metric = FIDMoments(num_features=2048)
+            big_metric.update(x[rank::world_size])
+            big_stats = big_metric.compute()
+            reference = np.cov(x.double().numpy(), rowvar=False)
+            out["big_n"] = big_stats.n
+            out["big_cov_rel"] = float(np.abs(big_stats.cov.numpy() - reference).max() / np.abs(reference).max())
+            out["big_cov_checksum"] = float(big_stats.cov.sum())
+        torch.save(out, os.path.join(workdir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _single_process() -> dict[str, Any]:
+    fid = FIDMoments(num_features=D_FID)
+    fid.update(_fid_features())
+    stats = fid.compute()
+    real = compute_real_stats(_real_loader(), _FakeExtractor())
+    return {
+        "state": fid.moments.clone(),
+        "stats": stats,
+        "fid": _reference().distance(stats.mean, stats.cov),
+        "is": inception_score(_logits(), splits=SPLITS),
+        "real": real,
+    }
+
+
+def _rel(ours: torch.Tensor | float, ref: torch.Tensor | float) -> float:
+    if isinstance(ours, torch.Tensor):
+        return float((ours - ref).abs().max() / ref.abs().max())
+    return abs(ours - ref) / abs(ref)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_merged_results_equal_single_process_on_every_rank(world_size: int, tmp_path: Path) -> None:
+    big = world_size == 2  # one run with pool3-sized (d=2048) states, few samples
+    mp.spawn(_worker, args=(world_size, str(tmp_path), big), nprocs=world_size, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+    single = _single_process()
+
+    # Each rank saw only its part; the merge restores the whole.
+    assert sum(r["local_n"] for r in results) == N_FID
+    assert all(r["local_n"] < N_FID for r in results)
+    for r in results:
+        assert r["merged_state"][0].item() == N_FID
+        assert _rel(r["merged_state"][1:], single["state"][1:]) <= RTOL
+        assert r["fid_n"] == N_FID
+        assert _rel(r["fid_mean"], single["stats"].mean) <= RTOL
+        assert _rel(r["fid_cov"], single["stats"].cov) <= RTOL
+        assert _rel(r["fid"], single["fid"]) <= RTOL
+        assert _rel(r["is"][0], single["is"][0]) <= RTOL
+        assert _rel(r["is"][1], single["is"][1]) <= RTOL
+        assert "pass the global sample indices" in r.get("no_indices_error", "")
+        assert r["real_n"] == N_REAL  # no DistributedSampler padding, no duplicates
+        assert _rel(r["real_cov"], single["real"].cov) <= RTOL
+        assert _rel(r["real_mean"], single["real"].mean) <= RTOL
+        if big:
+            assert r["big_n"] == 30
+            assert r["big_cov_rel"] <= RTOL
+
+    # Every rank computed from the same gathered states, in rank order: identical bits everywhere.
+    first = results[0]
+    for r in results[1:]:
+        assert torch.equal(r["merged_state"], first["merged_state"])
+        assert torch.equal(r["fid_cov"], first["fid_cov"])
+        assert r["fid"] == first["fid"]
+        assert r["is"] == first["is"]
+        assert torch.equal(r["real_cov"], first["real_cov"])
+        if big:
+            assert r["big_cov_checksum"] == first["big_cov_checksum"]
