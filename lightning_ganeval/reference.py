@@ -74,7 +74,7 @@ def extractor_provenance(extractor: Any) -> dict[str, Any]:
         "weights_sha256": getattr(weights, "sha256", None),
         "resize": getattr(extractor, "resize", None),
         "fast": getattr(extractor, "fast", None),
-        "layer": "pool3",
+        "layer": getattr(extractor, "layer", "pool3"),
     }
     return {key: value for key, value in entries.items() if value is not None}
 

@@ -1,0 +1,304 @@
+"""Cost of one evaluation by the callbacks against the bare generator + Inception forward on the same samples.
+
+A DCGAN-style generator (latent 128 -> 3 x 32 x 32, BatchNorm, ``tanh``) trains for a few one-step epochs with an
+:class:`~lightning_ganeval.FIDCallback` and an :class:`~lightning_ganeval.InceptionScoreCallback` attached (same
+sampling settings, so one pass feeds both). Two timing callbacks around them measure their whole
+``on_train_epoch_end`` work: sampling, ``to_uint8_rgb``, Inception, the FID moments and IS marginals, the merge,
+the Fréchet distance against a full-rank reference and the logging. In the same hook (so that a noisy neighbour
+slows both alike), the bare cost is timed: the same generator on the same latents in eval mode under
+``no_grad``, the plain ``(x + 1) * 127.5`` uint8 conversion and the extractor forward, batch by batch. The first
+epoch is a warm-up; medians over the others are reported. The bare pass alternates between before and after the
+callbacks from epoch to epoch. Because two long passes on a shared machine can differ by more than the few
+percent at stake, the work a pass adds (checks and uint8 conversion, FID moments, IS marginals) is also timed alone
+and reported as ``(bare + additions) / bare``.
+
+The real statistics are loaded from an ``.npz`` in ``on_train_start`` (once per run, not timed). Random Inception
+weights (:func:`lightning_ganeval.testing.write_random_inception_weights`) cost exactly what the real ones cost.
+
+Usage::
+
+    python benchmarks/bench_callback.py            # 256 samples, batch 64, 4 timed evaluations
+    python benchmarks/bench_callback.py --quick    # 64 samples, 2 timed evaluations
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightning_ganeval.callbacks as callbacks_module
+from lightning_ganeval import FIDCallback, InceptionScoreCallback
+from lightning_ganeval.extractor import get_extractor
+from lightning_ganeval.images import to_uint8_rgb
+from lightning_ganeval.math import GaussianStats
+from lightning_ganeval.moments import FIDMoments, ISMarginals
+from lightning_ganeval.reference import extractor_provenance, save_stats
+from lightning_ganeval.sampling import LatentBank, check_generated
+from lightning_ganeval.testing import write_random_inception_weights
+
+LATENT_DIM = 128
+BATCH_SIZE = 64
+
+
+def _random_weights() -> Path:
+    path = Path(tempfile.gettempdir()) / "lightning_ganeval" / "random-inception-seed0.pth"
+    if not path.is_file():
+        write_random_inception_weights(path, seed=0)
+    return path
+
+
+class DCGAN(pl.LightningModule):
+    """DCGAN generator for 32 x 32 images, trained with a placeholder loss (the loss is not what is measured)."""
+
+    def __init__(self, latent_dim: int = LATENT_DIM, width: int = 64) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+        def up(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(latent_dim, width * 4, 4, 1, 0, bias=False),  # 4 x 4
+            nn.BatchNorm2d(width * 4),
+            nn.ReLU(True),
+            *up(width * 4, width * 2),  # 8 x 8
+            *up(width * 2, width),  # 16 x 16
+            nn.ConvTranspose2d(width, 3, 4, 2, 1),  # 32 x 32
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.view(len(z), -1, 1, 1))
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        z = torch.randn(len(batch[0]), self.hparams.latent_dim, device=self.device)
+        return (self(z) - batch[0]).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=2e-4, betas=(0.5, 0.999))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _bare_pass(pl_module: pl.LightningModule, extractor: Any, latents: torch.Tensor) -> float:
+    """The same generator on the same latents in eval mode, plain uint8 conversion, the extractor: seconds."""
+    device = pl_module.device
+    training = pl_module.training
+    _sync(device)
+    started = time.perf_counter()
+    with torch.no_grad():
+        pl_module.eval()
+        for z in latents.split(BATCH_SIZE):
+            images = pl_module(z.to(device))
+            extractor(((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))
+        _sync(device)
+    elapsed = time.perf_counter() - started
+    pl_module.train(training)
+    return elapsed
+
+
+class _Timer(Callback):
+    """Placed before and after the metric callbacks: times their ``on_train_epoch_end`` and the bare pass.
+
+    The bare pass runs before the callbacks on odd epochs and after them on even ones, so that a slow drift of
+    the machine (other processes) does not favour either side.
+    """
+
+    def __init__(self, extractor: Any, latents: torch.Tensor) -> None:
+        self.extractor, self.latents = extractor, latents
+        self.started = 0.0
+        self.ours: list[float] = []
+        self.bare: list[float] = []
+
+    def start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch % 2 == 1:
+            self.bare.append(_bare_pass(pl_module, self.extractor, self.latents))
+        _sync(pl_module.device)
+        self.started = time.perf_counter()
+
+    def stop(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _sync(pl_module.device)
+        self.ours.append(time.perf_counter() - self.started)
+        if trainer.current_epoch % 2 == 0:
+            self.bare.append(_bare_pass(pl_module, self.extractor, self.latents))
+
+
+class _Start(Callback):
+    def __init__(self, timer: _Timer) -> None:
+        self.timer = timer
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.timer.start(trainer, pl_module)
+
+
+class _Stop(Callback):
+    def __init__(self, timer: _Timer) -> None:
+        self.timer = timer
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.timer.stop(trainer, pl_module)
+
+
+def _additions(pl_module: pl.LightningModule, latents: torch.Tensor, splits: int) -> float:
+    """Seconds of the work a pass adds to the bare one, timed without the generator and Inception around it.
+
+    That is the checks and uint8 conversion of ``to_uint8_rgb`` beyond the plain conversion, the float64 FID
+    moments and the IS marginals, on the generator's real outputs and features of the right sizes. Timed alone,
+    this few-percent figure is not drowned in the noise of two long passes on a shared machine.
+    """
+    device = pl_module.device
+    moments = FIDMoments().to(device)
+    marginals = ISMarginals(len(latents), splits=splits).to(device)
+    with torch.no_grad():
+        pl_module.eval()
+        outputs = [pl_module(z.to(device)) for z in latents.split(BATCH_SIZE)]
+        pl_module.train()
+    pool = torch.rand(BATCH_SIZE, 2048, device=device)
+    logits = torch.randn(BATCH_SIZE, 1008, device=device)
+    indices = torch.arange(len(latents), device=device).split(BATCH_SIZE)
+    _sync(device)
+    started = time.perf_counter()
+    for images, index in zip(outputs, indices, strict=True):
+        to_uint8_rgb(check_generated(images, len(images), source="bench"))
+        moments.update(pool[: len(images)])
+        marginals.update(logits[: len(images)], index)
+    _sync(device)
+    ours = time.perf_counter() - started
+    started = time.perf_counter()
+    for images in outputs:
+        ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    _sync(device)
+    return ours - (time.perf_counter() - started)
+
+
+def _full_rank_stats(seed: int = 0) -> GaussianStats:
+    """A full-rank 2048-d covariance with a decaying spectrum, like real pool3 statistics of many images."""
+    g = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(2048, 2048, generator=g, dtype=torch.float64) * torch.logspace(0, -2, 2048).double()
+    return GaussianStats(n=50_000, mean=torch.rand(2048, generator=g, dtype=torch.float64), cov=mixing @ mixing.T)
+
+
+def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
+    """Time the callbacks' epoch-end work; rows in the ``benchmarks/run_all.py`` format (ratio = ours / bare)."""
+    num_samples, timed = (64, 2) if quick else (256, 4)
+    dev = torch.device(device)
+    weights = _random_weights()
+    extractor = get_extractor(dev, weights=weights)
+    passes: dict[int, float] = {}
+    original_evaluate = callbacks_module._SharedEvaluation.evaluate
+
+    def timed_evaluate(self: Any, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
+        # The first member runs the pass; the second one finds its result (both calls are counted).
+        started = time.perf_counter()
+        result = original_evaluate(self, trainer, pl_module)
+        _sync(dev)
+        epoch = trainer.current_epoch
+        passes[epoch] = passes.get(epoch, 0.0) + time.perf_counter() - started
+        return result
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights, Lightning tips
+        real = save_stats(Path(tmp) / "real.npz", _full_rank_stats(), extractor_provenance(extractor))
+        common = {"num_samples": num_samples, "batch_size": BATCH_SIZE, "inception_weights": weights}
+        fid = FIDCallback(real=real, log_images=0, progress=False, **common)
+        isc = InceptionScoreCallback(splits=2 if quick else 10, progress=False, **common)
+        latents = LatentBank(num_samples, LATENT_DIM, seed=0, batch_size=BATCH_SIZE).latents()
+        timer = _Timer(extractor, latents)
+        trainer = pl.Trainer(
+            default_root_dir=tmp,
+            accelerator=dev.type,
+            devices=1,
+            max_epochs=timed + 1,
+            limit_train_batches=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[_Start(timer), fid, isc, _Stop(timer)],
+        )
+        data = DataLoader(TensorDataset(torch.rand(BATCH_SIZE, 3, 32, 32) * 2 - 1), batch_size=BATCH_SIZE)
+        callbacks_module._SharedEvaluation.evaluate = timed_evaluate
+        try:
+            torch.manual_seed(0)
+            trainer.fit(DCGAN(), data)
+        finally:
+            callbacks_module._SharedEvaluation.evaluate = original_evaluate
+
+    added = statistics.median(_additions(trainer.lightning_module, latents, isc.splits) for _ in range(3))
+    ours = statistics.median(timer.ours[1:])
+    bare = statistics.median(timer.bare[1:])
+    sampling = statistics.median(passes[epoch] for epoch in sorted(passes)[1:])
+    size = f"{num_samples} samples 32x32, DCGAN, {dev.type}"
+    return [
+        {
+            "benchmark": f"Callbacks' epoch-end work, FID+IS one pass, {size}",
+            "ours": ours,
+            "peer": "bare G forward + Inception forward, same samples",
+            "peer_value": bare,
+            "unit": "s",
+            "ratio": ours / bare,
+            "target": "<= 1.05x",
+        },
+        {
+            "benchmark": f"  of which the sampling pass (G, uint8, Inception, accumulators), {size}",
+            "ours": sampling,
+            "peer": "bare G forward + Inception forward, same samples",
+            "peer_value": bare,
+            "unit": "s",
+            "ratio": sampling / bare,
+            "target": "<= 1.05x",
+        },
+        {
+            "benchmark": f"  sampling pass additions timed alone (uint8 checks, moments, IS), {size}",
+            "ours": bare + added,
+            "peer": "bare G forward + Inception forward, same samples",
+            "peer_value": bare,
+            "unit": "s",
+            "ratio": (bare + added) / bare,
+            "target": "<= 1.05x",
+        },
+        {
+            "benchmark": "  of which merge + Frechet distance (d=2048, full rank) + IS + logging",
+            "ours": ours - sampling,
+            "peer": "-",
+            "peer_value": float("nan"),
+            "unit": "s",
+            "ratio": float("nan"),
+            "target": "fixed per evaluation",
+        },
+    ]
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="64 samples, 2 timed evaluations")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    rows = run(quick=args.quick, device=args.device)
+    header = f"{'benchmark':<78} {'ours':>9} {'bare':>9} {'ratio':>7}  target"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row['benchmark']:<78} {row['ours']:>8.3f}s {row['peer_value']:>8.3f}s {row['ratio']:>6.3f}x  "
+            f"{row['target']}"
+        )
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,162 @@
+"""Two CPU processes (``ddp_spawn``, gloo) log exactly the FID and IS of one process on the same samples.
+
+The spawned workers unpickle the callbacks (which proves they pickle) and cannot see a pytest monkeypatch, so a
+small callback placed before them swaps in a cheap stand-in extractor inside each worker. The scores are about the
+sharding of the latent bank and of the real data, the merge of the accumulators and the logging on every rank,
+not about Inception.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightning_ganeval.callbacks as callbacks_module
+from lightning_ganeval import FIDCallback, InceptionScoreCallback
+from lightning_ganeval.extractor import InceptionFeatures
+from lightning_ganeval.reference import load_stats
+
+pytestmark = [pytest.mark.slow, pytest.mark.ddp]
+
+IMAGE_SIZE = 8
+NUM_REAL = 13  # odd: a DistributedSampler would pad it with a duplicate
+
+
+class FakeExtractor(nn.Module):
+    """Fixed random projections of 4 x 4 average-pooled pixels (per-sample, deterministic, fast)."""
+
+    num_features = 16
+    num_classes = 10
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer("w_pool", torch.randn(48, self.num_features, generator=g) / 4)
+        self.register_buffer("w_logits", torch.randn(self.num_features, self.num_classes, generator=g) * 2)
+        self.device = torch.device("cpu")
+        self.identity = "fake-extractor/v1"
+
+    def forward(self, images: torch.Tensor) -> InceptionFeatures:
+        pool = torch.tanh(F.adaptive_avg_pool2d(images.float() / 127.5 - 1, 4).flatten(1) @ self.w_pool)
+        return InceptionFeatures(pool=pool, logits=pool @ self.w_logits)
+
+
+class UseFakeExtractor(Callback):
+    """Swaps the extractor in the process it runs in; listed first, its ``setup`` runs before the metrics'."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        fake = FakeExtractor()
+        self._saved = (callbacks_module.get_extractor, callbacks_module.extractor_provenance)
+        callbacks_module.get_extractor = lambda *args, **kwargs: fake
+        callbacks_module.extractor_provenance = lambda extractor: {"extractor": extractor.identity}
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        callbacks_module.get_extractor, callbacks_module.extractor_provenance = self._saved
+
+
+class RecordScores(Callback):
+    """Writes, per rank, the callbacks' float64 history and the float32 ``callback_metrics`` after fit."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = [cb for cb in trainer.callbacks if isinstance(cb, (FIDCallback, InceptionScoreCallback))]
+        record = {
+            "history": {cb.name: cb.history for cb in metrics},
+            "callback_metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+            "world_size": trainer.world_size,
+        }
+        path = self.directory / f"rank{trainer.global_rank}-of-{trainer.world_size}.json"
+        path.write_text(json.dumps(record))
+
+
+class TinyGAN(pl.LightningModule):
+    def __init__(self, latent_dim: int = 8) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Linear(latent_dim, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 192))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(z)).view(-1, 3, IMAGE_SIZE, IMAGE_SIZE)
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        # Rank 0 draws the latents of the single-process run, rank 1 others: after the last step the ranks hold
+        # different BatchNorm statistics, and rank 0's are those of the single-process run.
+        seed = self.global_step * 1000 + self.global_rank
+        z = torch.randn(4, self.hparams.latent_dim, generator=torch.Generator().manual_seed(seed))
+        return (self(z) - batch[0].mean()).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # lr 0: DDP averages the gradients of different shards; a frozen generator is the same in both runs.
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def _run(root: Path, devices: int, weights: Path) -> list[dict[str, Any]]:
+    real = torch.rand(NUM_REAL, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    common = {"num_samples": 10, "batch_size": 4, "inception_weights": weights, "progress": False}
+    callbacks = [
+        UseFakeExtractor(),
+        FIDCallback(real=DataLoader(TensorDataset(real), batch_size=4), cache_dir=root / "cache", **common),
+        InceptionScoreCallback(splits=2, **common),
+        RecordScores(root),
+    ]
+    torch.manual_seed(0)
+    model = TinyGAN()
+    trainer = pl.Trainer(
+        default_root_dir=root,
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        max_epochs=2,
+        limit_train_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+    train = DataLoader(TensorDataset(real), batch_size=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, train)
+    return [json.loads((root / f"rank{r}-of-{devices}.json").read_text()) for r in range(devices)]
+
+
+def test_two_processes_log_the_single_process_scores(tmp_path: Path, inception_weights_path: Path) -> None:
+    (single,) = _run(tmp_path / "single", 1, inception_weights_path)
+    ranks = _run(tmp_path / "ddp", 2, inception_weights_path)
+
+    # Every rank logged the same values (broadcast from rank 0), bit for bit.
+    assert ranks[0] == {**ranks[1], "world_size": 2}
+    assert ranks[0]["world_size"] == 2
+    fid_single = [h["fid"] for h in single["history"]["fid"]]
+    fid_ddp = [h["fid"] for h in ranks[0]["history"]["fid"]]
+    assert len(fid_ddp) == 2
+    assert fid_ddp == pytest.approx(fid_single, rel=1e-6)  # float64 sums merged in another order
+    for key in ("is", "is_std"):
+        values_ddp = [h[key] for h in ranks[0]["history"]["is"]]
+        assert values_ddp == pytest.approx([h[key] for h in single["history"]["is"]], rel=1e-6)
+    for key in ("fid_num_samples", "is_num_samples"):
+        assert ranks[0]["callback_metrics"][key] == single["callback_metrics"][key] == 10
+
+    # The real statistics were sharded without duplicates, merged, and cached once (by rank 0).
+    (cached,) = (tmp_path / "ddp" / "cache").glob("real-*.npz")
+    stats, _ = load_stats(cached)
+    assert stats.n == NUM_REAL
+    (cached_single,) = (tmp_path / "single" / "cache").glob("real-*.npz")
+    stats_single, _ = load_stats(cached_single)
+    assert cached.name == cached_single.name  # the cache key does not depend on the number of processes
+    # Real batches differ between the runs (rank shards), so float32 features differ by rounding (~1e-7).
+    torch.testing.assert_close(stats.mean, stats_single.mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(stats.cov, stats_single.cov, rtol=1e-5, atol=1e-6)
