@@ -52,7 +52,7 @@ BATCH_SIZE = 64
 
 
 def _random_weights() -> Path:
-    path = Path(tempfile.gettempdir()) / "lightning_ganeval" / "random-inception-seed0.pth"
+    path = Path(tempfile.gettempdir()) / "lightning-ganeval-bench" / "random-inception-seed0.pth"
     if not path.is_file():
         write_random_inception_weights(path, seed=0)
     return path
