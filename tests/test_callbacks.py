@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from fakes import FakeExtractor
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
@@ -38,29 +38,6 @@ LATENT_DIM = 8
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-class FakeExtractor(nn.Module):
-    """Fixed random projections of 4 x 4 average-pooled pixels: per-sample, deterministic, fast."""
-
-    num_features = 16
-    num_classes = 10
-
-    def __init__(self) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.register_buffer("w_pool", torch.randn(48, self.num_features, generator=g) / 4)
-        self.register_buffer("w_logits", torch.randn(self.num_features, self.num_classes, generator=g) * 2)
-        self.device = torch.device("cpu")
-        self.identity = "fake-extractor/v1"
-        self.calls = 0
-
-    def forward(self, images: torch.Tensor) -> InceptionFeatures:
-        assert images.dtype == torch.uint8
-        self.calls += 1
-        x = F.adaptive_avg_pool2d(images.float() / 127.5 - 1, 4).flatten(1)
-        pool = torch.tanh(x @ self.w_pool)
-        return InceptionFeatures(pool=pool, logits=pool @ self.w_logits)
 
 
 class TinyGAN(pl.LightningModule):

@@ -16,39 +16,19 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
-import torch.nn.functional as F
+from fakes import FakeExtractor
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_ganeval.callbacks as callbacks_module
 from lightning_ganeval import FIDCallback, InceptionScoreCallback
-from lightning_ganeval.extractor import InceptionFeatures
 from lightning_ganeval.reference import load_stats
 
 pytestmark = [pytest.mark.slow, pytest.mark.ddp]
 
 IMAGE_SIZE = 8
 NUM_REAL = 13  # odd: a DistributedSampler would pad it with a duplicate
-
-
-class FakeExtractor(nn.Module):
-    """Fixed random projections of 4 x 4 average-pooled pixels (per-sample, deterministic, fast)."""
-
-    num_features = 16
-    num_classes = 10
-
-    def __init__(self) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.register_buffer("w_pool", torch.randn(48, self.num_features, generator=g) / 4)
-        self.register_buffer("w_logits", torch.randn(self.num_features, self.num_classes, generator=g) * 2)
-        self.device = torch.device("cpu")
-        self.identity = "fake-extractor/v1"
-
-    def forward(self, images: torch.Tensor) -> InceptionFeatures:
-        pool = torch.tanh(F.adaptive_avg_pool2d(images.float() / 127.5 - 1, 4).flatten(1) @ self.w_pool)
-        return InceptionFeatures(pool=pool, logits=pool @ self.w_logits)
 
 
 class UseFakeExtractor(Callback):

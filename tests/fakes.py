@@ -1,0 +1,36 @@
+"""Test doubles shared by the callback tests (importable in ``ddp_spawn`` children, unlike conftest fixtures)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_ganeval.extractor import InceptionFeatures
+
+
+class FakeExtractor(nn.Module):
+    """Fixed random projections of 4 x 4 average-pooled pixels: per-sample, deterministic, fast.
+
+    It has the extractor's interface (uint8 in, ``pool``/``logits`` out, ``device``, ``identity``) and counts its
+    calls, so tests can check that one pass feeds both metrics.
+    """
+
+    num_features = 16
+    num_classes = 10
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer("w_pool", torch.randn(48, self.num_features, generator=g) / 4)
+        self.register_buffer("w_logits", torch.randn(self.num_features, self.num_classes, generator=g) * 2)
+        self.device = torch.device("cpu")
+        self.identity = "fake-extractor/v1"
+        self.calls = 0
+
+    def forward(self, images: torch.Tensor) -> InceptionFeatures:
+        assert images.dtype == torch.uint8
+        self.calls += 1
+        x = F.adaptive_avg_pool2d(images.float() / 127.5 - 1, 4).flatten(1)
+        pool = torch.tanh(x @ self.w_pool)
+        return InceptionFeatures(pool=pool, logits=pool @ self.w_logits)
