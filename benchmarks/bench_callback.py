@@ -34,6 +34,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from run_all import format_table  # the one table format of benchmarks/
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -45,17 +46,10 @@ from lightning_ganeval.math import GaussianStats
 from lightning_ganeval.moments import FIDMoments, ISMarginals
 from lightning_ganeval.reference import extractor_provenance, save_stats
 from lightning_ganeval.sampling import LatentBank, check_generated
-from lightning_ganeval.testing import write_random_inception_weights
+from lightning_ganeval.testing import cached_random_inception_weights
 
 LATENT_DIM = 128
 BATCH_SIZE = 64
-
-
-def _random_weights() -> Path:
-    path = Path(tempfile.gettempdir()) / "lightning-ganeval-bench" / "random-inception-seed0.pth"
-    if not path.is_file():
-        write_random_inception_weights(path, seed=0)
-    return path
 
 
 class DCGAN(pl.LightningModule):
@@ -196,7 +190,7 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
     """Time the callbacks' epoch-end work; rows in the ``benchmarks/run_all.py`` format (ratio = ours / bare)."""
     num_samples, timed = (64, 2) if quick else (256, 4)
     dev = torch.device(device)
-    weights = _random_weights()
+    weights = cached_random_inception_weights()
     extractor = get_extractor(dev, weights=weights)
     passes: dict[int, float] = {}
     original_evaluate = callbacks_module._SharedEvaluation.evaluate
@@ -290,14 +284,7 @@ def _main() -> None:
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     rows = run(quick=args.quick, device=args.device)
-    header = f"{'benchmark':<78} {'ours':>9} {'bare':>9} {'ratio':>7}  target"
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        print(
-            f"{row['benchmark']:<78} {row['ours']:>8.3f}s {row['peer_value']:>8.3f}s {row['ratio']:>6.3f}x  "
-            f"{row['target']}"
-        )
+    print(format_table(rows))
 
 
 if __name__ == "__main__":

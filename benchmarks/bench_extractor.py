@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -30,16 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from run_all import format_table  # the one table format of benchmarks/
 
 from lightning_ganeval.extractor import InceptionExtractor
-from lightning_ganeval.testing import write_random_inception_weights
-
-
-def _random_weights() -> Path:
-    path = Path(tempfile.gettempdir()) / "lightning-ganeval-bench" / "random-inception-seed0.pth"
-    if not path.is_file():
-        write_random_inception_weights(path, seed=0)
-    return path
+from lightning_ganeval.math import frechet_distance
+from lightning_ganeval.testing import cached_random_inception_weights
 
 
 def _images(n: int, size: int, seed: int, blur: int) -> torch.Tensor:
@@ -52,15 +46,8 @@ def _images(n: int, size: int, seed: int, blur: int) -> torch.Tensor:
 
 
 def _fid(a: np.ndarray, b: np.ndarray) -> float:
-    """FID from raw features, float64 mean/covariance and scipy's sqrtm (real part), as in pytorch-fid."""
-    from scipy import linalg
-
-    mu1, mu2 = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # singular covariances (n < 2048) and scipy's deprecations
-        covmean = linalg.sqrtm(s1 @ s2)
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean.real))
+    """FID between two feature sets with the package's own float64 statistics and Frechet distance."""
+    return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
 
 
 def _sync(device: torch.device) -> None:
@@ -76,7 +63,7 @@ def run(
 
     dev = torch.device(device)
     n, batch = (64, 32) if quick else (256, 64)
-    path = Path(weights) if weights is not None else _random_weights()
+    path = Path(weights) if weights is not None else cached_random_inception_weights()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "not the reference weights" when running on random weights
         exact = InceptionExtractor(path, device=dev)
@@ -181,15 +168,8 @@ def _main() -> None:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load[0]:.2f}")
     rows = run(quick=args.quick, device=args.device, weights=args.weights)
-    header = f"{'benchmark':<92} {'ours':>10} {'peer':>10} {'unit':>9} {'ratio':>8}  target"
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        print(
-            f"{row['benchmark']:<92} {row['ours']:>10.4g} {row['peer_value']:>10.4g} {row['unit']:>9} "
-            f"{row['ratio']:>8.4g}  {row['target']}"
-        )
-    print(f"peer: {rows[0]['peer']}; load average at the end {os.getloadavg()[0]:.2f}")
+    print(format_table(rows))
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from run_all import format_table  # the one table format of benchmarks/
 
 from lightning_ganeval.math import FrechetReference, frechet_distance
 
@@ -153,15 +154,7 @@ def _main() -> None:
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads")
     rows = run(quick=args.quick, threads=args.threads)
-    width = max(len(row["benchmark"]) for row in rows)
-    header = f"{'benchmark':<{width}} {'ours':>9} {'peer value':>11} {'ratio':>7}  {'target':<14} peer"
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        print(
-            f"{row['benchmark']:<{width}} {row['ours']:>8.3f}s {row['peer_value']:>10.3f}s {row['ratio']:>6.1f}x  "
-            f"{row['target']:<14} {row['peer']}"
-        )
+    print(format_table(rows))
 
 
 if __name__ == "__main__":

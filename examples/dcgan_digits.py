@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -189,12 +188,9 @@ def inception_weights(spec: str | None) -> tuple[Path, bool]:
         WeightsError: If the file is missing, or nothing is cached and the download fails (offline machine).
     """
     if spec == "random":
-        from lightning_ganeval.testing import write_random_inception_weights
+        from lightning_ganeval.testing import cached_random_inception_weights
 
-        path = Path(tempfile.gettempdir()) / "lightning-ganeval" / "random-inception-seed0.pth"
-        if not path.is_file():
-            write_random_inception_weights(path, seed=0)
-        return path, False
+        return cached_random_inception_weights(seed=0), False
     weights = resolve_weights(spec)
     return weights.path, weights.is_reference
 

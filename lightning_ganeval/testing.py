@@ -11,13 +11,14 @@ Scores computed with such a file are **not** comparable with published numbers.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from unittest import mock
 
 import torch
 from torch import nn
 
-__all__ = ["build_random_inception_state_dict", "write_random_inception_weights"]
+__all__ = ["build_random_inception_state_dict", "cached_random_inception_weights", "write_random_inception_weights"]
 
 
 def _random_images(generator: torch.Generator, n: int, size: int) -> torch.Tensor:
@@ -102,4 +103,22 @@ def write_random_inception_weights(path: str | os.PathLike[str], seed: int = 0) 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(build_random_inception_state_dict(seed=seed), tmp)
     os.replace(tmp, path)
+    return path
+
+
+def cached_random_inception_weights(seed: int = 0, directory: str | os.PathLike[str] | None = None) -> Path:
+    """The random-weight file for ``seed``, written once into ``directory`` and reused afterwards.
+
+    Args:
+        seed: Seed for the weights.
+        directory: Where the file lives; default ``<tempdir>/lightning-ganeval-random`` (a name that cannot
+            shadow the package when a script runs from the temporary directory).
+
+    Returns:
+        Path of ``random-inception-seed<seed>.pth`` in ``directory``.
+    """
+    root = Path(directory) if directory is not None else Path(tempfile.gettempdir()) / "lightning-ganeval-random"
+    path = root / f"random-inception-seed{seed}.pth"
+    if not path.is_file():
+        write_random_inception_weights(path, seed=seed)
     return path
