@@ -1,39 +1,414 @@
-"""Validate an image batch and convert it to the uint8 RGB input of the FID Inception.
+"""Pixel spaces, and the conversion of image batches to the uint8 RGB input of the FID Inception.
 
-Real and generated images go through the same function, so both sides of FID see the same quantization:
+A GAN's real and generated images live in one pixel space, declared by a :class:`PixelSpace`: either a value range
+``(low, high)`` (``(-1, 1)`` for a ``tanh`` generator, ``(0, 1)`` for torchvision's ``ToTensor``, ``(0, 255)``) or
+a normalisation ``(mean, std)`` as torchvision's ``Normalize`` applies it to ``[0, 1]`` pixels. When the user
+declares nothing, :func:`infer_pixel_space` reads it off the dataset's transforms or the real batches.
 
-* a float batch in a declared ``value_range`` ``(lo, hi)`` is mapped linearly onto [0, 255], rounded to the
-  nearest integer with ties to even (``torch.round``; e.g. 0.0 in (-1, 1) maps to 127.5 and becomes 128) and
-  clamped to [0, 255] (the StyleGAN convention, which also clamps);
-* uint8 passes unchanged (``value_range`` is ignored, uint8 is always [0, 255]);
+Real and generated images go through the same :func:`to_uint8_rgb`, so both sides of FID see the same
+quantization:
+
+* a float batch is mapped per channel onto [0, 1] (``(x - low) / (high - low)``, or ``x * std + mean``), scaled by
+  255, rounded to the nearest integer with ties to even (``torch.round``; e.g. 0.0 in (-1, 1) maps to 127.5 and
+  becomes 128) and clamped to [0, 255] (the StyleGAN convention, which also clamps);
+* uint8 passes unchanged (the space is ignored, uint8 is always [0, 255]);
 * one channel is tiled to three.
 
-Two silent failure modes of ad-hoc pipelines are made loud or visible instead:
+Silent failure modes of ad-hoc pipelines are made loud or visible instead:
 
 * non-finite samples (NaN/Inf from a diverged generator) are found *before* quantization, reported per sample in
   :attr:`ConvertedImages.finite` and zeroed, so they cannot poison the statistics; the caller decides what to do
   (the callbacks exclude and count them);
-* finite values outside the declared range by more than :data:`RANGE_TOLERANCE` of its width raise, because that is
-  almost always a wrong ``value_range`` ([0, 1] vs [-1, 1] vs [0, 255]), and clamping would hide it.
+* out-of-range values depend on the side. Generated images are clamped and counted
+  (:attr:`ConvertedImages.num_clamped`): a young generator overshoots, and StyleGAN clamps too. Only a gross scale
+  mismatch, values beyond the space by more than its width (``[0, 255]`` images declared as ``(-1, 1)``), raises.
+  Real images are data, not model output: leaving the declared space by more than :data:`RANGE_TOLERANCE` of its
+  width is a mis-declaration and raises. Every error names the side, the values found, the space declared, the space
+  the values look like and the argument that fixes it.
+
+Host synchronisation: the range check needs the batch's extent on the host, which on CUDA waits for the device.
+:func:`to_uint8_rgb` computes the extent on the device as part of the conversion and, by default, checks it with a
+single device-to-host copy per float batch (the previous implementation made four). With ``check_range=False`` it
+makes none: the caller merges the batches' :attr:`ConvertedImages.range_check` on the device
+(:meth:`RangeCheck.merge`) and calls :meth:`RangeCheck.check` once at the end of a pass.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-__all__ = ["RANGE_TOLERANCE", "ConvertedImages", "to_uint8_rgb"]
+__all__ = [
+    "RANGE_TOLERANCE",
+    "ConvertedImages",
+    "PixelSpace",
+    "RangeCheck",
+    "infer_pixel_space",
+    "to_uint8_rgb",
+]
 
 RANGE_TOLERANCE = 0.01
-"""Finite values may exceed the declared range by this fraction of its width (``hi - lo``) before
-:func:`to_uint8_rgb` raises; e.g. 0.02 for (-1, 1). Small overshoots (bilinear upsampling, a generator without a
-final ``tanh``) are clamped; larger ones indicate a wrong ``value_range``."""
+"""Real images may leave the declared space by this fraction of its width (``high - low``) before
+:func:`to_uint8_rgb` raises; e.g. 0.02 for (-1, 1). Small overshoots (bicubic resizing) are clamped; larger ones
+indicate a wrong space. Generated images are allowed :data:`GENERATED_RANGE_TOLERANCE` instead."""
+
+GENERATED_RANGE_TOLERANCE = 1.0
+"""Generated images may leave the declared space by this fraction of its width (clamped and counted) before
+:func:`to_uint8_rgb` raises; beyond it the scale is wrong, e.g. [0, 255] images declared as (-1, 1)."""
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_SIDES = ("generated", "real")
+_DEFAULT_ARGUMENT = {"generated": "value_range", "real": "real_value_range"}
+_KINDS = ("value_range", "normalize")
+_MAX_WRAPPER_DEPTH = 32
+
+
+def _fmt(values: Sequence[float]) -> str:
+    """A tuple of floats as Python writes it: ``(0.5,)``, ``(-1.0, 1.0)``."""
+    inner = ", ".join(repr(v) for v in values)
+    return f"({inner},)" if len(values) == 1 else f"({inner})"
+
+
+def _channel_values(value: Any, name: str, what: str) -> tuple[float, ...]:
+    """A scalar or a sequence/tensor of 1 or 3 finite numbers, as a tuple of floats."""
+    message = f"`{name}` {what} must be a number or a sequence of 1 or 3 numbers (one per channel), got {value!r}."
+    if isinstance(value, Tensor):
+        value = value.detach().cpu().flatten().tolist()
+    if isinstance(value, (str, bytes, bool)):
+        raise ValueError(message)
+    items = [value] if isinstance(value, (int, float)) else value
+    try:
+        items = list(items)
+        if any(isinstance(v, (bool, str, bytes)) for v in items):
+            raise TypeError
+        values = tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        raise ValueError(message) from None
+    if len(values) not in (1, 3):
+        raise ValueError(f"`{name}` {what} must have 1 or 3 channels (grayscale or RGB), got {len(values)}: {value!r}.")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"`{name}` {what} must be finite, got {value!r}.")
+    return values
+
+
+@dataclass(frozen=True)
+class PixelSpace:
+    """The pixel space images are declared in: a value range or a torchvision-style normalisation.
+
+    Exactly one of ``value_range`` or (``mean``, ``std``) is set. A normalisation describes images
+    ``(pixels_in_[0, 1] - mean) / std`` per channel, as ``torchvision.transforms.Normalize`` after ``ToTensor``
+    produces them. Build one with :meth:`from_value_range`, :meth:`from_normalize` or :meth:`parse`; instances are
+    immutable, hashable, picklable and round-trip through :meth:`to_json` / :meth:`from_json`.
+
+    Attributes:
+        value_range: ``(low, high)`` floats, or None for a normalisation.
+        mean: Per-channel means (1 or 3 floats), or None for a value range.
+        std: Per-channel standard deviations (1 or 3 positive floats), or None for a value range.
+    """
+
+    value_range: tuple[float, float] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        has_range = self.value_range is not None
+        has_norm = self.mean is not None or self.std is not None
+        if has_range == has_norm:
+            raise ValueError(
+                "PixelSpace needs exactly one of value_range=(low, high) or mean= and std=, got "
+                f"value_range={self.value_range!r}, mean={self.mean!r}, std={self.std!r}."
+            )
+        if has_range:
+            object.__setattr__(self, "value_range", _check_value_range(self.value_range, "value_range"))
+        else:
+            mean, std = _check_normalize((self.mean, self.std), "normalize")
+            object.__setattr__(self, "mean", mean)
+            object.__setattr__(self, "std", std)
+
+    @classmethod
+    def from_value_range(cls, low: float, high: float) -> PixelSpace:
+        """Images with values in ``[low, high]``, e.g. ``(-1, 1)`` for a ``tanh`` generator.
+
+        Raises:
+            ValueError: If ``low`` and ``high`` are not finite numbers with ``low < high``.
+        """
+        return cls(value_range=_check_value_range((low, high), "value_range"))
+
+    @classmethod
+    def from_normalize(cls, mean: float | Sequence[float], std: float | Sequence[float]) -> PixelSpace:
+        """Images ``(pixels_in_[0, 1] - mean) / std``, as after ``ToTensor()`` and ``Normalize(mean, std)``.
+
+        Args:
+            mean: A number or a sequence of 1 or 3 numbers (one per channel).
+            std: A positive number or a sequence of 1 or 3 positive numbers.
+
+        Raises:
+            ValueError: If ``mean`` or ``std`` is not of that form.
+        """
+        mean_t, std_t = _check_normalize((mean, std), "normalize")
+        return cls(mean=mean_t, std=std_t)
+
+    @classmethod
+    def parse(cls, value_range: Any = None, normalize: Any = None, *, argument_prefix: str = "") -> PixelSpace | None:
+        """Validate user arguments ``value_range=`` / ``normalize=``; None when neither is given.
+
+        Args:
+            value_range: ``(low, high)``, or None.
+            normalize: ``(mean, std)`` or ``{"mean": ..., "std": ...}``, each a number or 1 or 3 numbers, or None.
+            argument_prefix: Prefix of the argument names in error messages, e.g. ``"real_"`` for
+                ``real_value_range`` / ``real_normalize``.
+
+        Returns:
+            The space, or None if both arguments are None (the caller infers it).
+
+        Raises:
+            ValueError: If both are given, or the given one is malformed; the message names the argument.
+        """
+        if value_range is not None and normalize is not None:
+            raise ValueError(
+                f"Pass either `{argument_prefix}value_range` or `{argument_prefix}normalize`, not both; got "
+                f"{argument_prefix}value_range={value_range!r} and {argument_prefix}normalize={normalize!r}."
+            )
+        if value_range is not None:
+            return cls(value_range=_check_value_range(value_range, f"{argument_prefix}value_range"))
+        if normalize is not None:
+            mean, std = _check_normalize(normalize, f"{argument_prefix}normalize")
+            return cls(mean=mean, std=std)
+        return None
+
+    @property
+    def kind(self) -> Literal["value_range", "normalize"]:
+        """``"value_range"`` or ``"normalize"``: the argument this space is declared with."""
+        return "value_range" if self.value_range is not None else "normalize"
+
+    @property
+    def num_channels(self) -> int:
+        """1 if the space is the same for every channel, else 3."""
+        if self.value_range is not None:
+            return 1
+        mean, std = self._normalize()
+        return max(len(mean), len(std))
+
+    def bounds(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel ``(lows, highs)`` of the space in its own units (:attr:`num_channels` values each).
+
+        For a normalisation these are the images of pixels 0 and 1: ``-mean / std`` and ``(1 - mean) / std``.
+        """
+        if self.value_range is not None:
+            return (self.value_range[0],), (self.value_range[1],)
+        mean, std = self._per_channel()
+        return tuple(-m / s for m, s in zip(mean, std, strict=True)), tuple(
+            (1.0 - m) / s for m, s in zip(mean, std, strict=True)
+        )
+
+    def _normalize(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` as given; only for a normalisation."""
+        if self.mean is None or self.std is None:
+            raise AssertionError("not a normalisation")
+        return self.mean, self.std
+
+    def _per_channel(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` with a single value repeated to :attr:`num_channels`."""
+        mean, std = self._normalize()
+        n = self.num_channels
+        return (mean * n if len(mean) == 1 else mean), (std * n if len(std) == 1 else std)
+
+    def describe(self, argument_prefix: str = "") -> str:
+        """The argument declaring this space, as a user would write it.
+
+        E.g. ``"value_range=(0.0, 1.0)"`` or ``"normalize=((0.1307,), (0.3081,))"`` (``(mean, std)``, the form
+        :meth:`parse` accepts); ``argument_prefix="real_"`` gives ``"real_value_range=(0.0, 1.0)"``.
+        """
+        if self.value_range is not None:
+            return f"{argument_prefix}value_range={_fmt(self.value_range)}"
+        mean, std = self._normalize()
+        return f"{argument_prefix}normalize=({_fmt(mean)}, {_fmt(std)})"
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (for cache keys and provenance): ``{"value_range": [lo, hi]}`` or
+        ``{"normalize": {"mean": [...], "std": [...]}}``."""
+        if self.value_range is not None:
+            return {"value_range": list(self.value_range)}
+        mean, std = self._normalize()
+        return {"normalize": {"mean": list(mean), "std": list(std)}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | str) -> PixelSpace:
+        """Inverse of :meth:`to_json`; also accepts the dict serialised as a JSON string.
+
+        Raises:
+            ValueError: If ``data`` is not such a dict.
+        """
+        if isinstance(data, str):
+            data = json.loads(data)
+        if not isinstance(data, Mapping) or len(data) != 1 or next(iter(data)) not in _KINDS:
+            raise ValueError(
+                f"PixelSpace JSON must be {{'value_range': [lo, hi]}} or "
+                f"{{'normalize': {{'mean': [...], 'std': [...]}}}}, got {data!r}."
+            )
+        if "value_range" in data:
+            return cls(value_range=_check_value_range(data["value_range"], "value_range"))
+        mean, std = _check_normalize(data["normalize"], "normalize")
+        return cls(mean=mean, std=std)
+
+
+def _check_value_range(value: Any, name: str) -> tuple[float, float]:
+    message = f"`{name}` must be a pair of finite numbers (low, high) with low < high, got {value!r}."
+    if isinstance(value, (str, bytes)) or value is None:
+        raise ValueError(message)
+    try:
+        items = list(value)
+        if any(isinstance(v, (bool, str, bytes)) for v in items):
+            raise TypeError
+        lo, hi = (float(v) for v in items)
+    except (TypeError, ValueError):
+        raise ValueError(message) from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(message)
+    return lo, hi
+
+
+def _check_normalize(value: Any, name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if isinstance(value, Mapping):
+        if set(value) != {"mean", "std"}:
+            raise ValueError(f"`{name}` as a mapping must have exactly the keys 'mean' and 'std', got {value!r}.")
+        mean, std = value["mean"], value["std"]
+    else:
+        try:
+            if isinstance(value, (str, bytes, Tensor)):
+                raise TypeError
+            mean, std = value
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"`{name}` must be a pair (mean, std), each a number or 1 or 3 numbers (one per channel), "
+                f"e.g. ((0.1307,), (0.3081,)); got {value!r}."
+            ) from None
+    mean_t = _channel_values(mean, name, "mean")
+    std_t = _channel_values(std, name, "std")
+    if not all(s > 0 for s in std_t):
+        raise ValueError(f"`{name}` std must be positive, got {std!r}.")
+    return mean_t, std_t
+
+
+def _argument_prefix(argument: str) -> str | None:
+    """``"real_"`` for ``"real_value_range"`` or ``"real_normalize"``; None for another argument name."""
+    for kind in _KINDS:
+        if argument.endswith(kind):
+            return argument[: -len(kind)]
+    return None
+
+
+def _likely_space(found_lo: float, found_hi: float) -> tuple[PixelSpace | None, str]:
+    """Guess which common convention data follow from their observed extent: (space or None, words)."""
+    if found_lo >= -0.05 and 2.0 < found_hi <= 260.0:
+        return PixelSpace.from_value_range(0.0, 255.0), "[0, 255] (8-bit pixel values)"
+    if -1.05 <= found_lo < -0.05 and found_hi <= 1.05:
+        return PixelSpace.from_value_range(-1.0, 1.0), "[-1, 1] (tanh output, or Normalize(0.5, 0.5))"
+    if found_lo >= -0.05 and found_hi <= 1.05:
+        return PixelSpace.from_value_range(0.0, 1.0), "[0, 1] (torchvision ToTensor)"
+    if -10.0 < found_lo < -0.05 and 1.05 < found_hi < 10.0:
+        return None, "normalised with a mean and std (torchvision Normalize)"
+    return None, "no common convention"
+
+
+def _range_error(
+    side: str, argument: str, space: PixelSpace, found_lo: float, found_hi: float, allowed: str
+) -> ValueError:
+    prefix = _argument_prefix(argument)
+    declared = space.describe(prefix) if prefix is not None else f"{argument}={space.describe()}"
+    likely, words = _likely_space(found_lo, found_hi)
+    if likely is not None:
+        fix = likely.describe(prefix) if prefix is not None else f"{argument}={likely.describe()}"
+        advice = f"they look like {words}: pass {fix}"
+        if side == "generated":
+            advice += " (or fix the generator's output activation)"
+    elif "Normalize" in words:
+        norm = f"{prefix}normalize" if prefix is not None else argument
+        advice = f"they look {words}: pass {norm}=(mean, std) with the Normalize of your data pipeline"
+    else:
+        source = "the generator's output activation" if side == "generated" else "the data pipeline"
+        advice = f"check {source} and the `{argument}` argument"
+    lows, highs = space.bounds()
+    return ValueError(
+        f"{side.capitalize()} images have values in [{found_lo:.4g}, {found_hi:.4g}], outside the declared "
+        f"{declared} (values in [{min(lows):.4g}, {max(highs):.4g}]) by more than {allowed}; {advice}."
+    )
+
+
+@dataclass(frozen=True)
+class RangeCheck:
+    """The extent of finite values converted by :func:`to_uint8_rgb`, held on the device until :meth:`check`.
+
+    Attributes:
+        minimum: float64 tensor of :attr:`PixelSpace.num_channels` per-channel minima of the finite values
+            (``+inf`` where none were seen, e.g. for uint8 input), on the images' device.
+        maximum: Likewise the maxima (``-inf`` where none were seen).
+        space: The declared space.
+        side: ``"generated"`` or ``"real"``.
+        argument: The argument that declared the space, named in the error.
+    """
+
+    minimum: Tensor
+    maximum: Tensor
+    space: PixelSpace
+    side: str
+    argument: str
+
+    def merge(self, other: RangeCheck) -> RangeCheck:
+        """The extent of both, computed on the device (no host synchronisation).
+
+        Raises:
+            ValueError: If the two checks are for different spaces, sides or arguments.
+        """
+        if (self.space, self.side, self.argument) != (other.space, other.side, other.argument):
+            raise ValueError(
+                f"cannot merge range checks of {self.side} images in {self.space.describe()} and "
+                f"{other.side} images in {other.space.describe()}."
+            )
+        other_min = other.minimum.to(self.minimum.device)
+        other_max = other.maximum.to(self.maximum.device)
+        return RangeCheck(
+            torch.minimum(self.minimum, other_min),
+            torch.maximum(self.maximum, other_max),
+            self.space,
+            self.side,
+            self.argument,
+        )
+
+    def check(self) -> None:
+        """Raise if the values left the space by more than the side allows; one device-to-host copy.
+
+        Raises:
+            ValueError: Real values beyond :data:`RANGE_TOLERANCE` of the width, or generated values beyond
+                :data:`GENERATED_RANGE_TOLERANCE` of it. The message names the side, the values found, the declared
+                space, the space they look like and the argument that fixes it.
+        """
+        extent = torch.cat([self.minimum, self.maximum]).tolist()  # the one synchronisation
+        n = len(extent) // 2
+        mins, maxs = extent[:n], extent[n:]
+        lows, highs = self.space.bounds()
+        fraction = GENERATED_RANGE_TOLERANCE if self.side == "generated" else RANGE_TOLERANCE
+        for lo_found, hi_found, low, high in zip(mins, maxs, lows, highs, strict=True):
+            tol = fraction * (high - low)
+            if lo_found < low - tol or hi_found > high + tol:
+                break
+        else:
+            return
+        allowed = (
+            "its width (smaller overshoots of generated images are clamped and counted)"
+            if self.side == "generated"
+            else f"{RANGE_TOLERANCE:.0%} of its width (real images must lie in the declared space)"
+        )
+        raise _range_error(self.side, self.argument, self.space, min(mins), max(maxs), allowed)
 
 
 @dataclass(frozen=True)
@@ -43,14 +418,25 @@ class ConvertedImages:
     Attributes:
         images: uint8 tensor of shape N x 3 x H x W on the input's device.
         finite: bool tensor of shape (N,); False for samples that held NaN or Inf (their pixels are zeroed).
+        num_clamped: 0-d int64 tensor on the input's device (not a Python int: reading it synchronises): the
+            number of values of finite samples whose rounded value fell outside [0, 255], i.e. that lay more than
+            half a quantization step (``0.5 / 255`` of the width) outside the space and were clamped. Always 0 for
+            uint8 input.
+        num_values: Number of values in the input batch (N x C x H x W, before tiling to 3 channels, non-finite
+            samples included), for the clamped fraction ``num_clamped / num_values``.
+        range_check: The batch's extent, for a deferred :meth:`RangeCheck.check` (already checked unless
+            :func:`to_uint8_rgb` was called with ``check_range=False``).
     """
 
     images: Tensor
     finite: Tensor
+    num_clamped: Tensor
+    num_values: int
+    range_check: RangeCheck
 
     @property
     def num_nonfinite(self) -> int:
-        """Number of samples that held NaN or Inf."""
+        """Number of samples that held NaN or Inf (synchronises with the device)."""
         return int((~self.finite).sum().item())
 
 
@@ -78,84 +464,296 @@ def _check_layout(images: Tensor) -> None:
     raise _layout_error(images, f"{channels} channels")
 
 
-def _check_value_range(value_range: Sequence[float]) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"value_range must be a pair of numbers (lo, hi), got {value_range!r}.") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"value_range must be two finite numbers with lo < hi, got {value_range!r}.")
-    return lo, hi
+def _resolve_space(space: Any, argument: str) -> PixelSpace:
+    if isinstance(space, PixelSpace):
+        return space
+    prefix = _argument_prefix(argument)
+    name = f"{prefix}value_range" if prefix is not None else argument
+    return PixelSpace(value_range=_check_value_range(space, name))
 
 
-def _range_hint(found_lo: float, found_hi: float) -> str:
-    """Guess which common convention the data follows, from its observed extent."""
-    if found_lo >= -0.05 and found_hi > 2.0:
-        return "the data look like [0, 255]: pass value_range=(0, 255) or convert to uint8"
-    if found_lo < -0.05 and found_lo >= -1.05 and found_hi <= 1.05:
-        return "the data look like [-1, 1] (tanh output): pass value_range=(-1, 1)"
-    if found_lo >= -0.05 and found_hi <= 1.05:
-        return "the data look like [0, 1]: pass value_range=(0, 1)"
-    return "check the generator's output activation and the value_range argument"
+def _to_255(x: Tensor, space: PixelSpace) -> Tensor:
+    """Map ``x`` (in ``space``) onto [0, 255], unrounded, in ``x``'s dtype."""
+    if space.value_range is not None:
+        lo, hi = space.value_range
+        return (x - lo) * (255.0 / (hi - lo))
+    mean, std = space._per_channel()
+    if len(mean) == 1:
+        return (x * std[0] + mean[0]) * 255.0
+    # Inverting Normalize exactly as it was applied, so [0, 1] pixels k / 255 come back as k after rounding.
+    shape = (1, len(mean), 1, 1)
+    std_t = torch.tensor(std, dtype=x.dtype).view(shape).to(x.device, non_blocking=True)
+    mean_t = torch.tensor(mean, dtype=x.dtype).view(shape).to(x.device, non_blocking=True)
+    return (x * std_t + mean_t) * 255.0
 
 
-def to_uint8_rgb(images: Tensor, value_range: Sequence[float] = (-1.0, 1.0)) -> ConvertedImages:
-    """Convert a batch to uint8 RGB, N x 3 x H x W, flagging non-finite samples.
+def to_uint8_rgb(
+    images: Tensor,
+    space: PixelSpace | Sequence[float] = (-1.0, 1.0),
+    *,
+    side: Literal["generated", "real"] = "generated",
+    argument: str | None = None,
+    check_range: bool = True,
+) -> ConvertedImages:
+    """Convert a batch to uint8 RGB, N x 3 x H x W, flagging non-finite samples and counting clamped values.
 
-    Float inputs (float16, bfloat16, float32, float64; computed in float32 or float64) are mapped from
-    ``value_range`` onto [0, 255] as ``(x - lo) * 255 / (hi - lo)``, rounded half to even (``torch.round``) and
-    clamped to [0, 255]. uint8 inputs are used as they are and ``value_range`` is ignored. Single-channel images
-    are tiled to three channels.
+    Float inputs (float16, bfloat16, float32, float64; computed in float32 or float64) are mapped from ``space``
+    onto [0, 255]: ``(x - low) * 255 / (high - low)`` for a value range, ``(x * std + mean) * 255`` per channel for
+    a normalisation; then rounded half to even (``torch.round``) and clamped to [0, 255]. uint8 inputs are used as
+    they are and ``space`` is ignored. Single-channel images are tiled to three channels.
+
+    Out-of-range values: generated images are clamped, counted in ``num_clamped`` and only refused beyond one width
+    of the space; real images are refused beyond :data:`RANGE_TOLERANCE` of the width (see the module docstring).
 
     Args:
         images: Batch laid out N x C x H x W with C in {1, 3}, uint8 or floating point, on any device.
-        value_range: ``(lo, hi)`` of float inputs, e.g. ``(-1, 1)`` for a ``tanh`` generator, ``(0, 1)`` for
-            torchvision's ``ToTensor``.
+        space: A :class:`PixelSpace`, or ``(low, high)`` of float inputs, e.g. ``(-1, 1)`` for a ``tanh``
+            generator, ``(0, 1)`` for torchvision's ``ToTensor``.
+        side: ``"generated"`` (clamp, refuse only a gross scale mismatch) or ``"real"`` (strict).
+        argument: The user argument that declared the space, named in errors; default ``"value_range"`` for
+            generated and ``"real_value_range"`` for real images (e.g. pass ``"real_normalize"``).
+        check_range: Check the range now (one device-to-host copy for a float batch). If False, the caller must
+            call ``result.range_check.check()`` later, e.g. once after merging the batches of a pass with
+            :meth:`RangeCheck.merge`; the conversion itself then never synchronises with the device.
 
     Returns:
-        :class:`ConvertedImages` with the uint8 batch and the per-sample ``finite`` mask. Non-finite samples are
-        zeroed; the caller reports ``num_nonfinite``.
+        :class:`ConvertedImages` with the uint8 batch, the per-sample ``finite`` mask, the clamped count and the
+        batch's range check. Non-finite samples are zeroed; the caller reports ``num_nonfinite``.
 
     Raises:
         TypeError: If ``images`` is not a tensor or has an unsupported dtype.
-        ValueError: If the layout is not N x C x H x W with C in {1, 3}, if ``value_range`` is invalid, or if
-            finite values leave ``value_range`` by more than :data:`RANGE_TOLERANCE` of its width.
+        ValueError: If the layout is not N x C x H x W with C in {1, 3}, if ``side``, ``space`` or ``argument`` is
+            invalid, if a per-channel space does not match the images' channels, or if finite values leave the
+            space by more than ``side`` allows.
     """
     if not isinstance(images, Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}.")
-    lo, hi = _check_value_range(value_range)
+    if side not in _SIDES:
+        raise ValueError(f"`side` must be 'generated' or 'real', got {side!r}.")
+    if argument is None:
+        argument = _DEFAULT_ARGUMENT[side]
+    elif not isinstance(argument, str) or not argument:
+        raise ValueError(f"`argument` must be a non-empty string naming the user's argument, got {argument!r}.")
+    space = _resolve_space(space, argument)
     _check_layout(images)
 
+    device = images.device
+    k = space.num_channels
+    none_seen = torch.full((k,), math.inf, dtype=torch.float64, device=device)
     if images.dtype == torch.uint8:
-        finite = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
-        out = images
-    elif images.dtype in _FLOAT_DTYPES:
-        # float64 stays float64 (no precision lost); half types are widened before any arithmetic.
-        x = images if images.dtype == torch.float64 else images.float()
-        finite = torch.isfinite(x).flatten(1).all(dim=1)
-        all_finite = bool(finite.all())
-        if not all_finite:
-            # Filling with lo quantizes to exactly 0, and no NaN ever reaches the uint8 cast.
-            x = torch.where(finite.view(-1, 1, 1, 1), x, torch.full((), lo, dtype=x.dtype, device=x.device))
-        if x.numel() > 0 and bool(finite.any()):
-            # Zeroed samples must not count towards the range check: use only the finite samples' extent.
-            valid = x if all_finite else x[finite]
-            found_lo, found_hi = (float(v) for v in torch.aminmax(valid))
-            tol = RANGE_TOLERANCE * (hi - lo)
-            if found_lo < lo - tol or found_hi > hi + tol:
-                raise ValueError(
-                    f"images have values in [{found_lo:.4g}, {found_hi:.4g}], outside the declared "
-                    f"value_range=({lo:g}, {hi:g}) by more than {RANGE_TOLERANCE:.0%} of its width; "
-                    f"{_range_hint(found_lo, found_hi)}."
-                )
-        scaled = (x - lo) * (255.0 / (hi - lo))
-        out = torch.round(scaled).clamp_(0, 255).to(torch.uint8)
-    else:
+        n = images.shape[0]
+        return ConvertedImages(
+            images=(images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images).contiguous(),
+            finite=torch.ones(n, dtype=torch.bool, device=device),
+            num_clamped=torch.zeros((), dtype=torch.int64, device=device),
+            num_values=images.numel(),
+            range_check=RangeCheck(none_seen, -none_seen, space, side, argument),
+        )
+    if images.dtype not in _FLOAT_DTYPES:
         raise TypeError(
             f"images must be uint8 or floating point (float16, bfloat16, float32, float64), got {images.dtype}."
         )
+    if k == 3 and images.shape[1] != 3:
+        prefix = _argument_prefix(argument)
+        raise ValueError(
+            f"{space.describe(prefix if prefix is not None else '')} is per channel for 3 channels, but the "
+            f"{side} images have {images.shape[1]}; pass one mean and std for grayscale images."
+        )
 
+    # float64 stays float64 (no precision lost); half types are widened before any arithmetic.
+    x = images if images.dtype == torch.float64 else images.float()
+    n, c = x.shape[:2]
+    if x.numel() > 0:
+        # One pass gives each sample's per-channel extent; aminmax propagates NaN, so it also finds the
+        # non-finite samples without a separate isfinite pass.
+        mins, maxs = x.flatten(2).aminmax(dim=2)
+        finite = torch.isfinite(mins).all(dim=1) & torch.isfinite(maxs).all(dim=1)
+        keep = finite.view(-1, 1)
+        minimum = torch.where(keep, mins, math.inf).amin(dim=0).double()
+        maximum = torch.where(keep, maxs, -math.inf).amax(dim=0).double()
+        if k == 1 and c == 3:
+            minimum, maximum = minimum.amin().view(1), maximum.amax().view(1)
+    else:
+        finite = torch.ones(n, dtype=torch.bool, device=device)
+        minimum, maximum = none_seen, -none_seen
+    range_check = RangeCheck(minimum, maximum, space, side, argument)
+    if check_range:
+        range_check.check()
+
+    # Zeroing after scaling: non-finite samples quantize to exactly 0 and no NaN reaches the uint8 cast. Applied
+    # unconditionally, because asking whether any sample is non-finite would synchronise.
+    scaled = torch.where(finite.view(-1, 1, 1, 1), _to_255(x, space), 0.0)
+    rounded = torch.round(scaled)
+    num_clamped = ((rounded < 0) | (rounded > 255)).sum()
+    out = rounded.clamp_(0, 255).to(torch.uint8)
     if out.shape[1] == 1:
         out = out.expand(-1, 3, -1, -1)
-    out = out.contiguous()
-    return ConvertedImages(images=out, finite=finite)
+    return ConvertedImages(
+        images=out.contiguous(),
+        finite=finite,
+        num_clamped=num_clamped,
+        num_values=images.numel(),
+        range_check=range_check,
+    )
+
+
+def _torchvision_normalize_types() -> tuple[type, ...]:
+    try:
+        from torchvision import transforms as v1
+    except ImportError:  # pragma: no cover - torchvision is a dependency, but the walk is optional
+        return ()
+    types: list[type] = [v1.Normalize]
+    try:
+        from torchvision.transforms import v2
+
+        types.append(v2.Normalize)
+    except ImportError:  # pragma: no cover - torchvision < 0.15
+        pass
+    return tuple(types)
+
+
+def _normalizes_in(transform: Any, depth: int = 0) -> list[PixelSpace]:
+    """The torchvision Normalize transforms in a (possibly composed) transform, in the order they are applied."""
+    if transform is None or depth > _MAX_WRAPPER_DEPTH:
+        return []
+    normalize_types = _torchvision_normalize_types()
+    if normalize_types and isinstance(transform, normalize_types):
+        try:
+            return [PixelSpace.from_normalize(transform.mean, transform.std)]
+        except ValueError as err:
+            raise ValueError(
+                f"cannot use {transform!r} as the pixel space ({err}); pass `value_range=` or `normalize=` explicitly."
+            ) from None
+    found: list[PixelSpace] = []
+    # v1 and v2 Compose keep their steps in `transforms`, applied in order.
+    inner = getattr(transform, "transforms", None)
+    if isinstance(inner, (list, tuple, torch.nn.ModuleList)):
+        for part in inner:
+            found.extend(_normalizes_in(part, depth + 1))
+    elif isinstance(transform, torch.nn.Sequential):
+        for part in transform:
+            found.extend(_normalizes_in(part, depth + 1))
+    else:
+        # StandardTransform (a VisionDataset's `transforms` built from `transform`) holds the image transform.
+        image_transform = getattr(transform, "transform", None)
+        if image_transform is not None and image_transform is not transform:
+            found.extend(_normalizes_in(image_transform, depth + 1))
+    return found
+
+
+def _dataset_normalize(dataset: Any, depth: int = 0) -> tuple[PixelSpace, str] | None:
+    """The last Normalize a dataset applies to its images, through its wrappers, with where it was found."""
+    if depth > _MAX_WRAPPER_DEPTH:
+        return None
+    name = type(dataset).__name__
+    parts = getattr(dataset, "datasets", None)
+    if isinstance(parts, (list, tuple)) and parts:  # ConcatDataset: every part must agree
+        results = [_dataset_normalize(part, depth + 1) for part in parts]
+        if len({None if r is None else r[0] for r in results}) > 1:
+            described = "; ".join(
+                f"part {i} ({type(part).__name__}): {'no Normalize' if r is None else r[0].describe()}"
+                for i, (part, r) in enumerate(zip(parts, results, strict=True))
+            )
+            raise ValueError(
+                f"the parts of {name} normalise their images differently ({described}); one pixel space is needed: "
+                "make them agree or pass `value_range=` or `normalize=` explicitly."
+            )
+        first = results[0]
+        return None if first is None else (first[0], f"all {len(parts)} parts of {name}")
+    found: tuple[PixelSpace, str] | None = None
+    inner = getattr(dataset, "dataset", None)
+    if inner is not None and inner is not dataset:  # Subset, random_split, DataLoader, custom wrappers
+        found = _dataset_normalize(inner, depth + 1)
+        if found is not None:
+            found = (found[0], f"{found[1]} via {name}")
+    # A wrapper's own transform runs after the wrapped dataset's: its Normalize, if any, is the last one applied.
+    transform = getattr(dataset, "transform", None)
+    own = _normalizes_in(transform if transform is not None else getattr(dataset, "transforms", None))
+    if own:
+        found = (own[-1], name)
+    return found
+
+
+def _observed_space(batches: Iterable[Any], argument_prefix: str) -> tuple[PixelSpace, str]:
+    lo, hi = math.inf, -math.inf
+    count = 0
+    all_uint8 = True
+    for i, batch in enumerate(batches):
+        if not isinstance(batch, Tensor) or not (batch.dtype == torch.uint8 or batch.dtype in _FLOAT_DTYPES):
+            what = batch.dtype if isinstance(batch, Tensor) else type(batch).__name__
+            raise TypeError(f"`batches` must yield uint8 or floating point image tensors, got {what} at position {i}.")
+        count += 1
+        all_uint8 = all_uint8 and batch.dtype == torch.uint8
+        values = batch.double()
+        values = values[torch.isfinite(values)]
+        if values.numel():
+            batch_lo, batch_hi = torch.aminmax(values)
+            lo, hi = min(lo, float(batch_lo)), max(hi, float(batch_hi))
+    ask = f"pass `{argument_prefix}value_range=(low, high)` or `{argument_prefix}normalize=(mean, std)`"
+    if lo > hi:
+        raise ValueError(
+            f"cannot infer the pixel space: no Normalize in the dataset's transform and no real values; {ask}."
+        )
+    seen = "the first real batch" if count == 1 else f"the first {count} real batches"
+    if all_uint8:
+        return PixelSpace.from_value_range(0.0, 255.0), f"uint8 dtype of {seen}"
+    reason = f"observed range [{lo:.3f}, {hi:.3f}] of {seen}"
+    # The tolerance to_uint8_rgb grants real images: what is inferred here also passes its check.
+    if lo >= -RANGE_TOLERANCE and hi <= 1.0 + RANGE_TOLERANCE:
+        return PixelSpace.from_value_range(0.0, 1.0), reason
+    if lo >= -1.0 - 2 * RANGE_TOLERANCE and hi <= 1.0 + 2 * RANGE_TOLERANCE:
+        return PixelSpace.from_value_range(-1.0, 1.0), reason
+    if lo >= -255 * RANGE_TOLERANCE and hi <= 255.0 * (1 + RANGE_TOLERANCE):
+        return PixelSpace.from_value_range(0.0, 255.0), reason
+    raise ValueError(f"cannot infer the pixel space from the {reason}: it is none of [0, 1], [-1, 1], [0, 255]; {ask}.")
+
+
+def infer_pixel_space(
+    dataset: Any = None,
+    batches: Iterable[Tensor] = (),
+    *,
+    dataset_name: str = "dataset",
+    argument_prefix: str = "",
+) -> tuple[PixelSpace, str]:
+    """Infer the pixel space of real images from the dataset's transforms, else from a few real batches.
+
+    First the transform pipeline is read: a torchvision ``VisionDataset``'s ``transform`` (or joint
+    ``transforms``), any dataset's ``transform`` attribute, ``Compose`` (v1 and ``transforms.v2``) and
+    ``nn.Sequential``, through wrappers with a ``dataset`` attribute (``Subset``, ``random_split``, a
+    ``DataLoader``) and ``ConcatDataset`` (whose parts must agree). The last ``Normalize`` (v1 or v2) applied gives a
+    normalisation space. Without one (e.g. ``ToTensor()`` alone), the observed values of ``batches`` decide:
+    uint8 is [0, 255]; floats within [0, 1] are [0, 1], within [-1, 1] are [-1, 1], within [0, 255] are [0, 255]
+    (each up to :data:`RANGE_TOLERANCE` of the width, the tolerance :func:`to_uint8_rgb` grants real images).
+
+    A ``Normalize`` after a transform that does not produce [0, 1] pixels (``ToImage()`` without
+    ``ToDtype(..., scale=True)``) cannot be told apart; the strict real-image check in :func:`to_uint8_rgb` catches
+    the resulting mismatch.
+
+    Args:
+        dataset: A dataset or ``DataLoader``, or None to use only ``batches``.
+        batches: Image tensors (N x C x H x W, uint8 or float) of real data; consumed only if the transforms do
+            not tell. Non-finite values are ignored.
+        dataset_name: How the reason refers to ``dataset``, e.g. ``"train dataset"``.
+        argument_prefix: Prefix of the argument names suggested in errors, e.g. ``"real_"``.
+
+    Returns:
+        ``(space, reason)``, the reason a one-line explanation for logs, e.g.
+        ``"torchvision Normalize(mean=(0.1307,), std=(0.3081,)) in the dataset's transform (FakeData via Subset)"``
+        or
+        ``"observed range [0.000, 1.000] of the first 2 real batches"``.
+
+    Raises:
+        ValueError: If the parts of a ``ConcatDataset`` disagree, a ``Normalize`` has other than 1 or 3 channels, or
+            the observed values fit no common range (or none were given); the message asks for ``value_range=`` or
+            ``normalize=``.
+        TypeError: If ``batches`` yields something other than uint8 or float tensors.
+    """
+    if dataset is not None:
+        found = _dataset_normalize(dataset)
+        if found is not None:
+            space, where = found
+            mean, std = space._normalize()
+            return space, (
+                f"torchvision Normalize(mean={_fmt(mean)}, std={_fmt(std)}) in the {dataset_name}'s transform ({where})"
+            )
+    return _observed_space(batches, argument_prefix)
