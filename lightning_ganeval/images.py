@@ -480,11 +480,11 @@ def _to_255(x: Tensor, space: PixelSpace) -> Tensor:
     mean, std = space._per_channel()
     if len(mean) == 1:
         return (x * std[0] + mean[0]) * 255.0
-    # Inverting Normalize exactly as it was applied, so [0, 1] pixels k / 255 come back as k after rounding.
-    shape = (1, len(mean), 1, 1)
-    std_t = torch.tensor(std, dtype=x.dtype).view(shape).to(x.device, non_blocking=True)
-    mean_t = torch.tensor(mean, dtype=x.dtype).view(shape).to(x.device, non_blocking=True)
-    return (x * std_t + mean_t) * 255.0
+    # Channel by channel with Python scalars: a per-channel constant tensor would need a host-to-device copy.
+    out = torch.empty_like(x)
+    for c, (m, s) in enumerate(zip(mean, std, strict=True)):
+        out[:, c] = (x[:, c] * s + m) * 255.0
+    return out
 
 
 def to_uint8_rgb(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import math
+import pickle
+import re
 
 import pytest
 import torch
 
-from lightning_ganeval.images import RANGE_TOLERANCE, ConvertedImages, to_uint8_rgb
+from lightning_ganeval.images import RANGE_TOLERANCE, ConvertedImages, PixelSpace, to_uint8_rgb
 
 
 def _constant_batch(values: list[float], dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -119,34 +123,115 @@ def test_converted_images_is_frozen() -> None:
         out.images = out.images  # type: ignore[misc]
 
 
+@pytest.mark.parametrize("side", ["generated", "real"])
 @pytest.mark.parametrize(
-    ("data_lo", "data_hi", "declared", "hint"),
+    ("data_lo", "data_hi", "declared", "fix", "gross"),
     [
-        # [-1, 1] data declared as [0, 1]
-        (-1.0, 1.0, (0.0, 1.0), "value_range=(-1, 1)"),
-        # [0, 255] float data declared as [-1, 1] or [0, 1]
-        (0.0, 255.0, (-1.0, 1.0), "value_range=(0, 255)"),
-        (0.0, 255.0, (0.0, 1.0), "value_range=(0, 255)"),
-        # [0, 1] data wrongly declared as [0.25, 0.75] (exceeds by 25% of the width)
-        (0.0, 1.0, (0.25, 0.75), "value_range=(0, 1)"),
+        # [-1, 1] data declared as [0, 1]: beyond by exactly one width, so generated images are only clamped.
+        (-1.0, 1.0, (0.0, 1.0), "value_range=(-1.0, 1.0)", False),
+        # [0, 255] float data declared as [-1, 1] or [0, 1]: a gross scale mismatch on both sides.
+        (0.0, 255.0, (-1.0, 1.0), "value_range=(0.0, 255.0)", True),
+        (0.0, 255.0, (0.0, 1.0), "value_range=(0.0, 255.0)", True),
+        # [0, 1] data wrongly declared as [0.25, 0.75] (exceeds by 50% of the width)
+        (0.0, 1.0, (0.25, 0.75), "value_range=(0.0, 1.0)", False),
     ],
 )
-def test_out_of_range_error_names_found_and_declared_range(
-    data_lo: float, data_hi: float, declared: tuple[float, float], hint: str
+def test_out_of_range_error_names_side_found_declared_and_fix(
+    side: str, data_lo: float, data_hi: float, declared: tuple[float, float], fix: str, gross: bool
 ) -> None:
     x = torch.linspace(data_lo, data_hi, 2 * 3 * 4 * 4).view(2, 3, 4, 4)
+    if side == "generated" and not gross:
+        out = to_uint8_rgb(x, declared, side="generated")  # clamped, not refused
+        lo, hi = declared
+        expected = int(((x < lo - 0.5 / 255 * (hi - lo)) | (x > hi + 0.5 / 255 * (hi - lo))).sum())
+        assert int(out.num_clamped) == expected > 0
+        return
+    prefix = "real_" if side == "real" else ""
     with pytest.raises(ValueError, match="outside the declared") as info:
-        to_uint8_rgb(x, declared)
+        to_uint8_rgb(x, declared, side=side)  # type: ignore[arg-type]
     message = str(info.value)
-    assert f"[{data_lo:.4g}, {data_hi:.4g}]" in message  # the range found
-    assert f"value_range=({declared[0]:g}, {declared[1]:g})" in message  # the range declared
-    assert hint in message
+    assert message.startswith(f"{side.capitalize()} images have values in [{data_lo:.4g}, {data_hi:.4g}]")
+    assert f"{prefix}value_range=({declared[0]!r}, {declared[1]!r})" in message  # the space declared
+    assert f"pass {prefix}{fix}" in message  # the argument that fixes it
 
 
-def test_just_beyond_tolerance_raises() -> None:
+def test_real_images_just_beyond_tolerance_raise() -> None:
     over = 1.0 + 2.0 * RANGE_TOLERANCE * 1.5  # 1.5x the tolerance of (-1, 1), whose width is 2
-    with pytest.raises(ValueError, match="outside the declared"):
-        to_uint8_rgb(_constant_batch([0.0, over]))
+    with pytest.raises(ValueError, match=r"Real images .* outside the declared"):
+        to_uint8_rgb(_constant_batch([0.0, over]), side="real")
+    # Within the tolerance: clamped.
+    out = to_uint8_rgb(_constant_batch([0.0, 1.0 + 2.0 * RANGE_TOLERANCE * 0.5]), side="real")
+    assert out.images[:, 0, 0, 0].tolist() == [128, 255]
+
+
+@pytest.mark.parametrize(
+    ("space", "channel", "low", "high"),
+    [
+        (PixelSpace.from_value_range(-1.0, 1.0), 0, -1.0, 1.0),
+        (PixelSpace.from_value_range(0.0, 255.0), 1, 0.0, 255.0),
+        # per channel: bounds -mean/std and (1 - mean)/std of that channel
+        (PixelSpace.from_normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), 0, -0.485 / 0.229, 0.515 / 0.229),
+        (PixelSpace.from_normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), 2, -0.406 / 0.225, 0.594 / 0.225),
+    ],
+)
+@pytest.mark.parametrize("beyond_high", [True, False])
+def test_generated_images_are_refused_only_beyond_one_width(
+    space: PixelSpace, channel: int, low: float, high: float, beyond_high: bool
+) -> None:
+    width = high - low
+    # 1.001 widths beyond the edge raises; 0.999 widths beyond is clamped (only the one pixel).
+    for factor, refused in [(1.001, True), (0.999, False)]:
+        x = torch.full((2, 3, 4, 4), (low + high) / 2, dtype=torch.float64)
+        x[1, channel, 2, 3] = high + factor * width if beyond_high else low - factor * width
+        if refused:
+            with pytest.raises(ValueError, match=r"Generated images .* by more than its width"):
+                to_uint8_rgb(x, space)
+        else:
+            out = to_uint8_rgb(x, space)
+            assert int(out.num_clamped) == 1
+            assert out.images[1, channel, 2, 3] == (255 if beyond_high else 0)
+
+
+def test_per_channel_space_checks_each_channel_against_its_own_bounds() -> None:
+    space = PixelSpace.from_normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    # 2.5 is inside channel 2's [-1.80, 2.64] but beyond channel 0's high 2.249 by 0.25 > 1% of its width 4.37.
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, 2] = 2.5
+    to_uint8_rgb(x, space, side="real")
+    x[0, 0, 0, 0] = 2.5
+    with pytest.raises(ValueError, match=r"Real images .* real_normalize=\(\(0\.485, 0\.456, 0\.406\), "):
+        to_uint8_rgb(x, space, side="real")
+
+
+@pytest.mark.parametrize(
+    ("argument", "declared", "fix"),
+    [
+        ("normalize", "normalize=((0.5,), (0.5,))", "value_range=(0.0, 255.0)"),
+        ("real_normalize", "real_normalize=((0.5,), (0.5,))", "real_value_range=(0.0, 255.0)"),
+        ("space", "space=normalize=((0.5,), (0.5,))", "space=value_range=(0.0, 255.0)"),
+    ],
+)
+def test_range_error_names_the_callers_argument(argument: str, declared: str, fix: str) -> None:
+    x = torch.linspace(0.0, 255.0, 48).view(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="Real images have values in") as info:
+        to_uint8_rgb(x, PixelSpace.from_normalize(0.5, 0.5), side="real", argument=argument)
+    assert f"outside the declared {declared} " in str(info.value)
+    assert f"pass {fix}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "advice"),
+    [
+        # MNIST after Normalize((0.1307,), (0.3081,)), declared as [-1, 1]: the wrong-argument case.
+        ((-0.4242, 2.8215), "real_normalize=(mean, std)"),
+        ((-50.0, 50.0), "check the data pipeline and the `real_value_range` argument"),
+    ],
+)
+def test_range_error_advice_without_a_common_range(data: tuple[float, float], advice: str) -> None:
+    x = torch.linspace(*data, 48).view(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="outside the declared real_value_range=") as info:
+        to_uint8_rgb(x, side="real")
+    assert advice in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -187,3 +272,267 @@ def test_bad_dtypes_are_refused(dtype: torch.dtype) -> None:
 def test_non_tensor_is_refused() -> None:
     with pytest.raises(TypeError, match=r"torch\.Tensor"):
         to_uint8_rgb([[0.0]])  # type: ignore[arg-type]
+
+
+# --- PixelSpace -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("space", "described", "as_json"),
+    [
+        (PixelSpace.from_value_range(0, 1), "value_range=(0.0, 1.0)", {"value_range": [0.0, 1.0]}),
+        (PixelSpace.from_value_range(-1.0, 1.0), "value_range=(-1.0, 1.0)", {"value_range": [-1.0, 1.0]}),
+        (
+            PixelSpace.from_normalize((0.1307,), (0.3081,)),
+            "normalize=((0.1307,), (0.3081,))",
+            {"normalize": {"mean": [0.1307], "std": [0.3081]}},
+        ),
+        (
+            PixelSpace.from_normalize([0.485, 0.456, 0.406], torch.tensor([0.25, 0.5, 0.125])),
+            "normalize=((0.485, 0.456, 0.406), (0.25, 0.5, 0.125))",
+            {"normalize": {"mean": [0.485, 0.456, 0.406], "std": [0.25, 0.5, 0.125]}},
+        ),
+        (
+            PixelSpace.from_normalize(0.5, 0.5),
+            "normalize=((0.5,), (0.5,))",
+            {"normalize": {"mean": [0.5], "std": [0.5]}},
+        ),
+    ],
+)
+def test_pixel_space_describe_json_pickle_hash(space: PixelSpace, described: str, as_json: dict) -> None:
+    assert space.describe() == described == str(space)
+    assert space.describe("real_") == "real_" + described
+    assert space.to_json() == as_json
+    text = json.dumps(space.to_json())
+    assert PixelSpace.from_json(text) == space
+    assert PixelSpace.from_json(json.loads(text)) == space
+    assert pickle.loads(pickle.dumps(space)) == space
+    assert hash(PixelSpace.from_json(text)) == hash(space)
+    assert len({space, PixelSpace.from_json(text)}) == 1
+    # What describe() prints, parse() accepts back.
+    kind, value = described.split("=", 1)
+    assert PixelSpace.parse(**{kind: ast.literal_eval(value)}) == space
+    with pytest.raises(AttributeError):
+        space.value_range = (0.0, 2.0)  # type: ignore[misc]
+
+
+def test_pixel_space_scalars_and_one_element_sequences_are_the_same_space() -> None:
+    assert PixelSpace.from_normalize(0.5, 0.5) == PixelSpace.from_normalize([0.5], (0.5,))
+    assert PixelSpace.from_value_range(0, 1) == PixelSpace(value_range=(0.0, 1.0))
+    assert PixelSpace.from_normalize(0.5, 0.5) != PixelSpace.from_value_range(-1, 1)  # same pixels, other argument
+
+
+@pytest.mark.parametrize(
+    ("space", "num_channels", "lows", "highs"),
+    [
+        (PixelSpace.from_value_range(-1, 1), 1, (-1.0,), (1.0,)),
+        (PixelSpace.from_normalize(0.5, 0.25), 1, (-2.0,), (2.0,)),
+        (PixelSpace.from_normalize((0.5, 0.0, 1.0), 0.5), 3, (-1.0, 0.0, -2.0), (1.0, 2.0, 0.0)),
+    ],
+)
+def test_pixel_space_bounds(space: PixelSpace, num_channels: int, lows: tuple, highs: tuple) -> None:
+    assert space.num_channels == num_channels
+    assert space.bounds() == (lows, highs)  # exact: dyadic fractions
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        (
+            {"value_range": (1.0, 1.0)},
+            "`real_value_range` must be a pair of finite numbers (low, high) with low < high",
+        ),
+        ({"value_range": (0.0, math.inf)}, "`real_value_range`"),
+        ({"value_range": "01"}, "`real_value_range`"),
+        ({"value_range": (True, 2)}, "`real_value_range`"),
+        ({"value_range": (0.0, 1.0, 2.0)}, "got (0.0, 1.0, 2.0)"),
+        ({"normalize": (0.5,)}, "`real_normalize` must be a pair (mean, std)"),
+        ({"normalize": 0.5}, "`real_normalize` must be a pair (mean, std)"),
+        ({"normalize": ((0.5, 0.5), 0.5)}, "`real_normalize` mean must have 1 or 3 channels"),
+        ({"normalize": (0.5, (0.5, 0.5, 0.5, 0.5))}, "`real_normalize` std must have 1 or 3 channels"),
+        ({"normalize": (0.5, 0.0)}, "`real_normalize` std must be positive, got 0.0"),
+        ({"normalize": (0.5, -0.5)}, "`real_normalize` std must be positive"),
+        ({"normalize": (math.nan, 0.5)}, "`real_normalize` mean must be finite"),
+        ({"normalize": ("a", 0.5)}, "`real_normalize` mean must be a number or a sequence"),
+        ({"normalize": {"mean": 0.5}}, "exactly the keys 'mean' and 'std'"),
+        ({"value_range": (0, 1), "normalize": (0.5, 0.5)}, "either `real_value_range` or `real_normalize`, not both"),
+    ],
+)
+def test_pixel_space_parse_errors_name_the_argument(kwargs: dict, fragment: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        PixelSpace.parse(**kwargs, argument_prefix="real_")
+
+
+def test_pixel_space_parse_accepts_mappings_and_returns_none_for_nothing() -> None:
+    assert PixelSpace.parse() is None
+    assert PixelSpace.parse(normalize={"mean": 0.5, "std": [0.5]}) == PixelSpace.from_normalize(0.5, 0.5)
+    assert PixelSpace.parse(value_range=[0, 255]) == PixelSpace.from_value_range(0.0, 255.0)
+
+
+@pytest.mark.parametrize(
+    "bad", [{}, {"value_range": [0, 1], "normalize": {}}, {"rgb": [0, 1]}, [0, 1], '{"value_range": [1, 0]}']
+)
+def test_pixel_space_from_json_refuses_other_data(bad: object) -> None:
+    with pytest.raises(ValueError, match="value_range"):
+        PixelSpace.from_json(bad)  # type: ignore[arg-type]
+
+
+def test_pixel_space_needs_exactly_one_form() -> None:
+    with pytest.raises(ValueError, match="exactly one of"):
+        PixelSpace()
+    with pytest.raises(ValueError, match="exactly one of"):
+        PixelSpace(value_range=(0.0, 1.0), mean=(0.5,), std=(0.5,))
+
+
+# --- to_uint8_rgb with a normalisation ------------------------------------------------------------------------------
+
+
+NORMALIZATIONS = [
+    ((0.1307,), (0.3081,)),  # MNIST
+    ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet
+    ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ((0.5,), (0.5,)),  # one value broadcast over RGB
+]
+
+
+@pytest.mark.parametrize(("mean", "std"), NORMALIZATIONS)
+@pytest.mark.parametrize("torchvision_version", ["v1", "v2"])
+@pytest.mark.parametrize("side", ["generated", "real"])
+def test_normalized_images_convert_back_to_the_uint8_originals_bit_exactly(
+    mean: tuple, std: tuple, torchvision_version: str, side: str
+) -> None:
+    from torchvision import transforms as v1
+    from torchvision.transforms import v2
+
+    channels = 1 if len(mean) == 1 and mean != (0.5,) else 3
+    # Every uint8 level in every channel, as ToTensor gives them (k / 255), then torchvision's own Normalize.
+    originals = torch.arange(256, dtype=torch.uint8).repeat(channels, 4).view(1, channels, 16, 64)
+    originals = torch.cat([originals, originals.flip(-1)])
+    pixels = originals.float() / 255
+    normalize = (v1.Normalize if torchvision_version == "v1" else v2.Normalize)(list(mean), list(std))
+    normalized = torch.stack([normalize(image) for image in pixels])
+    out = to_uint8_rgb(normalized, PixelSpace.from_normalize(mean, std), side=side)  # type: ignore[arg-type]
+    expected = originals.expand(-1, 3, -1, -1)
+    assert torch.equal(out.images, expected)  # bit-exact
+    assert int(out.num_clamped) == 0
+
+
+def test_single_channel_images_with_a_three_channel_space_are_refused() -> None:
+    space = PixelSpace.from_normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    with pytest.raises(ValueError, match="per channel for 3 channels, but the real images have 1"):
+        to_uint8_rgb(torch.zeros(1, 1, 2, 2), space, side="real")
+    # uint8 ignores the space, as always
+    assert to_uint8_rgb(torch.zeros(1, 1, 2, 2, dtype=torch.uint8), space).images.shape == (1, 3, 2, 2)
+
+
+@pytest.mark.parametrize("side", ["both", "", None, 1])
+def test_bad_side_or_argument_is_refused(side: object) -> None:
+    with pytest.raises(ValueError, match="`side` must be 'generated' or 'real'"):
+        to_uint8_rgb(torch.zeros(1, 3, 2, 2), side=side)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`argument` must be a non-empty string"):
+        to_uint8_rgb(torch.zeros(1, 3, 2, 2), argument="" if side else 3)  # type: ignore[arg-type]
+
+
+# --- clamping counts ------------------------------------------------------------------------------------------------
+
+
+def test_num_clamped_counts_values_quantized_outside_0_255() -> None:
+    # (-1, 1): half a quantization step is 1 / 255 = 0.00392. -1.003 and 1.003 round to 0 and 255 (not clamped);
+    # -1.005, 1.005, -1.5, 2.9 round outside [0, 255] (clamped). NaN sample: excluded and zeroed.
+    values = [-1.003, 1.003, -1.005, 1.005, -1.5, 2.9, 0.0]
+    x = torch.tensor(values).view(1, 1, 1, -1)
+    x = torch.cat([x, torch.full_like(x, math.nan)])
+    out = to_uint8_rgb(x)
+    assert out.num_clamped.dtype == torch.int64
+    assert out.num_clamped.dim() == 0
+    assert out.num_clamped.device == x.device
+    assert int(out.num_clamped) == 4
+    assert out.num_values == 2 * len(values)  # all input values, the non-finite sample included
+    assert out.images[0, 0, 0].tolist() == [0, 255, 0, 255, 0, 255, 128]
+
+
+@pytest.mark.parametrize(
+    "space", [PixelSpace.from_value_range(-1, 1), PixelSpace.from_normalize((0.1, 0.5, 0.9), (0.2, 0.3, 0.4))]
+)
+def test_num_clamped_equals_the_number_of_out_of_range_values(space: PixelSpace) -> None:
+    gen = torch.Generator().manual_seed(0)
+    lows, highs = (torch.tensor(b * (3 // len(b)), dtype=torch.float64).view(1, 3, 1, 1) for b in space.bounds())
+    width = highs - lows
+    u = torch.rand(4, 3, 8, 8, generator=gen, dtype=torch.float64)  # position within the space
+    outside = torch.rand(4, 3, 8, 8, generator=gen) < 0.2
+    # Out-of-range values lie 0.01 to 0.9 widths beyond an edge: far from the half-step boundary, within one width.
+    shift = (0.01 + 0.89 * torch.rand(4, 3, 8, 8, generator=gen, dtype=torch.float64)) * torch.where(
+        torch.rand(4, 3, 8, 8, generator=gen) < 0.5, -1.0, 1.0
+    )
+    u = torch.where(outside, torch.where(shift < 0, shift, 1 + shift), u)
+    x = lows + u * width
+    out = to_uint8_rgb(x, space)
+    assert int(out.num_clamped) == int(outside.sum())
+    assert out.num_values == x.numel()
+    assert torch.equal(out.images, torch.round(u.clamp(0, 1) * 255).to(torch.uint8))  # u computed in float64
+
+
+def test_uint8_input_clamps_nothing() -> None:
+    out = to_uint8_rgb(torch.full((2, 1, 3, 3), 255, dtype=torch.uint8), (0.0, 1.0))
+    assert int(out.num_clamped) == 0
+    assert out.num_values == 18
+
+
+# --- deferred range checks ------------------------------------------------------------------------------------------
+
+
+def test_deferred_range_check_merges_batches_and_raises_at_the_end() -> None:
+    good = torch.linspace(-1, 1, 48).view(1, 3, 4, 4)
+    bad = good * 127.5 + 127.5  # [0, 255] declared as (-1, 1)
+    first = to_uint8_rgb(good, check_range=False)
+    second = to_uint8_rgb(bad, check_range=False)  # no error yet
+    first.range_check.check()
+    merged = first.range_check.merge(second.range_check)
+    assert merged.minimum.tolist() == [-1.0]
+    assert merged.maximum.tolist() == [255.0]
+    with pytest.raises(ValueError, match=r"Generated images have values in \[-1, 255\]"):
+        merged.check()
+    with pytest.raises(ValueError, match="cannot merge"):
+        first.range_check.merge(to_uint8_rgb(good, side="real").range_check)
+
+
+def test_range_check_extent_ignores_nonfinite_samples_and_uint8() -> None:
+    x = torch.full((3, 3, 2, 2), 0.25)
+    x[0, 1] = 0.75
+    x[1, 0, 0, 0] = math.inf
+    x[2] = -0.5
+    check = to_uint8_rgb(x, check_range=False).range_check
+    assert check.minimum.tolist() == [-0.5]
+    assert check.maximum.tolist() == [0.75]
+    per_channel = PixelSpace.from_normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    check = to_uint8_rgb(x, per_channel).range_check
+    assert check.minimum.tolist() == [-0.5, -0.5, -0.5]
+    assert check.maximum.tolist() == [0.25, 0.75, 0.25]
+    empty = to_uint8_rgb(x.to(torch.uint8)).range_check
+    assert empty.minimum.tolist() == [math.inf]
+    assert empty.maximum.tolist() == [-math.inf]
+    empty.check()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(
+    "space",
+    [
+        PixelSpace.from_value_range(-1, 1),
+        PixelSpace.from_normalize(0.5, 0.5),
+        PixelSpace.from_normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    ],
+)
+def test_deferred_conversion_does_not_synchronise_on_cuda(space: PixelSpace) -> None:
+    x = torch.rand(4, 3, 16, 16, device="cuda") * 2 - 1
+    x[1, 0, 0, 0] = math.nan
+    to_uint8_rgb(x, space)  # warm up outside the guarded region
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        first = to_uint8_rgb(x, space, check_range=False)
+        merged = first.range_check.merge(to_uint8_rgb(x, space, check_range=False).range_check)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    merged.check()
+    assert int(first.num_clamped) == 0
