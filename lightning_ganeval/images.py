@@ -691,19 +691,19 @@ def _observed_space(batches: Iterable[Any], argument_prefix: str) -> tuple[Pixel
             lo, hi = min(lo, float(batch_lo)), max(hi, float(batch_hi))
     ask = f"pass `{argument_prefix}value_range=(low, high)` or `{argument_prefix}normalize=(mean, std)`"
     if lo > hi:
-        raise ValueError(
-            f"cannot infer the pixel space: no Normalize in the dataset's transform and no real values; {ask}."
-        )
+        raise ValueError(f"cannot infer the pixel space: no Normalize in a dataset transform, no real values; {ask}.")
     seen = "the first real batch" if count == 1 else f"the first {count} real batches"
     if all_uint8:
         return PixelSpace.from_value_range(0.0, 255.0), f"uint8 dtype of {seen}"
     reason = f"observed range [{lo:.3f}, {hi:.3f}] of {seen}"
-    # The tolerance to_uint8_rgb grants real images: what is inferred here also passes its check.
-    if lo >= -RANGE_TOLERANCE and hi <= 1.0 + RANGE_TOLERANCE:
+    # Up to the tolerance to_uint8_rgb grants real images, so what is inferred here also passes its check.
+    tol = RANGE_TOLERANCE
+    if lo >= -tol and hi <= 1.0 + tol:
         return PixelSpace.from_value_range(0.0, 1.0), reason
-    if lo >= -1.0 - 2 * RANGE_TOLERANCE and hi <= 1.0 + 2 * RANGE_TOLERANCE:
+    if -1.0 - 2 * tol <= lo < -tol and hi <= 1.0 + 2 * tol:
         return PixelSpace.from_value_range(-1.0, 1.0), reason
-    if lo >= -255 * RANGE_TOLERANCE and hi <= 255.0 * (1 + RANGE_TOLERANCE):
+    # Not negative at all: data normalised by a mean and std (e.g. MNIST's [-0.42, 2.82]) must not pass for [0, 255].
+    if lo >= 0.0 and hi <= 255.0 * (1 + tol):
         return PixelSpace.from_value_range(0.0, 255.0), reason
     raise ValueError(f"cannot infer the pixel space from the {reason}: it is none of [0, 1], [-1, 1], [0, 255]; {ask}.")
 

@@ -540,7 +540,7 @@ def _nan_for_some(pl_module: TinyGAN, z: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize(
     ("sample_fn", "match"),
     [
-        (lambda m, z: m(z) * 127.5 + 127.5, r"outside the declared value_range=\(-1, 1\).*\[0, 255\]"),
+        (lambda m, z: m(z) * 127.5 + 127.5, r"outside the declared value_range=\(-1\.0, 1\.0\).*\[0, 255\]"),
         (lambda m, z: m(z).flatten(1), r"`sample_fn\(pl_module, z\)` must return images of shape \(N, C, H, W\)"),
         (lambda m, z: (m(z), None), r"`sample_fn\(pl_module, z\)` must return a tensor of images"),
     ],

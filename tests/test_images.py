@@ -7,11 +7,17 @@ import json
 import math
 import pickle
 import re
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
+from torch.utils.data import ConcatDataset, DataLoader, Subset, TensorDataset, random_split
+from torchvision import transforms as tv1
+from torchvision.datasets import FakeData, VisionDataset
+from torchvision.transforms import v2
 
-from lightning_ganeval.images import RANGE_TOLERANCE, ConvertedImages, PixelSpace, to_uint8_rgb
+from lightning_ganeval.images import RANGE_TOLERANCE, ConvertedImages, PixelSpace, infer_pixel_space, to_uint8_rgb
 
 
 def _constant_batch(values: list[float], dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -401,15 +407,12 @@ NORMALIZATIONS = [
 def test_normalized_images_convert_back_to_the_uint8_originals_bit_exactly(
     mean: tuple, std: tuple, torchvision_version: str, side: str
 ) -> None:
-    from torchvision import transforms as v1
-    from torchvision.transforms import v2
-
     channels = 1 if len(mean) == 1 and mean != (0.5,) else 3
     # Every uint8 level in every channel, as ToTensor gives them (k / 255), then torchvision's own Normalize.
     originals = torch.arange(256, dtype=torch.uint8).repeat(channels, 4).view(1, channels, 16, 64)
     originals = torch.cat([originals, originals.flip(-1)])
     pixels = originals.float() / 255
-    normalize = (v1.Normalize if torchvision_version == "v1" else v2.Normalize)(list(mean), list(std))
+    normalize = (tv1.Normalize if torchvision_version == "v1" else v2.Normalize)(list(mean), list(std))
     normalized = torch.stack([normalize(image) for image in pixels])
     out = to_uint8_rgb(normalized, PixelSpace.from_normalize(mean, std), side=side)  # type: ignore[arg-type]
     expected = originals.expand(-1, 3, -1, -1)
@@ -536,3 +539,213 @@ def test_deferred_conversion_does_not_synchronise_on_cuda(space: PixelSpace) -> 
         torch.cuda.set_sync_debug_mode("default")
     merged.check()
     assert int(first.num_clamped) == 0
+
+
+# --- infer_pixel_space ----------------------------------------------------------------------------------------------
+
+MNIST = ((0.1307,), (0.3081,))
+
+
+class _InMemoryVision(VisionDataset):
+    """A VisionDataset over uint8 CHW tensors, converted to PIL so that torchvision's v1 transforms apply."""
+
+    def __init__(self, images: torch.Tensor, **kwargs: Any) -> None:
+        super().__init__(root="", **kwargs)
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, target = tv1.ToPILImage()(self.images[index]), 0
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+
+def _uint8_images(n: int = 4, channels: int = 1) -> torch.Tensor:
+    return torch.randint(0, 256, (n, channels, 6, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+def _mnist_fake(**kwargs: Any) -> FakeData:
+    return FakeData(size=6, image_size=(1, 6, 5), num_classes=2, **kwargs)
+
+
+def _mnist_transform() -> tv1.Compose:
+    return tv1.Compose([tv1.ToTensor(), tv1.Normalize(*MNIST)])
+
+
+def test_infer_reads_normalize_of_a_torchvision_dataset_and_inverts_it_bit_exactly() -> None:
+    dataset = _mnist_fake(transform=_mnist_transform())
+    space, reason = infer_pixel_space(dataset, dataset_name="train dataset")
+    assert space == PixelSpace.from_normalize(*MNIST)
+    assert reason == (
+        "torchvision Normalize(mean=(0.1307,), std=(0.3081,)) in the train dataset's transform (FakeData)"
+    )
+    # The same FakeData images as uint8 (FakeData draws image i from a seed depending on i only).
+    originals = torch.stack([image for image, _ in _mnist_fake(transform=tv1.PILToTensor())])
+    normalized = torch.stack([image for image, _ in dataset])
+    out = to_uint8_rgb(normalized, space, side="real", argument="real_normalize")
+    assert torch.equal(out.images, originals.expand(-1, 3, -1, -1))
+
+
+def _wrapped(kind: str) -> tuple[Any, str]:
+    base = _mnist_fake(transform=_mnist_transform())
+    if kind == "Subset":
+        return Subset(base, [0, 2]), "FakeData via Subset"
+    if kind == "random_split":
+        return random_split(base, [4, 2], generator=torch.Generator().manual_seed(0))[1], "FakeData via Subset"
+    if kind == "nested":
+        return Subset(Subset(base, [0, 1, 2]), [1]), "FakeData via Subset via Subset"
+    if kind == "DataLoader":
+        return DataLoader(Subset(base, [0]), batch_size=2), "FakeData via Subset via DataLoader"
+    if kind == "ConcatDataset":
+        return ConcatDataset([base, _mnist_fake(transform=_mnist_transform())]), "all 2 parts of ConcatDataset"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["Subset", "random_split", "nested", "DataLoader", "ConcatDataset"])
+def test_infer_looks_through_wrappers(kind: str) -> None:
+    dataset, where = _wrapped(kind)
+    space, reason = infer_pixel_space(dataset)
+    assert space == PixelSpace.from_normalize(*MNIST)
+    assert reason.endswith(f"in the dataset's transform ({where})")
+
+
+@pytest.mark.parametrize(
+    ("transform", "expected"),
+    [
+        # v2 pipeline, per-channel Normalize given as lists
+        (
+            lambda: v2.Compose(
+                [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5, 0.4, 0.3], [0.2, 0.25, 0.5])]
+            ),
+            PixelSpace.from_normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.5)),
+        ),
+        # the last Normalize applied wins, also inside a nested Compose
+        (
+            lambda: tv1.Compose(
+                [tv1.ToTensor(), tv1.Normalize(0.5, 0.5), tv1.Compose([tv1.Normalize((0.1,), (0.2,))])]
+            ),
+            PixelSpace.from_normalize(0.1, 0.2),
+        ),
+        # a bare Normalize, and nn.Sequential of v1 transforms
+        (lambda: tv1.Normalize((0.25,), (0.5,)), PixelSpace.from_normalize(0.25, 0.5)),
+        (lambda: torch.nn.Sequential(tv1.Normalize((0.25,), (0.5,))), PixelSpace.from_normalize(0.25, 0.5)),
+    ],
+)
+def test_infer_walks_transform_pipelines(transform: Callable[[], Any], expected: PixelSpace) -> None:
+    dataset = _InMemoryVision(_uint8_images(channels=3), transform=transform())
+    assert infer_pixel_space(dataset)[0] == expected
+
+
+def test_infer_reads_joint_transforms_of_a_vision_dataset() -> None:
+    joint = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5], [0.25])])
+    dataset = _InMemoryVision(_uint8_images(), transforms=joint)
+    space, reason = infer_pixel_space(dataset)
+    assert space == PixelSpace.from_normalize(0.5, 0.25)
+    assert reason.endswith("(_InMemoryVision)")
+    # and the inferred space inverts what the dataset yields
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    assert torch.equal(to_uint8_rgb(images, space, side="real").images, _uint8_images().expand(-1, 3, -1, -1))
+
+
+def test_infer_a_wrappers_own_normalize_runs_last() -> None:
+    class Renormalized(torch.utils.data.Dataset):
+        def __init__(self, dataset: Any) -> None:
+            self.dataset = dataset
+            self.transform = tv1.Normalize((0.0,), (2.0,))
+
+        def __len__(self) -> int:
+            return len(self.dataset)
+
+        def __getitem__(self, index: int) -> Any:
+            return self.transform(self.dataset[index][0])
+
+    space, reason = infer_pixel_space(Renormalized(_mnist_fake(transform=_mnist_transform())))
+    assert space == PixelSpace.from_normalize(0.0, 2.0)
+    assert reason.endswith("(Renormalized)")
+
+
+def test_infer_refuses_concat_parts_that_disagree() -> None:
+    parts = [_mnist_fake(transform=_mnist_transform()), _mnist_fake(transform=tv1.ToTensor())]
+    with pytest.raises(ValueError, match=r"parts of ConcatDataset normalise their images differently") as info:
+        infer_pixel_space(ConcatDataset(parts))
+    assert "part 0 (FakeData): normalize=((0.1307,), (0.3081,)); part 1 (FakeData): no Normalize" in str(info.value)
+
+
+def test_infer_refuses_a_normalize_with_other_channel_counts() -> None:
+    dataset = _InMemoryVision(_uint8_images(), transform=tv1.Normalize((0.5, 0.5), (0.5, 0.5)))
+    with pytest.raises(ValueError, match="pass `value_range=` or `normalize=` explicitly"):
+        infer_pixel_space(dataset)
+
+
+def _batches(data: torch.Tensor, size: int = 4) -> list[torch.Tensor]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda u: u.float() / 255, (0.0, 1.0)),
+        (lambda u: u.float() / 127.5 - 1, (-1.0, 1.0)),
+        (lambda u: u, (0.0, 255.0)),
+        (lambda u: u.double(), (0.0, 255.0)),
+    ],
+)
+def test_infer_falls_back_to_the_observed_range_of_tensor_datasets(
+    make: Callable[[torch.Tensor], torch.Tensor], expected: tuple[float, float]
+) -> None:
+    levels = torch.arange(256, dtype=torch.uint8).view(8, 1, 4, 8)  # every level: the full range is observed
+    dataset = TensorDataset(make(levels))
+    batches = [batch for (batch,) in DataLoader(dataset, batch_size=4)]
+    space, reason = infer_pixel_space(dataset, batches)
+    assert space == PixelSpace.from_value_range(*expected)
+    if levels.dtype == make(levels).dtype:
+        assert reason == "uint8 dtype of the first 2 real batches"
+    else:
+        assert reason == f"observed range [{expected[0]:.3f}, {expected[1]:.3f}] of the first 2 real batches"
+    # What is inferred passes the strict real-image check and gives back the levels exactly.
+    assert torch.equal(to_uint8_rgb(make(levels), space, side="real").images, levels.expand(-1, 3, -1, -1))
+
+
+def test_infer_with_a_to_tensor_only_pipeline_uses_the_batches() -> None:
+    dataset = _mnist_fake(transform=tv1.ToTensor())
+    batches = [next(iter(DataLoader(dataset, batch_size=6)))[0]]
+    space, reason = infer_pixel_space(dataset, batches)
+    assert space == PixelSpace.from_value_range(0.0, 1.0)
+    low, high = float(batches[0].min()), float(batches[0].max())
+    assert reason == f"observed range [{low:.3f}, {high:.3f}] of the first real batch"
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [
+        (-0.01, 1.01, (0.0, 1.0)),  # within 1% of [0, 1]
+        (-0.011, 1.0, (-1.0, 1.0)),  # a negative beyond it: [-1, 1]
+        (-1.02, 1.02, (-1.0, 1.0)),
+        (0.0, 1.02, (0.0, 255.0)),  # max > 1 beyond the tolerance
+        (0.0, 257.55, (0.0, 255.0)),
+    ],
+)
+def test_infer_observed_range_boundaries(low: float, high: float, expected: tuple[float, float]) -> None:
+    batch = torch.tensor([low, (low + high) / 2, high, math.nan], dtype=torch.float64).view(1, 1, 2, 2)
+    assert infer_pixel_space(batches=[batch])[0] == PixelSpace.from_value_range(*expected)
+
+
+@pytest.mark.parametrize(("low", "high"), [(-3.0, 3.0), (-1.03, 1.0), (0.0, 258.0), (-0.5, 200.0), (-0.4242, 2.8215)])
+def test_infer_refuses_an_unrecognised_range(low: float, high: float) -> None:
+    batch = torch.tensor([low, high]).view(1, 1, 1, 2)
+    with pytest.raises(ValueError, match=r"pass `real_value_range=\(low, high\)` or `real_normalize=\(mean, std\)`"):
+        infer_pixel_space(TensorDataset(batch), [batch], argument_prefix="real_")
+
+
+def test_infer_needs_something_to_infer_from() -> None:
+    with pytest.raises(ValueError, match="no Normalize in a dataset transform, no real values"):
+        infer_pixel_space(TensorDataset(torch.zeros(2)))
+    with pytest.raises(ValueError, match="no real values"):
+        infer_pixel_space(batches=[torch.full((1, 1, 2, 2), math.nan)])
+    with pytest.raises(TypeError, match="image tensors, got list at position 1"):
+        infer_pixel_space(batches=[torch.zeros(1, 1, 2, 2), [0.0]])
+    with pytest.raises(TypeError, match=r"got torch\.int64 at position 0"):
+        infer_pixel_space(batches=[torch.zeros(1, 1, 2, 2, dtype=torch.int64)])
