@@ -406,6 +406,8 @@ class FeatureBank(torchmetrics.Metric):
     padded to the largest count; the rows in chunks of ``gather_chunk_bytes`` per rank. With a CPU backend
     (gloo) the CPU tensors are gathered directly; with NCCL each chunk is copied to the current CUDA device and
     back. As with every torchmetrics metric, **every rank must call** ``compute()``; each gets all the rows.
+    During ``compute()`` a rank briefly holds its own rows twice (torchmetrics caches the local state to restore
+    it afterwards) plus every rank's rows twice (the gathered rows and the sorted result).
 
     Args:
         num_features: Feature dimension d (known on every rank, also on one that holds no row).
