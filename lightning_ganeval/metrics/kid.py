@@ -29,7 +29,8 @@ __all__ = ["kid_from_features", "kid_subset_values", "mmd2_unbiased"]
 
 # Rows per block when summing a Gram matrix; bounds the temporary to _BLOCK_ROWS x N float64 values.
 _BLOCK_ROWS = 4096
-# Subsets evaluated together with one batched matmul: bounds the kernel matrices to this many float64 values.
+# Subsets evaluated together with one batched matmul: bounds both the gathered subset rows and the kernel
+# matrices of a batch to this many float64 values (256 MiB) each.
 _BATCH_ELEMENTS = 1 << 25
 
 
@@ -181,7 +182,7 @@ def kid_subset_values(
     real_indices = real_indices.to(x.device)
     fake_indices = fake_indices.to(x.device)
     size = real_indices.shape[1]
-    per_batch = max(1, _BATCH_ELEMENTS // (size * size))
+    per_batch = max(1, _BATCH_ELEMENTS // (size * max(size, x.shape[1])))
     values = [
         _subset_mmd2(x[ri], y[fi], degree, gamma, coef0)
         for ri, fi in zip(real_indices.split(per_batch), fake_indices.split(per_batch), strict=True)
