@@ -38,8 +38,10 @@ from lightning_ganeval.reference import (
     cached_real_stats,
     compute_real_stats,
     dataset_fingerprint,
+    default_max_workers,
     extractor_provenance,
     load_stats,
+    real_content_digest,
     real_stats_cache_key,
 )
 from lightning_ganeval.sampling import (
@@ -867,6 +869,7 @@ class FIDCallback(_GenerativeMetricCallback):
                     rank=trainer.global_rank,
                     world_size=trainer.world_size,
                     progress=None if bar.disable else progress,
+                    max_workers=default_max_workers(max(1, trainer.num_devices)),
                 )
 
         try:
@@ -875,8 +878,17 @@ class FIDCallback(_GenerativeMetricCallback):
             # An iterable without indices has no cheap identity: compute every run instead of caching.
             return compute()
         count = len(loader.dataset) if self.num_real is None else min(len(loader.dataset), self.num_real)
+        # What the extractor receives (collate_fn, transforms, real_image_fn, value range), not just the data.
+        content = real_content_digest(
+            loader, image_fn=self.real_image_fn, value_range=self.real_value_range, num_real=self.num_real
+        )
         key = real_stats_cache_key(
-            dataset_id, count, self.real_value_range, extractor, image_fn=_describe_callable(self.real_image_fn)
+            dataset_id,
+            count,
+            self.real_value_range,
+            extractor,
+            content=content,
+            image_fn=_describe_callable(self.real_image_fn),
         )
         cache_dir = Path(self.cache_dir) if self.cache_dir is not None else _default_cache_dir()
         return cached_real_stats(

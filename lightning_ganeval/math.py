@@ -10,7 +10,14 @@ semi-definite, so tr (Σ₁ Σ₂)^½ = Σᵢ √max(λᵢ(Qᵀ Σ₁ Q), 0). Co
 the eigenvalues of the non-symmetric product Σ₁ Σ₂ (torchmetrics, torch-fidelity) this is cheaper, real by
 construction and never NaN, also for the singular covariances of fewer samples than features. The square root
 of the reference covariance is computed once by :class:`FrechetReference`, because the real statistics do not
-change during training; only one ``eigvalsh`` remains per evaluation.
+change during training; only one ``eigvalsh`` remains per evaluation. The one-shot :func:`frechet_distance`
+needs no eigendecomposition either: with a Cholesky factor Σ₂ = L Lᵀ (or of Σ₁), Lᵀ Σ₁ L is similar to Σ₁ Σ₂,
+so one ``eigvalsh`` suffices; only when both covariances are singular does it fall back to the factor above.
+
+Covariances must be positive semi-definite. A congruent matrix (Qᵀ Σ₁ Q, Lᵀ Σ₁ L) has as many negative
+eigenvalues as Σ₁ (Sylvester's law of inertia, for an invertible factor), so an eigenvalue below −:data:`PSD_RTOL`
+× the largest is refused instead of being clipped to 0, and so is a distance below −:data:`NEGATIVE_DISTANCE_RTOL`
+× (tr Σ₁ + tr Σ₂ + ‖μ₁ − μ₂‖²), which a negative direction in the null space of a singular factor produces.
 
 Eigenvalues below a numerical-rank tolerance (λ_max · d · ε for Σ₂, the ``np.linalg.matrix_rank`` convention;
 λ_max · √r · ε for Qᵀ Σ₁ Q) are treated as exactly 0. They are rounding noise of size ~ε‖Σ‖, and their square roots
@@ -29,7 +36,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +44,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "NEGATIVE_DISTANCE_RTOL",
+    "PSD_RTOL",
     "FrechetReference",
     "GaussianStats",
     "frechet_distance",
@@ -52,6 +61,19 @@ def _as_float64(value: Any, name: str, device: torch.device | str | None = None)
     if tensor.is_complex() or tensor.dtype == torch.bool:
         raise TypeError(f"`{name}` must hold real numbers, got dtype {tensor.dtype}.")
     return tensor.to(device=device if device is not None else tensor.device, dtype=torch.float64)
+
+
+_EPS = torch.finfo(torch.float64).eps
+
+PSD_RTOL = 1e-5
+"""A covariance is refused as not positive semi-definite when an eigenvalue is below −PSD_RTOL × its largest
+|eigenvalue|. Rounding a singular float64 covariance to float32 (as some tools store it) moves its zero
+eigenvalues by up to ~6e-8 · √d · max|Σᵢⱼ| (≈ 3e-6 λ_max at d = 2048), which this tolerance accepts."""
+
+NEGATIVE_DISTANCE_RTOL = 1e-6
+"""A squared Fréchet distance below −NEGATIVE_DISTANCE_RTOL × (|tr Σ₁| + |tr Σ₂| + ‖μ₁ − μ₂‖²) is an error, not
+rounding; above it, a negative value is reported as 0. Measured rounding on identical statistics (d ≤ 512, full
+rank and singular, scales 1e-3 to 1e3) stays within ±1.3e-10 of that sum."""
 
 
 def _rank_tolerance(eigenvalues: Tensor, factor: float) -> Tensor:
@@ -166,7 +188,8 @@ class FrechetReference:
     Args:
         mean: Reference mean μ_ref, shape ``(d,)`` (tensor or array).
         cov: Reference covariance Σ_ref, shape ``(d, d)``, symmetric positive semi-definite. Eigenvalues below
-            the rank tolerance (including slightly negative ones from rounding) count as 0.
+            the rank tolerance (including slightly negative ones from rounding) count as 0; one below
+            −:data:`PSD_RTOL` × the largest raises ``ValueError``.
         device: Where to keep the cached factors and compute distances; default: the device of ``cov``.
 
     Example:
@@ -181,13 +204,7 @@ class FrechetReference:
         mean_t = _as_float64(mean, "mean", cov_t.device)
         _check_gaussian(mean_t, cov_t, "mean", "cov")
         cov_t = (cov_t + cov_t.T) / 2
-        eigenvalues, eigenvectors = torch.linalg.eigh(cov_t)
-        # The reference rank uses np.linalg.matrix_rank's tolerance, λ_max · d · ε.
-        keep = eigenvalues > _rank_tolerance(eigenvalues, eigenvalues.numel())
-        # Q = V Λ₊^½, with the columns of (numerically) zero eigenvalues dropped: Qᵀ Σ Q has the same non-zero
-        # eigenvalues as Σ_ref^½ Σ Σ_ref^½, and is smaller when the reference covariance is rank-deficient.
-        self._sqrt_eigenvalues = eigenvalues[keep].sqrt()
-        self._factor = eigenvectors[:, keep] * self._sqrt_eigenvalues
+        self._sqrt_eigenvalues, self._factor = _psd_square_root_factor(cov_t, "cov")
         self._mean = mean_t
         self._trace = float(torch.trace(cov_t))
         self._trace_sqrt = float(self._sqrt_eigenvalues.sum())
@@ -239,7 +256,13 @@ class FrechetReference:
                 factor's lower triangle are read); may be singular (fewer samples than features).
 
         Returns:
-            The squared Fréchet distance, a finite float ≥ 0 (rounding below 0 is reported as 0).
+            The squared Fréchet distance, a finite float ≥ 0 (rounding below 0, down to
+            −:data:`NEGATIVE_DISTANCE_RTOL` × (tr Σ + tr Σ_ref + ‖μ − μ_ref‖²), is reported as 0).
+
+        Raises:
+            ValueError: Wrong shapes, NaN/Inf, or ``cov`` not positive semi-definite beyond rounding (an
+                eigenvalue of the congruent matrix below −:data:`PSD_RTOL` × the largest, or a distance negative
+                beyond the tolerance above).
         """
         cov_t = _as_float64(cov, "cov", self.device)
         mean_t = _as_float64(mean, "mean", self.device)
@@ -250,23 +273,86 @@ class FrechetReference:
                 f"`mean` has {mean_t.shape[0]} features but the reference has {self.num_features}; "
                 "both must come from the same feature layer."
             )
+
+        def check_inputs() -> None:
+            _check_gaussian(mean_t, cov_t, "mean", "cov")
+
+        trace_sqrt_product = _trace_sqrt_product(_lower_gram(self._factor, cov_t @ self._factor), "cov", check_inputs)
         diff = mean_t - self._mean
-        try:
-            eigenvalues = torch.linalg.eigvalsh(_lower_gram(self._factor, cov_t @ self._factor))
-        except torch.linalg.LinAlgError:  # NaN/Inf input can make LAPACK fail to converge
-            eigenvalues = None
-        if eigenvalues is None or not bool(torch.isfinite(eigenvalues).all()):
-            # Finiteness is checked only now: a pass over d² values costs a few percent of an evaluation.
-            _check_gaussian(mean_t, cov_t, "mean", "cov")
-            raise ValueError("The eigenvalue problem of the Fréchet distance did not converge.")
-        # Measured rounding noise here stays below ~2 ε λ_max (d ≤ 512), while genuine eigenvalues can be a few
-        # dozen ε λ_max (the square of a small eigenvalue of Σ); √r ε λ_max separates the two.
-        significant = eigenvalues > _rank_tolerance(eigenvalues, eigenvalues.numel() ** 0.5)
-        trace_sqrt_product = torch.where(significant, eigenvalues, 0.0).sqrt().sum()
-        value = float(diff.dot(diff) + torch.trace(cov_t) + self._trace - 2 * trace_sqrt_product)
-        if not math.isfinite(value):
-            _check_gaussian(mean_t, cov_t, "mean", "cov")
-        return max(value, 0.0)
+        return _distance_value(diff.dot(diff), torch.trace(cov_t), self._trace, trace_sqrt_product, "cov", check_inputs)
+
+
+def _psd_square_root_factor(cov: Tensor, name: str) -> tuple[Tensor, Tensor]:
+    """(Λ₊^½, Q = V Λ₊^½) of a symmetric PSD ``cov`` = V Λ Vᵀ, columns of numerically zero eigenvalues dropped.
+
+    Qᵀ Σ Q then has the same non-zero eigenvalues as cov^½ Σ cov^½, and is smaller when ``cov`` is
+    rank-deficient. Raises ``ValueError`` when ``cov`` has an eigenvalue below −PSD_RTOL × max|λ|.
+    """
+    eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+    _check_psd(eigenvalues, f"`{name}`")
+    # The rank uses np.linalg.matrix_rank's tolerance, λ_max · d · ε.
+    keep = eigenvalues > _rank_tolerance(eigenvalues, eigenvalues.numel())
+    sqrt_eigenvalues = eigenvalues[keep].sqrt()
+    return sqrt_eigenvalues, eigenvectors[:, keep] * sqrt_eigenvalues
+
+
+def _check_psd(eigenvalues: Tensor, what: str) -> None:
+    """Raise when the smallest eigenvalue is below −PSD_RTOL × the largest magnitude (not PSD beyond rounding)."""
+    if eigenvalues.numel() == 0:
+        return
+    smallest, largest = float(eigenvalues.min()), float(eigenvalues.abs().max())
+    if smallest < -PSD_RTOL * largest:
+        raise ValueError(
+            f"{what} is not positive semi-definite: eigenvalue {smallest:.6g} is below -{PSD_RTOL:g} x "
+            f"{largest:.6g} (the largest |eigenvalue|). A covariance matrix must be symmetric positive "
+            "semi-definite; these statistics are invalid."
+        )
+
+
+def _trace_sqrt_product(product: Tensor, name: str, check_inputs: Callable[[], None]) -> Tensor:
+    """tr (Σ₁ Σ₂)^½ = Σᵢ √λᵢ from the (lower triangle of the) symmetric PSD matrix ``product``, similar to Σ₁Σ₂.
+
+    ``product`` is congruent to the covariance named ``name`` (by an invertible factor of the other), so a
+    negative eigenvalue beyond rounding means that covariance is not PSD. ``check_inputs`` names the culprit
+    when the eigenvalue problem fails on non-finite input; finiteness is checked only then, because a pass over
+    d² values costs a few percent of an evaluation.
+    """
+    try:
+        eigenvalues = torch.linalg.eigvalsh(product)
+    except torch.linalg.LinAlgError:  # NaN/Inf input can make LAPACK fail to converge
+        eigenvalues = None
+    if eigenvalues is None or not bool(torch.isfinite(eigenvalues).all()):
+        check_inputs()
+        raise ValueError("The eigenvalue problem of the Fréchet distance did not converge.")
+    _check_psd(eigenvalues, f"`{name}` (seen through the congruent matrix of the Fréchet distance)")
+    # Measured rounding noise here stays below ~2 ε λ_max (d ≤ 512), while genuine eigenvalues can be a few
+    # dozen ε λ_max (the square of a small eigenvalue of Σ); √r ε λ_max separates the two.
+    significant = eigenvalues > _rank_tolerance(eigenvalues, eigenvalues.numel() ** 0.5)
+    return torch.where(significant, eigenvalues, 0.0).sqrt().sum()
+
+
+def _distance_value(
+    squared_mean_distance: Tensor,
+    trace1: Any,
+    trace2: Any,
+    trace_sqrt: Tensor,
+    name: str,
+    check_inputs: Callable[[], None],
+) -> float:
+    """‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁Σ₂)^½, with rounding below 0 reported as 0 and more refused."""
+    trace1, trace2 = float(trace1), float(trace2)
+    value = float(squared_mean_distance) + trace1 + trace2 - 2 * float(trace_sqrt)
+    if not math.isfinite(value):
+        check_inputs()  # names a NaN/Inf mean
+        raise ValueError(f"The Fréchet distance overflows ({value}); the statistics hold values too large for float64.")
+    scale = abs(trace1) + abs(trace2) + float(squared_mean_distance)
+    if value < -NEGATIVE_DISTANCE_RTOL * scale:
+        raise ValueError(
+            f"The squared Fréchet distance came out negative, {value:.6g}, beyond rounding (tolerance "
+            f"{NEGATIVE_DISTANCE_RTOL:g} x (|tr Σ₁| + |tr Σ₂| + ‖μ₁ − μ₂‖²) = {NEGATIVE_DISTANCE_RTOL * scale:.3g}): a "
+            f"covariance (`{name}` or the reference) is not positive semi-definite; these statistics are invalid."
+        )
+    return max(value, 0.0)
 
 
 def _lower_gram(left: Tensor, right: Tensor, blocks: int = 8) -> Tensor:
@@ -285,27 +371,107 @@ def _lower_gram(left: Tensor, right: Tensor, blocks: int = 8) -> Tensor:
     return out
 
 
+def _triangular_congruence(chol: Tensor, cov: Tensor, blocks: int = 8) -> Tensor:
+    """The lower triangle (by blocks) of Lᵀ Σ L for a lower-triangular L, which is all ``eigvalsh`` reads.
+
+    Both products skip the blocks where L is zero: Σ L costs about d³ flops instead of 2d³, and the lower
+    triangle of Lᵀ (Σ L) about d³/3. Entries above the diagonal blocks are left at 0.
+    """
+    size = chol.shape[0]
+    if size < 256:
+        return chol.T @ (cov @ chol)
+    bounds = [i * size // blocks for i in range(blocks + 1)]
+    cov_chol = torch.empty_like(cov)
+    for lo, hi in itertools.pairwise(bounds):
+        # Columns lo:hi of L are zero above row lo.
+        torch.matmul(cov[:, lo:], chol[lo:, lo:hi], out=cov_chol[:, lo:hi])
+    out = cov.new_zeros(size, size)
+    for lo, hi in itertools.pairwise(bounds):
+        torch.matmul(chol[lo:, lo:hi].T, cov_chol[lo:, :hi], out=out[lo:hi, :hi])
+    return out
+
+
+def _cholesky_if_definite(cov: Tensor) -> Tensor | None:
+    """The Cholesky factor of ``cov`` when it is numerically positive definite, else ``None``.
+
+    A singular PSD covariance (fewer samples than features) either fails the factorisation or completes it with
+    pivots of rounding size; the square roots of the spurious eigenvalues those leave would bias the result by
+    ~1e-8 relative each. Pivots L_ii² below λ-scale · d · ε (the rank tolerance of the eigendecomposition path,
+    with max Σ_ii for λ_max) thus count as singular.
+    """
+    chol, info = torch.linalg.cholesky_ex(cov)
+    if int(info) != 0:
+        return None
+    pivots = chol.diagonal().square()
+    if pivots.numel() and float(pivots.min()) <= float(cov.diagonal().max()) * pivots.numel() * _EPS:
+        return None
+    return chol
+
+
 def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
     """Squared Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
 
     Accepts torch tensors (any device; computed on ``sigma2``'s) or numpy arrays. For repeated distances to
     the same statistics, build a :class:`FrechetReference` once instead.
 
+    One symmetric eigenvalue problem: with a Cholesky factor Σ₂ = L Lᵀ (or of Σ₁, when Σ₂ is singular), the
+    eigenvalues of Σ₁ Σ₂ are those of the symmetric Lᵀ Σ₁ L. When both covariances are singular (fewer samples
+    than features in both), the eigendecomposition of Σ₂ of :class:`FrechetReference` gives the factor instead,
+    which drops the null space exactly.
+
     Args:
         mu1: Mean of the first Gaussian, shape ``(d,)``.
-        sigma1: Covariance of the first Gaussian, shape ``(d, d)``.
+        sigma1: Covariance of the first Gaussian, shape ``(d, d)``, symmetric positive semi-definite.
         mu2: Mean of the second Gaussian, shape ``(d,)``.
-        sigma2: Covariance of the second Gaussian, shape ``(d, d)``.
+        sigma2: Covariance of the second Gaussian, shape ``(d, d)``, symmetric positive semi-definite.
 
     Returns:
-        A finite, real float ≥ 0, also when the covariances are singular.
+        A finite, real float ≥ 0, also when the covariances are singular. Negative rounding (above
+        −:data:`NEGATIVE_DISTANCE_RTOL` × (tr Σ₁ + tr Σ₂ + ‖μ₁ − μ₂‖²)) is reported as 0.
+
+    Raises:
+        ValueError: Wrong shapes, NaN/Inf, or a covariance that is not positive semi-definite beyond rounding
+            (an eigenvalue below −:data:`PSD_RTOL` × the largest, seen through the congruent product), or a
+            distance negative beyond rounding.
 
     Example:
         >>> import torch
         >>> frechet_distance(torch.zeros(2), torch.eye(2), torch.zeros(2), torch.eye(2))
         0.0
     """
-    return FrechetReference(mu2, sigma2).distance(mu1, sigma1)
+    sigma2_t = _as_float64(sigma2, "sigma2")
+    device = sigma2_t.device
+    mu2_t = _as_float64(mu2, "mu2", device)
+    mu1_t = _as_float64(mu1, "mu1", device)
+    sigma1_t = _as_float64(sigma1, "sigma1", device)
+    _check_gaussian(mu2_t, sigma2_t, "mu2", "sigma2")
+    if mu1_t.ndim == 1 and mu1_t.shape[0] != mu2_t.shape[0]:
+        raise ValueError(
+            f"`mu1` has {mu1_t.shape[0]} features but the reference has {mu2_t.shape[0]} (`mu2`); both must "
+            "come from the same feature layer."
+        )
+    _check_gaussian(mu1_t, sigma1_t, "mu1", "sigma1")
+    sigma1_t, sigma2_t = (sigma1_t + sigma1_t.T) / 2, (sigma2_t + sigma2_t.T) / 2
+
+    def check_inputs() -> None:  # checked above already
+        return None
+
+    for factored, other, name in ((sigma2_t, sigma1_t, "sigma1"), (sigma1_t, sigma2_t, "sigma2")):
+        chol = _cholesky_if_definite(factored)
+        if chol is None:
+            continue
+        trace_sqrt_product = _trace_sqrt_product(_triangular_congruence(chol, other), name, check_inputs)
+        diff = mu1_t - mu2_t
+        return _distance_value(
+            diff.dot(diff), torch.trace(sigma1_t), torch.trace(sigma2_t), trace_sqrt_product, name, check_inputs
+        )
+    # Both singular: the eigendecomposition is rank-revealing where an unpivoted Cholesky factor is not.
+    _, factor = _psd_square_root_factor(sigma2_t, "sigma2")
+    trace_sqrt_product = _trace_sqrt_product(_lower_gram(factor, sigma1_t @ factor), "sigma1", check_inputs)
+    diff = mu1_t - mu2_t
+    return _distance_value(
+        diff.dot(diff), torch.trace(sigma1_t), torch.trace(sigma2_t), trace_sqrt_product, "sigma1", check_inputs
+    )
 
 
 def split_boundaries(num_samples: int, splits: int) -> list[int]:

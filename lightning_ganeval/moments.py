@@ -14,6 +14,10 @@ the state of one process that saw every sample.
 :class:`ISMarginals` keeps, per split, Σ p(y|x), Σ Σ_y p log p and the count, all plain sums. A sample's split
 is fixed by its *global* index with the reference boundaries ``i * N // splits``, so the result equals the
 stored-logits computation (torch-fidelity, ``shuffle=False``) for any number of ranks and any batch order.
+
+:class:`FeatureBank` is the exception: KID and precision/recall need the feature rows themselves, so it keeps
+them (float32, on the CPU by default) with their global sample indices, and ``compute()`` returns every rank's
+rows in global index order.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torchmetrics
 from torch import Tensor
 
@@ -36,7 +41,7 @@ from lightning_ganeval.math import (
     split_boundaries,
 )
 
-__all__ = ["FIDMoments", "ISMarginals", "chan_merge"]
+__all__ = ["FIDMoments", "FeatureBank", "ISMarginals", "chan_merge"]
 
 
 def _unpack(state: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
@@ -327,3 +332,209 @@ class ISMarginals(torchmetrics.Metric):
         """Clear the sums and the running sample counter."""
         super().reset()
         self._next_index = 0
+
+
+def _communication_device(backend: str, fallback: torch.device) -> torch.device:
+    """Where tensors must be for collectives of ``backend``: the CPU if it takes CPU tensors, else the GPU.
+
+    Gloo and MPI (alone or in a mixed ``"cpu:gloo,cuda:nccl"`` group) take CPU tensors as they are; NCCL takes
+    only tensors of the current CUDA device; for other accelerator backends ``fallback`` (the metric's device).
+    """
+    name = backend.lower()
+    if "gloo" in name or "mpi" in name:
+        return torch.device("cpu")
+    if "nccl" in name:
+        return torch.device("cuda", torch.cuda.current_device())
+    return fallback
+
+
+def _all_gather_rows(
+    features: Tensor, indices: Tensor, group: Any, comm_device: torch.device, chunk_rows: int
+) -> tuple[Tensor, Tensor]:
+    """Every rank's rows, in rank order, on ``features``' device; ranks may hold different (or zero) counts.
+
+    One all-gather of the row counts, one of the padded indices, then the padded features in chunks of
+    ``chunk_rows`` rows, so that a GPU-only backend holds at most world_size x chunk_rows rows at once.
+    """
+    home = features.device
+    world_size = dist.get_world_size(group)
+    d = features.shape[1]
+    count = torch.tensor([features.shape[0]], dtype=torch.long, device=comm_device)
+    counts_t = [torch.empty_like(count) for _ in range(world_size)]
+    dist.all_gather(counts_t, count, group=group)
+    counts = [int(c.item()) for c in counts_t]
+    longest = max(counts)
+    if longest == 0:
+        return features.new_empty(0, d), indices.new_empty(0)
+
+    padded_idx = torch.full((longest,), -1, dtype=torch.long, device=comm_device)
+    padded_idx[: indices.shape[0]] = indices.to(comm_device)
+    gathered_idx = [torch.empty_like(padded_idx) for _ in range(world_size)]
+    dist.all_gather(gathered_idx, padded_idx, group=group)
+    all_idx = torch.cat([g[:n].to(home) for g, n in zip(gathered_idx, counts, strict=True)])
+    del padded_idx, gathered_idx
+
+    pieces: list[list[Tensor]] = [[] for _ in range(world_size)]
+    for start in range(0, longest, chunk_rows):
+        rows = min(chunk_rows, longest - start)
+        chunk = torch.zeros(rows, d, dtype=features.dtype, device=comm_device)
+        local = features[start : start + rows]
+        chunk[: local.shape[0]] = local.to(comm_device)
+        gathered = [torch.empty_like(chunk) for _ in range(world_size)]
+        dist.all_gather(gathered, chunk, group=group)
+        for rank, (part, n) in enumerate(zip(gathered, counts, strict=True)):
+            valid = min(max(n - start, 0), rows)
+            if valid:
+                pieces[rank].append(part[:valid].to(home))
+        del chunk, gathered
+    all_features = torch.cat([piece for per_rank in pieces for piece in per_rank])
+    return all_features, all_idx
+
+
+class FeatureBank(torchmetrics.Metric):
+    """Feature rows with their global sample indices, gathered from every rank in global index order.
+
+    For metrics that need the samples themselves (KID, precision/recall): each rank adds its rows with the
+    global index of each sample, and ``compute()`` returns all rows of all ranks sorted by that index, so the
+    result is bit-identical for any number of processes and any batch order (the rows are only moved, never
+    summed). Rows are stored as float32 on ``storage_device`` (the CPU by default; ``.to(device)`` does not
+    move them): 50,000 x 2048 rows take 400 MB.
+
+    Synchronisation is this class's own (it overrides torchmetrics' ``_sync_dist``; ``dist_sync_fn`` is not
+    used): torchmetrics' list gathering breaks for a rank holding zero rows (it substitutes a 1-D float tensor)
+    and hands CPU tensors to NCCL. Here the row counts are all-gathered first, then the indices and the rows
+    padded to the largest count; the rows in chunks of ``gather_chunk_bytes`` per rank. With a CPU backend
+    (gloo) the CPU tensors are gathered directly; with NCCL each chunk is copied to the current CUDA device and
+    back. As with every torchmetrics metric, **every rank must call** ``compute()``; each gets all the rows.
+    During ``compute()`` a rank briefly holds its own rows twice (torchmetrics caches the local state to restore
+    it afterwards) plus every rank's rows twice (the gathered rows and the sorted result).
+
+    Args:
+        num_features: Feature dimension d (known on every rank, also on one that holds no row).
+        max_rows: Keep only rows whose global index is below this (``None``: keep all). Rows at or above it
+            are dropped in ``update``, so memory stays bounded.
+        storage_device: Where the rows live between ``update`` and ``compute``.
+        gather_chunk_bytes: Bytes of rows per rank and all-gather (64 MiB: 8,192 rows of 2048 floats).
+        **kwargs: Passed to ``torchmetrics.Metric`` (``sync_on_compute``, ``process_group``, ...).
+
+    Example:
+        >>> import torch
+        >>> bank = FeatureBank(num_features=2)
+        >>> bank.update(torch.tensor([[3.0, 3], [1, 1]]), indices=torch.tensor([3, 1]))
+        >>> bank.update(torch.tensor([[2.0, 2]]), indices=torch.tensor([2]))
+        >>> bank.compute().tolist()
+        [[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    features: list[Tensor]
+    indices: list[Tensor]
+
+    def __init__(
+        self,
+        num_features: int = 2048,
+        *,
+        max_rows: int | None = None,
+        storage_device: torch.device | str = "cpu",
+        gather_chunk_bytes: int = 64 << 20,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"`num_features` must be a positive integer, got {num_features!r}.")
+        if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 0):
+            raise ValueError(f"`max_rows` must be a non-negative integer or None, got {max_rows!r}.")
+        if isinstance(gather_chunk_bytes, bool) or not isinstance(gather_chunk_bytes, int) or gather_chunk_bytes < 1:
+            raise ValueError(f"`gather_chunk_bytes` must be a positive integer, got {gather_chunk_bytes!r}.")
+        self.num_features = num_features
+        self.max_rows = max_rows
+        self.storage_device = torch.device(storage_device)
+        self.gather_chunk_bytes = gather_chunk_bytes
+        self.add_state("features", default=[], dist_reduce_fx="cat")
+        self.add_state("indices", default=[], dist_reduce_fx="cat")
+
+    def update(self, features: Tensor, indices: Tensor) -> None:
+        """Add a batch of rows.
+
+        Args:
+            features: ``(B, num_features)`` floating tensor, stored as float32 (detached) on ``storage_device``.
+            indices: ``(B,)`` non-negative integer global sample indices of the rows, unique over all ranks.
+        """
+        if not isinstance(features, Tensor):
+            raise TypeError(f"`features` must be a torch.Tensor, got {type(features).__name__}.")
+        if features.ndim != 2 or features.shape[1] != self.num_features:
+            raise ValueError(f"Expected features of shape (B, {self.num_features}), got {tuple(features.shape)}.")
+        if not features.is_floating_point():
+            raise TypeError(f"`features` must have a floating dtype, got {features.dtype}.")
+        batch = features.shape[0]
+        idx = torch.as_tensor(indices)
+        if idx.shape != (batch,) or idx.is_floating_point() or idx.dtype == torch.bool or idx.is_complex():
+            raise ValueError(
+                f"`indices` must be an integer tensor of shape ({batch},) matching the features, "
+                f"got dtype {idx.dtype} and shape {tuple(idx.shape)}."
+            )
+        # copy=True: a batch already float32 on storage_device would otherwise be kept as the caller's tensor.
+        idx = idx.to(device=self.storage_device, dtype=torch.long, copy=True)
+        if batch and int(idx.min()) < 0:
+            raise ValueError(f"`indices` must be non-negative global sample indices, got {int(idx.min())}.")
+        rows = features.detach().to(device=self.storage_device, dtype=torch.float32, copy=True)
+        if self.max_rows is not None:
+            keep = idx < self.max_rows
+            if not bool(keep.all()):
+                rows, idx = rows[keep], idx[keep]
+        if idx.numel() == 0:
+            return
+        self.features.append(rows)
+        self.indices.append(idx)
+
+    def _local_rows(self) -> tuple[Tensor, Tensor]:
+        if not self.features:
+            return (
+                torch.empty(0, self.num_features, dtype=torch.float32, device=self.storage_device),
+                torch.empty(0, dtype=torch.long, device=self.storage_device),
+            )
+        return torch.cat(self.features), torch.cat(self.indices)
+
+    @property
+    def num_rows(self) -> int:
+        """Rows held by this rank (all ranks' rows while synchronised)."""
+        return sum(t.shape[0] for t in self.indices)
+
+    def _sync_dist(self, dist_sync_fn: Callable | None = None, process_group: Any | None = None) -> None:
+        """Replace the local rows by every rank's rows (see the class docstring); ``dist_sync_fn`` is unused."""
+        group = process_group or self.process_group or dist.group.WORLD
+        features, indices = self._local_rows()
+        comm_device = _communication_device(str(dist.get_backend(group)), self.device)
+        chunk_rows = max(1, self.gather_chunk_bytes // (4 * self.num_features))
+        features, indices = _all_gather_rows(features, indices, group, comm_device, chunk_rows)
+        self.features = [features] if indices.numel() else []
+        self.indices = [indices] if indices.numel() else []
+
+    def compute(self) -> Tensor:
+        """All rows (of every rank, when synchronised) sorted by global index: ``(N, num_features)`` float32 CPU.
+
+        Raises:
+            ValueError: two rows share a global index (e.g. a sampler padded a rank with repeated samples).
+        """
+        features, indices = self._local_rows()
+        order = torch.argsort(indices, stable=True)
+        indices = indices[order]
+        repeated = indices[1:] == indices[:-1]
+        if bool(repeated.any()):
+            shown = indices[1:][repeated].unique()[:5].tolist()
+            raise ValueError(
+                f"FeatureBank holds several rows for the global indices {shown} (and maybe more); each sample must "
+                "be added once over all ranks (a DistributedSampler pads ranks with repeated samples)."
+            )
+        return features[order].cpu()
+
+    def forward(self, features: Tensor, indices: Tensor) -> None:
+        """Same as :meth:`update`; a batch's rows are not a result, so nothing is returned."""
+        self.update(features, indices)
+
+    def _apply(self, fn: Callable, exclude_state: Sequence[str] = ()) -> torch.nn.Module:
+        # `.to(device)` / `.half()` move the metric, never the stored rows: they stay float32 on storage_device.
+        return super()._apply(fn, exclude_state=(*exclude_state, "features", "indices"))

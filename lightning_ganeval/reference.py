@@ -18,13 +18,15 @@ checked, so a warning says so when the caller asked for checks.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import random
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +40,15 @@ from lightning_ganeval.math import GaussianStats
 from lightning_ganeval.moments import FIDMoments
 
 __all__ = [
+    "RealImageStream",
     "cached_real_stats",
     "compute_real_stats",
     "dataset_fingerprint",
+    "default_max_workers",
     "extractor_provenance",
+    "iter_real_images",
     "load_stats",
+    "real_content_digest",
     "real_stats_cache_key",
     "save_stats",
 ]
@@ -246,48 +252,196 @@ def load_stats(
 
 
 # --------------------------------------------------------------------------------------------- computing
-def _default_image(batch: Any) -> Tensor:
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        return batch[0]
-    if isinstance(batch, Mapping) and isinstance(batch.get("image"), Tensor):
-        return batch["image"]
-    raise TypeError(
-        f"Cannot find the images in a batch of type {type(batch).__name__}: the default takes a tensor, the first "
-        "element of a tuple/list, or the 'image' key of a dict. Pass image_fn=lambda batch: ... to pick them."
+_IMAGE_KEYS = ("image", "pixel_values", "img", "images")
+"""Dict keys that hold the images in common batch layouts (torchvision-style dicts, Hugging Face processors)."""
+
+_IMAGE_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+_REAL_PASS_SEED = 0
+"""Seed of the private random streams that data loading draws from during a real pass (see `_PrivateRNG`)."""
+
+
+def _describe(value: Any, depth: int = 0) -> str:
+    """A short description of a batch for error messages: types, dtypes and shapes, not values."""
+    if isinstance(value, Tensor):
+        return f"Tensor {str(value.dtype).removeprefix('torch.')} {tuple(value.shape)}"
+    if isinstance(value, np.ndarray):
+        return f"ndarray {value.dtype} {value.shape}"
+    if depth < 2 and isinstance(value, Mapping):
+        return "{" + ", ".join(f"{key!r}: {_describe(item, depth + 1)}" for key, item in value.items()) + "}"
+    if depth < 2 and isinstance(value, (tuple, list)):
+        if len(value) > 6:
+            kinds = sorted({type(item).__name__ for item in value})
+            return f"{type(value).__name__} of {len(value)} ({', '.join(kinds)})"
+        return f"{type(value).__name__}[" + ", ".join(_describe(item, depth + 1) for item in value) + "]"
+    return type(value).__name__
+
+
+def _is_image_batch(value: Any) -> bool:
+    return isinstance(value, Tensor) and value.ndim == 4 and value.dtype in _IMAGE_DTYPES
+
+
+def _no_images(batch: Any, problem: str) -> ValueError:
+    return ValueError(
+        f"Cannot pick the real images out of a batch: {problem}. The batch holds {_describe(batch)}. The default "
+        "takes a tensor batch, the one 4-D float/uint8 tensor of a tuple/list or dict, or a dict's "
+        f"{'/'.join(repr(key) for key in _IMAGE_KEYS)} entry. Pass `real_image_fn=` (FIDCallback) or `image_fn=` "
+        "(compute_real_stats, iter_real_images), e.g. `lambda batch: batch['rgb']`, to pick them."
     )
 
 
+def _default_image(batch: Any) -> Tensor:
+    """The images of a batch: the batch itself, or the one N x C x H x W float/uint8 tensor it holds."""
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, Mapping):
+        named = [key for key in _IMAGE_KEYS if _is_image_batch(batch.get(key))]
+        if len(named) == 1:
+            return batch[named[0]]
+        if len(named) > 1:
+            raise _no_images(batch, f"the keys {named} all hold 4-D float/uint8 tensors")
+        candidates = [key for key, value in batch.items() if _is_image_batch(value)]
+        if len(candidates) == 1:
+            return batch[candidates[0]]
+        found = f"the keys {candidates} all hold" if candidates else "no value is"
+        raise _no_images(batch, f"{found} a 4-D float/uint8 tensor")
+    if isinstance(batch, (tuple, list)):
+        positions = [i for i, value in enumerate(batch) if _is_image_batch(value)]
+        if len(positions) == 1:
+            return batch[positions[0]]
+        found = f"the elements {positions} all are" if positions else "no element is"
+        raise _no_images(batch, f"{found} a 4-D float/uint8 tensor")
+    raise _no_images(batch, f"a {type(batch).__name__} is neither a tensor nor a tuple, list or dict")
+
+
+class _PrivateRNG:
+    """Python, NumPy and torch CPU random states of their own, swapped in only while data is being loaded.
+
+    Transforms (random flips and crops) and ``iter(DataLoader)`` (which draws the workers' base seed) use the
+    global random streams. Swapping in a fixed-seed stream around each fetch keeps training's streams untouched,
+    makes augmented real images the same in every run (so digests and fingerprints are stable), and still gives
+    successive batches different random draws.
+    """
+
+    def __init__(self, seed: int = _REAL_PASS_SEED) -> None:
+        self._python = random.Random(seed).getstate()
+        self._numpy = np.random.RandomState(seed).get_state()
+        self._torch = torch.Generator().manual_seed(seed).get_state()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        # Like sampling.isolated_rng (which this layer may not import), plus swapping the private states in.
+        saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        random.setstate(self._python)
+        np.random.set_state(self._numpy)
+        torch.set_rng_state(self._torch)
+        try:
+            yield
+        finally:
+            self._python, self._numpy, self._torch = random.getstate(), np.random.get_state(), torch.get_rng_state()
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
+            if cuda is not None:
+                torch.cuda.set_rng_state_all(cuda)
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_max_workers(local_world_size: int = 1) -> int:
+    """Loader workers a real pass may use: the CPUs this process may run on, shared by the processes of a machine.
+
+    Args:
+        local_world_size: Processes on this machine (``trainer.num_devices`` under Lightning), each running its
+            own real pass at the same time.
+
+    Returns:
+        ``cpus // local_world_size`` (0 when there are more processes than CPUs: load in the main process).
+    """
+    if isinstance(local_world_size, bool) or not isinstance(local_world_size, int) or local_world_size < 1:
+        raise ValueError(f"`local_world_size` must be a positive integer, got {local_world_size!r}.")
+    return _available_cpus() // local_world_size
+
+
+def _local_world_size(world_size: int) -> int:
+    """Processes on this machine: torchrun's ``LOCAL_WORLD_SIZE``, else all ``world_size`` (one machine assumed)."""
+    try:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", ""))
+    except ValueError:
+        return world_size
+    return local if 1 <= local <= world_size else world_size
+
+
 def _is_map_style(loader: Any) -> bool:
+    """A DataLoader that batches a sized, indexable dataset itself, so that it can be re-read by index."""
     dataset = getattr(loader, "dataset", None)
     return (
         isinstance(loader, DataLoader)
         and not isinstance(dataset, IterableDataset)
+        and loader.batch_sampler is not None  # batch_size=None: the items are batches already, read them as such
         and hasattr(dataset, "__len__")
         and hasattr(dataset, "__getitem__")
     )
 
 
-def _shard_loader(loader: DataLoader, indices: list[int]) -> DataLoader:
-    """A loader over exactly ``indices`` of ``loader.dataset``, keeping its batching and worker settings."""
-    batch_size = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None) or _DEFAULT_BATCH_SIZE
-    kwargs: dict[str, Any] = {
-        "batch_size": batch_size,
-        "sampler": indices,
-        "num_workers": loader.num_workers,
-        "collate_fn": loader.collate_fn,
+def _worker_settings(loader: DataLoader, num_workers: int) -> dict[str, Any]:
+    """Keyword arguments reproducing ``loader``'s worker settings with ``num_workers`` workers."""
+    if num_workers == 0:
+        # A single-process loader refuses a timeout, a multiprocessing context and a prefetch factor.
+        return {"num_workers": 0, "pin_memory": loader.pin_memory}
+    settings: dict[str, Any] = {
+        "num_workers": num_workers,
         "pin_memory": loader.pin_memory,
         "timeout": loader.timeout,
         "worker_init_fn": loader.worker_init_fn,
-        "multiprocessing_context": loader.multiprocessing_context,
+        "multiprocessing_context": loader.multiprocessing_context,  # e.g. "spawn" where fork is unsafe
     }
     if loader.num_workers > 0:
-        kwargs["prefetch_factor"] = loader.prefetch_factor
-    return DataLoader(loader.dataset, **kwargs)
+        settings["prefetch_factor"] = loader.prefetch_factor
+    return settings
 
 
-def _check_ranks(rank: int, world_size: int) -> None:
+def _shard_loader(loader: DataLoader, indices: Sequence[int], num_workers: int | None = None) -> DataLoader:
+    """A loader over exactly ``indices`` of ``loader.dataset``, in that order, keeping its batching and workers.
+
+    ``num_workers`` (default: the loader's) lowers the worker count; the pool is started once per iterator.
+    """
+    batch_size = loader.batch_size or getattr(loader.batch_sampler, "batch_size", None) or _DEFAULT_BATCH_SIZE
+    workers = loader.num_workers if num_workers is None else min(num_workers, loader.num_workers)
+    return DataLoader(
+        loader.dataset,
+        batch_size=batch_size,
+        sampler=list(indices),
+        collate_fn=loader.collate_fn,
+        **_worker_settings(loader, workers),
+    )
+
+
+def _with_workers(loader: DataLoader, num_workers: int) -> DataLoader:
+    """``loader`` unchanged, or rebuilt with its sampling, batching and collation but ``num_workers`` workers."""
+    if loader.num_workers <= num_workers:
+        return loader
+    kwargs: dict[str, Any] = {"collate_fn": loader.collate_fn, "generator": loader.generator}
+    if isinstance(loader.dataset, IterableDataset):
+        kwargs.update(batch_size=loader.batch_size, drop_last=loader.drop_last)
+    elif loader.batch_size is not None:
+        kwargs.update(batch_size=loader.batch_size, drop_last=loader.drop_last, sampler=loader.sampler)
+    elif loader.batch_sampler is not None:
+        kwargs.update(batch_size=None, batch_sampler=loader.batch_sampler)
+    else:
+        kwargs.update(batch_size=None, sampler=loader.sampler)
+    if kwargs.get("batch_sampler") is not None:
+        del kwargs["batch_size"]
+    return DataLoader(loader.dataset, **kwargs, **_worker_settings(loader, num_workers))
+
+
+def _check_ranks(rank: int, world_size: int, *, warn: str | None = None) -> None:
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"`world_size` must be a positive integer, got {world_size!r}.")
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
@@ -299,34 +453,237 @@ def _check_ranks(rank: int, world_size: int) -> None:
                 f"rank={rank}, world_size={world_size} disagree with the process group "
                 f"(rank {actual[0]} of {actual[1]})."
             )
-    elif world_size > 1:
+    elif world_size > 1 and warn is not None:
         warnings.warn(
-            f"compute_real_stats(rank={rank}, world_size={world_size}) without an initialised process group: the "
+            f"{warn}(rank={rank}, world_size={world_size}) without an initialised process group: the "
             "statistics cover this rank's shard only, nothing is merged across ranks.",
             UserWarning,
             stacklevel=3,
         )
 
 
+def _check_num_real(num_real: Any, minimum: int) -> None:
+    if num_real is not None and (isinstance(num_real, bool) or not isinstance(num_real, int) or num_real < minimum):
+        raise ValueError(f"`num_real` must be an integer >= {minimum} or None, got {num_real!r}.")
+
+
+def _check_max_workers(max_workers: Any) -> None:
+    if max_workers is not None and (
+        isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 0
+    ):
+        raise ValueError(f"`max_workers` must be an integer >= 0 or None, got {max_workers!r}.")
+
+
+class RealImageStream(Iterator[tuple[Tensor, Tensor]]):
+    """This rank's real image batches with their global sample indices; made by :func:`iter_real_images`.
+
+    Attributes:
+        shard_size: Samples this rank yields in all, when known up front (map-style datasets); else ``None``.
+        total: Samples over all ranks: known up front for map-style datasets, for other iterables once the
+            stream is exhausted (``None`` until then).
+        num_workers: Worker processes of the loader actually read (after the cap).
+    """
+
+    def __init__(
+        self,
+        loader: DataLoader | Dataset | Iterable[Any],
+        *,
+        image_fn: Callable[[Any], Tensor] | None,
+        num_real: int | None,
+        rank: int,
+        world_size: int,
+        max_workers: int | None,
+        max_batches: int | None = None,
+        rank_checked: bool = True,
+    ) -> None:
+        if rank_checked:
+            _check_ranks(rank, world_size)
+        _check_num_real(num_real, 1)
+        _check_max_workers(max_workers)
+        if image_fn is not None and not callable(image_fn):
+            raise ValueError(f"`image_fn` must be callable or None, got {type(image_fn).__name__}.")
+        cap = default_max_workers(_local_world_size(world_size)) if max_workers is None else max_workers
+        if isinstance(loader, Dataset) and (isinstance(loader, IterableDataset) or hasattr(loader, "__len__")):
+            loader = DataLoader(loader, batch_size=_DEFAULT_BATCH_SIZE)
+        self._pick = image_fn or _default_image
+        self._rank, self._world_size = rank, world_size
+        self._num_real = num_real
+        self._max_batches = max_batches
+        self._rng = _PrivateRNG()
+        self._iterator: Iterator[Any] | None = None
+        self._batches = 0
+        self._seen = 0  # samples over all ranks so far (iterables) / yielded by this rank (map-style)
+        self.shard_size: int | None = None
+        self.total: int | None = None
+
+        if _is_map_style(loader):
+            size = len(loader.dataset)
+            total = size if num_real is None else min(size, num_real)
+            if num_real is not None and num_real > size:
+                warnings.warn(
+                    f"num_real={num_real} exceeds the dataset size {size}; using all {size} samples.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            self._indices = torch.arange(rank, total, world_size, dtype=torch.int64)
+            self._source: Iterable[Any] = _shard_loader(loader, self._indices.tolist(), cap)
+            self._map_style = True
+            self.shard_size, self.total = len(self._indices), total
+        else:
+            if num_real is None and max_batches is None:
+                try:
+                    len(loader)  # type: ignore[arg-type]
+                except TypeError:
+                    kind = type(getattr(loader, "dataset", loader)).__name__
+                    raise ValueError(
+                        f"The real data ({kind}) has no length and may never end: pass `num_real` (the number of "
+                        "real images to read, e.g. FIDCallback(num_real=50_000)) or a map-style dataset."
+                    ) from None
+            if isinstance(loader, DataLoader):
+                loader = _with_workers(loader, cap)
+            self._source = loader
+            self._map_style = False
+        self.num_workers = self._source.num_workers if isinstance(self._source, DataLoader) else 0
+
+    def __iter__(self) -> RealImageStream:
+        return self
+
+    def _fetch(self) -> Any:
+        """The next batch and its images, read under the private random streams (``StopIteration`` at the end)."""
+        with self._rng.active():
+            if self._iterator is None:
+                self._iterator = iter(self._source)
+            batch = next(self._iterator)
+            images = self._pick(batch)
+        if not isinstance(images, Tensor) or images.ndim < 1:
+            raise TypeError(
+                f"`image_fn` must return the batch's images as an N x C x H x W tensor, got {_describe(images)}."
+            )
+        return images
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        if self._map_style:
+            return self._next_indexed()
+        return self._next_positional()
+
+    def _next_indexed(self) -> tuple[Tensor, Tensor]:
+        if self._seen >= len(self._indices) or (self._max_batches is not None and self._batches >= self._max_batches):
+            self.close()
+            raise StopIteration
+        images = self._fetch()
+        expected = min(self._source.batch_size, len(self._indices) - self._seen)  # type: ignore[attr-defined]
+        indices = self._indices[self._seen : self._seen + expected]
+        if images.shape[0] != expected:
+            self.close()
+            raise ValueError(
+                f"Rank {self._rank} expected a batch of {expected} images from its shard (dataset items "
+                f"{indices[:3].tolist()}...) but got {images.shape[0]}; the loader's collate_fn and the image_fn "
+                "must give one image per dataset item."
+            )
+        self._seen += expected
+        self._batches += 1
+        return images, indices
+
+    def _next_positional(self) -> tuple[Tensor, Tensor]:
+        while True:
+            done = self._num_real is not None and self._seen >= self._num_real
+            if done or (self._max_batches is not None and self._batches >= self._max_batches):
+                return self._finish()
+            try:
+                images = self._fetch()
+            except StopIteration:
+                return self._finish()
+            position = self._batches
+            self._batches += 1
+            take = images.shape[0] if self._num_real is None else min(images.shape[0], self._num_real - self._seen)
+            start = self._seen
+            self._seen += take
+            if position % self._world_size == self._rank and take > 0:
+                return images[:take], torch.arange(start, start + take, dtype=torch.int64)
+
+    def _finish(self) -> Any:
+        if self.total is None:
+            self.total = self._seen
+            if self._num_real is not None and self._seen < self._num_real and self._max_batches is None:
+                warnings.warn(
+                    f"The loader ran out after {self._seen} samples, fewer than num_real={self._num_real}.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        self.close()
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop reading: shut the loader's worker processes down now rather than when garbage-collected."""
+        shutdown = getattr(self._iterator, "_shutdown_workers", None)
+        if callable(shutdown):
+            shutdown()
+        self._iterator = None
+
+
+def iter_real_images(
+    loader: DataLoader | Dataset | Iterable[Any],
+    *,
+    image_fn: Callable[[Any], Tensor] | None = None,
+    num_real: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    max_workers: int | None = None,
+) -> RealImageStream:
+    """This rank's share of the real images, batch by batch, read once: the real pass under every metric.
+
+    Sharding is that of :func:`compute_real_stats`: a ``DataLoader`` over a map-style dataset (or the dataset
+    itself) is re-read through a new loader over exactly the indices ``range(rank, total, world_size)``,
+    ``total = min(len(dataset), num_real)``, with the original batch size, ``collate_fn`` and worker settings (its
+    own sampler is ignored); any other iterable is read in full on every rank, which keeps the batches at
+    positions ``i % world_size == rank`` (global indices count samples in reading order).
+
+    Data loading draws from private, fixed-seed random streams, so the global Python, NumPy and torch random
+    states are the same afterwards (also between batches) and augmented images are the same in every run.
+    The loader's workers are capped at ``max_workers``; one worker pool is started per stream.
+
+    Args:
+        loader: A ``DataLoader``, a ``Dataset`` (batched by 50), or any iterable of batches.
+        image_fn: Picks the image tensor out of a batch; default: see ``_default_image`` (a tensor batch, the one
+            4-D float/uint8 tensor of a tuple/list/dict, a dict's ``image``/``pixel_values``/``img``/``images``).
+        num_real: Read at most this many samples overall (the first ones in dataset/reading order). Required
+            for iterables without a length, which may never end.
+        rank: This process's rank.
+        world_size: Number of processes.
+        max_workers: At most this many loader workers; default: the CPUs available to this process divided by
+            the processes on this machine (``LOCAL_WORLD_SIZE``, else ``world_size``), see
+            :func:`default_max_workers`.
+
+    Returns:
+        An iterator of ``(images, indices)``: the batch's images exactly as picked (not converted) and their
+        global sample indices (int64, on the CPU). See :class:`RealImageStream` for the counts it exposes.
+
+    Raises:
+        ValueError: Bad ``rank``/``world_size``/``num_real``/``max_workers``; an unsized iterable without
+            ``num_real``; while iterating, a batch whose images cannot be found or whose count does not match
+            the dataset items it was made from.
+    """
+    return RealImageStream(
+        loader, image_fn=image_fn, num_real=num_real, rank=rank, world_size=world_size, max_workers=max_workers
+    )
+
+
 def compute_real_stats(
     loader: DataLoader | Dataset | Iterable[Any],
     extractor: Callable[[Tensor], Any],
     *,
-    value_range: Sequence[float] = (-1.0, 1.0),
+    value_range: Any = (-1.0, 1.0),
     image_fn: Callable[[Any], Tensor] | None = None,
     num_real: int | None = None,
     rank: int = 0,
     world_size: int = 1,
     progress: Callable[[int, int | None], None] | None = None,
+    max_workers: int | None = None,
 ) -> GaussianStats:
     """Pool3 statistics of real images, sharded over ranks without duplicates and merged over ranks.
 
-    A ``DataLoader`` over a map-style dataset (or the dataset itself) is re-read through a new loader over
-    exactly this rank's indices ``range(rank, total, world_size)``, ``total = min(len(dataset), num_real)``, with
-    the original batch size, ``collate_fn`` and worker settings; its own sampler (shuffling, a
-    ``DistributedSampler`` that pads with duplicates) is ignored. Any other iterable of batches is read in full
-    on every rank, which keeps the batches whose position ``i`` satisfies ``i % world_size == rank``; it must
-    yield the same sequence on every rank. Either way exactly ``total`` samples are counted overall.
+    The images come from :func:`iter_real_images` (see there for the sharding, the worker cap and the random
+    state isolation); exactly ``total`` samples are counted over all ranks.
 
     Every rank must call this function: with an initialised process group the moments are merged through
     torchmetrics' synchronisation, a collective.
@@ -336,83 +693,47 @@ def compute_real_stats(
         extractor: Callable on uint8 ``N x 3 x H x W`` images returning an object with a ``pool`` tensor
             ``(N, d)`` (an :class:`~lightning_ganeval.extractor.InceptionExtractor`). Its ``device`` attribute,
             when present, holds the moments; its ``num_features`` attribute, when present, sets d (default 2048).
-        value_range: ``(lo, hi)`` of float images, passed to :func:`~lightning_ganeval.images.to_uint8_rgb`.
-        image_fn: Picks the image tensor out of a batch. Default: the batch itself if it is a tensor, the first
-            element of a tuple/list, or a dict's ``"image"``.
-        num_real: Use at most this many samples (the first ``num_real`` in dataset order); default: all.
+        value_range: The pixel space of float images (e.g. ``(lo, hi)``), passed unchanged to
+            :func:`~lightning_ganeval.images.to_uint8_rgb`.
+        image_fn: Picks the image tensor out of a batch (default: see :func:`iter_real_images`).
+        num_real: Use at most this many samples (the first ``num_real`` in dataset order); default: all. Required
+            for iterables without a length.
         rank: This process's rank.
         world_size: Number of processes.
         progress: Called as ``progress(done, total)`` after each batch with this rank's sample counts; ``total``
             is ``None`` when unknown (iterables).
+        max_workers: Cap on the loader's workers (default: see :func:`iter_real_images`).
 
     Returns:
         The merged statistics (identical on every rank).
 
     Raises:
-        ValueError: Non-finite real images, bad ``num_real``/``rank``/``world_size``, or no samples at all.
+        ValueError: Non-finite real images, bad ``num_real``/``rank``/``world_size``, an unsized iterable without
+            ``num_real``, or fewer than 2 samples.
     """
-    _check_ranks(rank, world_size)
-    if num_real is not None and (isinstance(num_real, bool) or not isinstance(num_real, int) or num_real < 2):
-        raise ValueError(f"`num_real` must be an integer >= 2 or None, got {num_real!r}.")
-    pick = image_fn or _default_image
+    _check_ranks(rank, world_size, warn="compute_real_stats")
+    _check_num_real(num_real, 2)
+    stream = iter_real_images(
+        loader, image_fn=image_fn, num_real=num_real, rank=rank, world_size=world_size, max_workers=max_workers
+    )
     device = torch.device(getattr(extractor, "device", "cpu"))
     moments = FIDMoments(num_features=int(getattr(extractor, "num_features", POOL3_FEATURES))).to(device)
-
-    if isinstance(loader, Dataset) and not isinstance(loader, IterableDataset) and hasattr(loader, "__len__"):
-        loader = DataLoader(loader, batch_size=_DEFAULT_BATCH_SIZE)
-
-    def add(batch_images: Tensor) -> None:
-        converted = to_uint8_rgb(batch_images, value_range)
-        bad = converted.num_nonfinite
-        if bad:
-            raise ValueError(f"{bad} real image(s) contain NaN or Inf; real statistics need finite images.")
-        moments.update(extractor(converted.images).pool)
-
     done = 0
-    expected: int | None = None
-    with torch.no_grad():
-        if _is_map_style(loader):
-            size = len(loader.dataset)
-            total = size if num_real is None else min(size, num_real)
-            if num_real is not None and num_real > size:
-                warnings.warn(
-                    f"num_real={num_real} exceeds the dataset size {size}; using all {size} samples.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-            indices = list(range(rank, total, world_size))
-            expected = total
-            for batch in _shard_loader(loader, indices):
-                images = pick(batch)
-                add(images)
+    try:
+        with torch.no_grad():
+            for images, _ in stream:
+                converted = to_uint8_rgb(images, value_range)
+                bad = converted.num_nonfinite
+                if bad:
+                    raise ValueError(f"{bad} real image(s) contain NaN or Inf; real statistics need finite images.")
+                moments.update(extractor(converted.images).pool)
                 done += images.shape[0]
                 if progress is not None:
-                    progress(done, len(indices))
-            if done != len(indices):
-                raise ValueError(
-                    f"Rank {rank} expected {len(indices)} images from its shard but image_fn returned {done}; "
-                    "image_fn must return one image per dataset item."
-                )
-        else:
-            seen = 0
-            for position, batch in enumerate(loader):
-                if num_real is not None and seen >= num_real:
-                    break
-                images = pick(batch)
-                take = images.shape[0] if num_real is None else min(images.shape[0], num_real - seen)
-                if position % world_size == rank and take > 0:
-                    add(images[:take])
-                    done += take
-                    if progress is not None:
-                        progress(done, None)
-                seen += take
-            expected = seen
-            if num_real is not None and seen < num_real:
-                warnings.warn(
-                    f"The loader ran out after {seen} samples, fewer than num_real={num_real}.",
-                    UserWarning,
-                    stacklevel=2,
-                )
+                    progress(done, stream.shard_size)
+    finally:
+        stream.close()
+    expected = stream.total
+    assert expected is not None
     if expected < 2:
         raise ValueError(f"Real statistics need at least 2 images, the loader gave {expected}.")
     stats = moments.compute()
@@ -426,9 +747,10 @@ def compute_real_stats(
 def _hash_leaves(value: Any, digest: Any) -> None:
     """Feed the bytes of every tensor/array (and the repr of other leaves) of a sample into ``digest``."""
     if isinstance(value, Tensor):
-        array = value.detach().cpu().contiguous()
+        array = value.detach().cpu().resolve_conj().resolve_neg().contiguous()
         digest.update(f"T{array.dtype}{tuple(array.shape)}".encode())
-        digest.update(array.view(torch.uint8).numpy().tobytes() if array.numel() else b"")
+        # reshape(-1): a 0-d tensor (a TensorDataset label) cannot be viewed as bytes.
+        digest.update(array.reshape(-1).view(torch.uint8).numpy().tobytes() if array.numel() else b"")
     elif isinstance(value, np.ndarray):
         digest.update(f"A{value.dtype}{value.shape}".encode())
         digest.update(np.ascontiguousarray(value).tobytes())
@@ -452,7 +774,8 @@ def dataset_fingerprint(dataset: Any, probes: int = 3) -> str:
 
     The samples probed are the first, the last and evenly spaced ones in between, so a dataset whose content
     changes in those places gets a new fingerprint; a change elsewhere does not (pass your own identity string
-    to :func:`real_stats_cache_key` when that matters).
+    to :func:`real_stats_cache_key` when that matters). They are read under fixed-seed private random streams,
+    so random augmentations give the same fingerprint in every run and the global random states are untouched.
     """
     if isinstance(dataset, DataLoader):
         dataset = dataset.dataset
@@ -464,23 +787,93 @@ def dataset_fingerprint(dataset: Any, probes: int = 3) -> str:
     size = len(dataset)
     positions = sorted({round(i * (size - 1) / max(probes - 1, 1)) for i in range(probes)}) if size else []
     digest = hashlib.sha256()
-    for position in positions:
-        digest.update(f"#{position}".encode())
-        _hash_leaves(dataset[position], digest)
+    with _PrivateRNG().active():
+        for position in positions:
+            digest.update(f"#{position}".encode())
+            _hash_leaves(dataset[position], digest)
     cls = type(dataset)
     return f"{cls.__module__}.{cls.__qualname__}/len={size}/{digest.hexdigest()[:16]}"
 
 
-def real_stats_cache_key(dataset: Any, count: int, value_range: Sequence[float], extractor: Any, **extra: Any) -> str:
+def real_content_digest(
+    loader: DataLoader | Dataset | Iterable[Any],
+    *,
+    image_fn: Callable[[Any], Tensor] | None = None,
+    value_range: Any,
+    num_batches: int = 2,
+    num_real: int | None = None,
+) -> str:
+    """A digest of what the extractor receives: the first real batches after ``image_fn`` and ``to_uint8_rgb``.
+
+    The batches are read with the pipeline of :func:`iter_real_images` (same dataset order, batch size,
+    ``collate_fn``, transforms and ``image_fn``), in the main process (no worker pool) and under fixed-seed
+    private random streams: the digest is the same in every run, also with random augmentations, and the global
+    random states are untouched. Any change to the images (data, transform, ``collate_fn``, ``image_fn``, value
+    range) in those batches changes it. Rank-independent: every rank reads the same first batches.
+
+    Args:
+        loader: As for :func:`iter_real_images`; one-shot iterators (``iter(x) is x``) are refused, since reading
+            them would consume the pass's data.
+        image_fn: As for :func:`iter_real_images`.
+        value_range: The pixel space of float images, passed unchanged to
+            :func:`~lightning_ganeval.images.to_uint8_rgb`.
+        num_batches: Number of leading batches to digest.
+        num_real: As for :func:`iter_real_images` (the digest reads no further).
+
+    Returns:
+        32 hexadecimal digits.
+    """
+    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+        raise ValueError(f"`num_batches` must be a positive integer, got {num_batches!r}.")
+    if not isinstance(loader, (DataLoader, Dataset)) and iter(loader) is loader:
+        raise TypeError(
+            f"Cannot digest a one-shot iterator ({type(loader).__name__}): reading it would consume the real data. "
+            "Pass a DataLoader, a dataset or a re-iterable collection of batches."
+        )
+    stream = RealImageStream(
+        loader,
+        image_fn=image_fn,
+        num_real=num_real,
+        rank=0,
+        world_size=1,
+        max_workers=0,
+        max_batches=num_batches,
+        rank_checked=False,  # the same leading batches on every rank, whatever the process group says
+    )
+    digest = hashlib.sha256()
+    try:
+        for images, indices in stream:  # reading draws from the stream's private random states only
+            converted = to_uint8_rgb(images, value_range)
+            digest.update(f"B{tuple(images.shape)}{images.dtype}{indices.tolist()}".encode())
+            digest.update(converted.finite.cpu().numpy().tobytes())
+            digest.update(converted.images.detach().cpu().contiguous().numpy().tobytes())
+    finally:
+        stream.close()
+    return digest.hexdigest()[:32]
+
+
+def _describe_value_range(value_range: Any) -> Any:
+    """JSON form of a value range: ``[lo, hi]`` as floats (so ``(-1, 1)`` equals ``(-1.0, 1.0)``), else its repr."""
+    try:
+        return [float(v) for v in value_range]
+    except (TypeError, ValueError):
+        return repr(value_range)
+
+
+def real_stats_cache_key(
+    dataset: Any, count: int, value_range: Any, extractor: Any, *, content: str | None = None, **extra: Any
+) -> str:
     """A short file name for cached real statistics, e.g. ``"real-3f2a...c1"``.
 
     Args:
         dataset: A string identifying the data (used verbatim), or a ``DataLoader``/map-style dataset, which is
             fingerprinted with :func:`dataset_fingerprint`.
         count: Number of real samples used.
-        value_range: ``(lo, hi)`` of the images.
+        value_range: The pixel space of the images (``(lo, hi)`` or a description with a stable ``repr``).
         extractor: The extractor (its ``identity`` is used) or an identity string.
-        **extra: Anything else that changes the statistics (e.g. a description of ``image_fn``); JSON-serialised.
+        content: :func:`real_content_digest` of the loader: what the extractor receives, so that a change of
+            ``collate_fn``, ``image_fn``, transforms or value range misses the cache.
+        **extra: Anything else that changes the statistics; JSON-serialised.
     """
     identity = dataset if isinstance(dataset, str) else dataset_fingerprint(dataset)
     extractor_id = extractor if isinstance(extractor, str) else getattr(extractor, "identity", None)
@@ -490,8 +883,9 @@ def real_stats_cache_key(dataset: Any, count: int, value_range: Sequence[float],
         "schema": FORMAT_VERSION,
         "dataset": identity,
         "count": int(count),
-        "value_range": [float(v) for v in value_range],
+        "value_range": _describe_value_range(value_range),
         "extractor": extractor_id,
+        "content": content,
         "extra": extra,
     }
     text = json.dumps(payload, sort_keys=True, default=str)

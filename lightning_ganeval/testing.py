@@ -1,9 +1,12 @@
-"""Random Inception weights for tests and smoke runs.
+"""Random Inception and DINOv2 weights for tests and smoke runs.
 
 The real TensorFlow 2015-12-05 weights cannot be fetched everywhere (CI machines, air-gapped clusters). This
 module writes a file with the same keys and shapes as ``pt_inception-2015-12-05-6726825d.pth`` but seeded random
 values. BatchNorm running statistics are recalibrated on random images so that, in eval mode, the features vary
 with the input instead of collapsing, and the final layer is scaled so that the softmax is far from uniform.
+
+:func:`write_random_dinov2_weights` does the same for the official DINOv2 backbone checkpoints
+(``dinov2_vitl14_pretrain.pth`` and its smaller siblings).
 
 Scores computed with such a file are **not** comparable with published numbers.
 """
@@ -18,7 +21,13 @@ from unittest import mock
 import torch
 from torch import nn
 
-__all__ = ["build_random_inception_state_dict", "cached_random_inception_weights", "write_random_inception_weights"]
+__all__ = [
+    "build_random_dinov2_state_dict",
+    "build_random_inception_state_dict",
+    "cached_random_inception_weights",
+    "write_random_dinov2_weights",
+    "write_random_inception_weights",
+]
 
 
 def _random_images(generator: torch.Generator, n: int, size: int) -> torch.Tensor:
@@ -121,4 +130,93 @@ def cached_random_inception_weights(seed: int = 0, directory: str | os.PathLike[
     path = root / f"random-inception-seed{seed}.pth"
     if not path.is_file():
         write_random_inception_weights(path, seed=seed)
+    return path
+
+
+# embed dim, depth of the official DINOv2 backbones (facebookresearch/dinov2 hub models, no registers). Kept here
+# rather than imported from lightning_ganeval.dinov2 so that the layout is written from a second description, which
+# the tests compare with the extractor's.
+_DINOV2_SIZES = {"vits14": (384, 12), "vitb14": (768, 12), "vitl14": (1024, 24)}
+_DINOV2_GRID = 37  # 518 / 14: the published checkpoints' position-embedding grid
+_DINOV2_PATCH = 14
+
+
+def build_random_dinov2_state_dict(seed: int = 0, *, size: str = "vitl14") -> dict[str, torch.Tensor]:
+    """Build a seeded random state dict in the official DINOv2 checkpoint layout (``dinov2_<size>_pretrain.pth``).
+
+    The values are chosen so that the features vary with the input (their spread across images is about half their
+    overall spread): query/key weights large enough for selective attention, LayerScale factors around 0.5, other
+    linear weights with timm's initial scale, and smooth position embeddings (a random 8 x 8 field upsampled to 37 x 37, as
+    learned embeddings are smooth) comparable in size to the patch embeddings, so that their resampling matters.
+
+    Args:
+        seed: Seed for the values.
+        size: ``"vitl14"`` (the FD_DINOv2 network, 304 M parameters, a 1.2 GB file), ``"vitb14"`` or ``"vits14"``
+            (22 M parameters, for fast tests).
+
+    Returns:
+        A float32 state dict that the torch hub ``dinov2_<size>`` model loads with ``strict=True``.
+    """
+    if size not in _DINOV2_SIZES:
+        raise ValueError(f"size must be one of {', '.join(map(repr, _DINOV2_SIZES))}, got {size!r}.")
+    dim, depth = _DINOV2_SIZES[size]
+    generator = torch.Generator().manual_seed(seed)
+
+    def normal(*shape: int, std: float, mean: float = 0.0) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator) * std + mean
+
+    field = nn.functional.interpolate(
+        normal(1, dim, 8, 8, std=0.5), size=(_DINOV2_GRID, _DINOV2_GRID), mode="bicubic", align_corners=False
+    )
+    grid = field.permute(0, 2, 3, 1).reshape(1, _DINOV2_GRID**2, dim) + normal(1, _DINOV2_GRID**2, dim, std=0.02)
+    patch_fan_in = 3 * _DINOV2_PATCH * _DINOV2_PATCH
+    state = {
+        "cls_token": normal(1, 1, dim, std=0.02),
+        "pos_embed": torch.cat([normal(1, 1, dim, std=0.5), grid], dim=1),
+        "mask_token": torch.zeros(1, dim),
+        "patch_embed.proj.weight": normal(dim, 3, _DINOV2_PATCH, _DINOV2_PATCH, std=patch_fan_in**-0.5),
+        "patch_embed.proj.bias": normal(dim, std=0.02),
+    }
+    for i in range(depth):
+        prefix = f"blocks.{i}."
+        state.update({
+            prefix + "norm1.weight": normal(dim, std=0.1, mean=1.0),
+            prefix + "norm1.bias": normal(dim, std=0.02),
+            prefix + "attn.qkv.weight": normal(3 * dim, dim, std=0.1),
+            prefix + "attn.qkv.bias": normal(3 * dim, std=0.02),
+            prefix + "attn.proj.weight": normal(dim, dim, std=0.02),
+            prefix + "attn.proj.bias": normal(dim, std=0.02),
+            prefix + "ls1.gamma": normal(dim, std=0.05, mean=0.5),
+            prefix + "norm2.weight": normal(dim, std=0.1, mean=1.0),
+            prefix + "norm2.bias": normal(dim, std=0.02),
+            prefix + "mlp.fc1.weight": normal(4 * dim, dim, std=0.02),
+            prefix + "mlp.fc1.bias": normal(4 * dim, std=0.02),
+            prefix + "mlp.fc2.weight": normal(dim, 4 * dim, std=0.02),
+            prefix + "mlp.fc2.bias": normal(dim, std=0.02),
+            prefix + "ls2.gamma": normal(dim, std=0.05, mean=0.5),
+        })  # fmt: skip
+    state["norm.weight"] = normal(dim, std=0.1, mean=1.0)
+    state["norm.bias"] = normal(dim, std=0.02)
+    return state
+
+
+def write_random_dinov2_weights(path: str | os.PathLike[str], seed: int = 0, *, size: str = "vitl14") -> Path:
+    """Write a seeded random-weight file in the official DINOv2 checkpoint layout and return its path.
+
+    The file is written to a temporary name and renamed, so a reader never sees half a file.
+
+    Args:
+        path: Destination file.
+        seed: Seed for the values.
+        size: See :func:`build_random_dinov2_state_dict`; ``"vits14"`` for fast tests.
+
+    Returns:
+        The destination as a :class:`~pathlib.Path`.
+    """
+    state = build_random_dinov2_state_dict(seed, size=size)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
     return path

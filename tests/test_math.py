@@ -12,6 +12,8 @@ from torch_fidelity.metric_isc import isc_features_to_metric
 from torchmetrics.image.fid import _compute_fid
 
 from lightning_ganeval.math import (
+    NEGATIVE_DISTANCE_RTOL,
+    PSD_RTOL,
     FrechetReference,
     GaussianStats,
     frechet_distance,
@@ -164,6 +166,120 @@ def test_rounding_below_zero_is_reported_as_zero() -> None:
     values = [frechet_distance(mu, sigma * scale, mu, sigma * scale) for scale in (1e-3, 0.1, 1.0, 3.0, 7.0, 1e3)]
     assert min(values) == 0.0
     assert all(0.0 <= v <= 1e-6 for v in values)
+
+
+@pytest.mark.parametrize("d", [64, 300])
+@pytest.mark.parametrize("singular", ["none", "sigma1", "sigma2"])
+def test_one_shot_cholesky_path_matches_closed_form(d: int, singular: str) -> None:
+    # Commuting covariances, so the closed form is exact; d=300 runs the blocked triangular products. When one
+    # covariance is singular (half its spectrum exactly 0), the other one is factored.
+    rng = np.random.default_rng(300 + d)
+    q = _orthogonal(rng, d)
+    a, b = 10.0 ** rng.uniform(-3, 2, d), 10.0 ** rng.uniform(-3, 2, d)
+    if singular == "sigma1":
+        a[rng.random(d) < 0.5] = 0.0
+    if singular == "sigma2":
+        b[rng.random(d) < 0.5] = 0.0
+    sigma1, sigma2 = (q * a) @ q.T, (q * b) @ q.T
+    mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+    expected = float(np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2))
+    assert _rel(frechet_distance(mu1, sigma1, mu2, sigma2), expected) <= 1e-10
+
+
+def test_one_shot_solves_one_symmetric_eigenvalue_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Full-rank (and one singular) covariances: a Cholesky factor and a single eigvalsh, no eigendecomposition.
+    rng = np.random.default_rng(12)
+    mu1, sigma1 = _sample_stats(rng, 400, 64)
+    mu2, sigma2 = _sample_stats(rng, 30, 64, shift=0.2)  # singular: sigma1 is factored instead
+    expected = FrechetReference(mu2, sigma2).distance(mu1, sigma1)
+    calls: list[str] = []
+    eigvalsh = torch.linalg.eigvalsh
+
+    def counting_eigvalsh(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append("eigvalsh")
+        return eigvalsh(*args, **kwargs)
+
+    def no_eigh(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the one-shot path must not need an eigendecomposition here")
+
+    monkeypatch.setattr(torch.linalg, "eigvalsh", counting_eigvalsh)
+    monkeypatch.setattr(torch.linalg, "eigh", no_eigh)
+    for args in ((mu1, sigma1, mu2, sigma2), (mu2, sigma2, mu1, sigma1)):
+        calls.clear()
+        assert _rel(frechet_distance(*args), expected) <= 1e-10
+        assert calls == ["eigvalsh"]
+
+
+@pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")
+def test_barely_full_rank_covariances_match_pytorch_fid() -> None:
+    # n = d + 2 samples: positive definite but ill-conditioned, on the Cholesky path.
+    rng = np.random.default_rng(13)
+    mu1, sigma1 = _sample_stats(rng, 66, 64)
+    mu2, sigma2 = _sample_stats(rng, 70, 64, shift=0.3)
+    expected = float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
+    assert _rel(frechet_distance(mu1, sigma1, mu2, sigma2), expected) <= FID_RTOL
+
+
+@pytest.mark.parametrize("negative", ["sigma1", "sigma2"])
+def test_negative_definite_covariance_is_refused(negative: str) -> None:
+    # Before: sigma = -I gave 0.0, because the negative eigenvalues were clipped to 0 under the square root.
+    minus, plus = -np.eye(4), np.eye(4)
+    sigma1, sigma2 = (minus, plus) if negative == "sigma1" else (plus, minus)
+    with pytest.raises(ValueError, match=rf"`{negative}`.*not positive semi-definite"):
+        frechet_distance(np.zeros(4), sigma1, np.zeros(4), sigma2)
+
+
+def test_frechet_reference_refuses_non_psd_covariances() -> None:
+    with pytest.raises(ValueError, match=r"`cov` is not positive semi-definite"):
+        FrechetReference(np.zeros(3), np.diag([1.0, 1.0, -0.5]))
+    with pytest.raises(ValueError, match=r"`cov`.*not positive semi-definite"):
+        FrechetReference(np.zeros(3), np.eye(3)).distance(np.zeros(3), -np.eye(3))
+
+
+def _zero_mean_distance(sigma1: np.ndarray, sigma2: np.ndarray, one_shot: bool) -> float:
+    """frechet_distance, or FrechetReference(sigma2).distance, between zero-mean Gaussians."""
+    zeros = np.zeros(len(sigma1))
+    if one_shot:
+        return frechet_distance(zeros, sigma1, zeros, sigma2)
+    return FrechetReference(zeros, sigma2).distance(zeros, sigma1)
+
+
+@pytest.mark.parametrize("one_shot", [True, False])
+def test_negative_distance_beyond_rounding_is_an_error(one_shot: bool) -> None:
+    # The negative eigenvalue of sigma1 lies in the null space of the (singular) reference, where the congruent
+    # matrix cannot see it: tr Σ₁ + tr Σ₂ - 2 tr(Σ₁Σ₂)^½ = 0 + 1 - 2 = -1. Before: reported as 0.0.
+    with pytest.raises(ValueError, match=r"negative.*not positive semi-definite"):
+        _zero_mean_distance(np.diag([1.0, -1.0]), np.diag([1.0, 0.0]), one_shot)
+
+
+@pytest.mark.parametrize("one_shot", [True, False])
+def test_negative_distance_tolerance(one_shot: bool) -> None:
+    # sigma1 = diag(1, -t) against the singular diag(1, 0): the raw formula gives exactly -t, and the scale is
+    # |tr Σ₁| + |tr Σ₂| = 2 - t. Below the tolerance it is rounding (reported as 0.0), above it an error.
+    sigma2 = np.diag([1.0, 0.0])
+    assert _zero_mean_distance(np.diag([1.0, -0.1 * NEGATIVE_DISTANCE_RTOL]), sigma2, one_shot) == 0.0
+    with pytest.raises(ValueError, match="negative"):
+        _zero_mean_distance(np.diag([1.0, -10 * NEGATIVE_DISTANCE_RTOL]), sigma2, one_shot)
+
+
+@pytest.mark.parametrize("one_shot", [True, False])
+def test_rounding_size_negative_eigenvalues_are_accepted(one_shot: bool) -> None:
+    # An eigenvalue of -PSD_RTOL / 100 x the largest (like a float32-rounded singular covariance) counts as 0;
+    # -PSD_RTOL x 100 x the largest is refused.
+    rng = np.random.default_rng(14)
+    q = _orthogonal(rng, 16)
+    b = np.linspace(1.0, 2.0, 16)
+    sigma2 = (q * b) @ q.T
+    for small, accepted in ((-PSD_RTOL / 100, True), (-PSD_RTOL * 100, False)):
+        a = np.linspace(0.5, 1.5, 16)
+        a[0] = small * a.max()
+        sigma1 = (q * a) @ q.T
+        expected = float(np.sum((np.sqrt(np.maximum(a, 0)) - np.sqrt(b)) ** 2) + a[0])
+        if accepted:
+            assert _rel(_zero_mean_distance(sigma1, sigma2, one_shot), expected) <= 1e-9
+        else:
+            with pytest.raises(ValueError, match="not positive semi-definite"):
+                _zero_mean_distance(sigma1, sigma2, one_shot)
 
 
 @pytest.mark.parametrize(

@@ -265,8 +265,8 @@ def test_image_fn_and_default_batch_layouts(images: torch.Tensor) -> None:
     custom = compute_real_stats([{"pixels": images}], FakeExtractor(), image_fn=lambda batch: batch["pixels"])
     assert torch.equal(as_tuples.cov, reference.cov)
     assert torch.equal(custom.cov, reference.cov)
-    with pytest.raises(TypeError, match=r"Cannot find the images in a batch of type dict.*image_fn"):
-        compute_real_stats([{"pixels": images}], FakeExtractor())
+    with pytest.raises(ValueError, match=r"Cannot pick the real images.*real_image_fn"):
+        compute_real_stats([{"pixels": images, "target": images}], FakeExtractor())
 
 
 def test_progress_reports_this_ranks_counts(images: torch.Tensor) -> None:

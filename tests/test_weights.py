@@ -294,7 +294,7 @@ def test_missing_explicit_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
         with pytest.raises(WeightsNotFoundError, match=WEIGHTS_ENV_VAR) as info:
             resolve_weights()
     else:
-        with pytest.raises(WeightsNotFoundError, match="`path` argument") as info:
+        with pytest.raises(WeightsNotFoundError, match="`inception_weights=`") as info:
             resolve_weights(missing)
     assert str(missing) in str(info.value)
 
@@ -395,3 +395,99 @@ def test_progress_bar_only_when_asked(
 ) -> None:
     resolve_weights(sha256=PAYLOAD_SHA256, url=server.url, cache_dir=cache, progress=progress)
     assert ("Inception" in capsys.readouterr().err) is progress
+
+
+@pytest.mark.parametrize("empty", ["", b""])
+def test_empty_path_is_refused(empty: str | bytes) -> None:
+    # Path("") is the current directory: an empty --inception-weights= must not silently mean "here".
+    with pytest.raises(ValueError, match=r"`inception_weights=`.*empty string"):
+        resolve_weights(empty)
+
+
+def _tiny_spec(url: str | None, sha256: str | None = PAYLOAD_SHA256) -> weights.WeightsSpec:
+    return weights.WeightsSpec(
+        name="TinyNet", filename="tiny.pth", url=url, sha256=sha256, env_var="TINY_NET_WEIGHTS", argument="`tiny=`"
+    )
+
+
+def _tiny_url(server: _Server) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}/models/tiny.pth"
+
+
+def test_inception_spec_is_the_default() -> None:
+    spec = weights.INCEPTION_SPEC
+    assert (spec.filename, spec.url, spec.sha256, spec.env_var) == (
+        INCEPTION_FILENAME,
+        weights.INCEPTION_URL,
+        REFERENCE_HASH_PREFIX,
+        WEIGHTS_ENV_VAR,
+    )
+    assert weights.InceptionWeights is weights.ResolvedWeights
+
+
+def test_other_spec_follows_the_same_rules(
+    server: _Server, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _tiny_spec(_tiny_url(server))
+    downloaded = resolve_weights(spec=spec, cache_dir=cache, progress=True)
+    assert (downloaded.source, downloaded.path, downloaded.is_reference) == ("download", cache / "tiny.pth", True)
+    assert "TinyNet" in capsys.readouterr().err  # the progress bar names the network
+    assert resolve_weights(spec=spec, cache_dir=cache).source == "cache"
+    assert server.requests == 1
+
+    # The spec's own environment variable, not Inception's.
+    local = tmp_path / "local.pth"
+    local.write_bytes(PAYLOAD)
+    monkeypatch.setenv(WEIGHTS_ENV_VAR, str(tmp_path / "ignored.pth"))
+    monkeypatch.setenv("TINY_NET_WEIGHTS", str(local))
+    assert resolve_weights(spec=spec, cache_dir=cache).path == local
+    monkeypatch.setenv("TINY_NET_WEIGHTS", str(tmp_path / "missing.pth"))
+    with pytest.raises(
+        WeightsNotFoundError, match=r"TinyNet weights file .*\(from the environment variable TINY_NET_WEIGHTS\)"
+    ):
+        resolve_weights(spec=spec, cache_dir=cache)
+    with pytest.raises(WeightsNotFoundError, match=r"TinyNet weights file .*\(from `tiny=`\)"):
+        resolve_weights(tmp_path / "missing.pth", spec=spec)
+    with pytest.raises(ValueError, match="`tiny=`"):
+        resolve_weights("", spec=spec)
+
+
+def test_other_spec_non_reference_file_warns_with_its_names(tmp_path: Path) -> None:
+    (tmp_path / "w.pth").write_bytes(_payload(5))
+    with pytest.warns(UserWarning, match=r"TinyNet weights .*\(from `tiny=`\).*not the reference tiny.pth"):
+        result = resolve_weights(tmp_path / "w.pth", spec=_tiny_spec(None))
+    assert not result.is_reference
+
+
+def test_other_spec_offline_message(closed_port_url: str, tmp_path: Path) -> None:
+    with pytest.raises(WeightsNotFoundError) as info:
+        resolve_weights(spec=_tiny_spec(closed_port_url.replace(INCEPTION_FILENAME, "tiny.pth")), progress=False)
+    message = str(info.value)
+    target = tmp_path / "torch_home" / "hub" / "checkpoints" / "tiny.pth"
+    for needle in ["TinyNet", "TINY_NET_WEIGHTS=/path/to/tiny.pth", "`tiny=`", PAYLOAD_SHA256, str(target)]:
+        assert needle in message
+    assert "Inception" not in message
+    assert "inception_weights" not in message
+
+
+def test_spec_without_digest_accepts_any_file(server: _Server, cache: Path, tmp_path: Path) -> None:
+    spec = _tiny_spec(_tiny_url(server), sha256=None)
+    first = resolve_weights(spec=spec, cache_dir=cache, progress=False)
+    second = resolve_weights(spec=spec, cache_dir=cache, progress=False)
+    assert (first.source, second.source) == ("download", "cache")
+    assert not first.is_reference  # nothing to compare with
+    assert not second.is_reference
+    assert first.sha256 == PAYLOAD_SHA256
+    (tmp_path / "w.pth").write_bytes(_payload(7))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "not the reference" warning without a reference
+        assert not resolve_weights(tmp_path / "w.pth", spec=spec).is_reference
+    # A pin still applies.
+    with pytest.raises(WeightsHashError):
+        resolve_weights(tmp_path / "w.pth", spec=spec, sha256=PAYLOAD_SHA256)
+
+
+@pytest.mark.parametrize("bad", ["", "ABCDEF12", "1234567", "z" * 8])
+def test_spec_digest_is_validated(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"WeightsSpec.sha256"):
+        _tiny_spec(None, sha256=bad)
