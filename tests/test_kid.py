@@ -169,3 +169,14 @@ def test_bad_inputs() -> None:
         mmd2_unbiased(x, x[:1])
     with pytest.raises(TypeError, match=r"`real` must be a torch\.Tensor"):
         mmd2_unbiased(x.numpy(), x)
+
+
+@pytest.mark.gpu
+def test_cuda_equals_cpu() -> None:
+    """Same subsets (CPU generator) and float64 on both devices: equal to rounding."""
+    real, fake = _features(300, 64, seed=14), _features(280, 64, seed=15, shift=0.1)
+    cpu = kid_from_features(real, fake, subsets=10, subset_size=100, seed=3)
+    cuda = kid_from_features(real.cuda(), fake.cuda(), subsets=10, subset_size=100, seed=3)
+    assert _rel(cuda[0], cpu[0]) <= RTOL
+    assert _rel(cuda[1], cpu[1]) <= RTOL
+    assert _rel(mmd2_unbiased(real.cuda(), fake.cuda()), mmd2_unbiased(real, fake)) <= RTOL

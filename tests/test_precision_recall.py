@@ -173,3 +173,11 @@ def test_bad_inputs() -> None:
         precision_recall_density_coverage(x, torch.full_like(x, float("inf")))
     with pytest.raises(TypeError, match=r"`fake` must be a torch\.Tensor"):
         precision_recall_density_coverage(x, x.numpy())
+
+
+@pytest.mark.gpu
+def test_cuda_equals_cpu_and_brute_force() -> None:
+    real, fake = _gaussian(150, 8, seed=8), _gaussian(130, 8, seed=9, shift=0.3)
+    expected = _brute_force(real.double().numpy(), fake.double().numpy(), k=3)
+    assert precision_recall_density_coverage(real.cuda(), fake.cuda(), k=3, block_size=64) == expected
+    assert precision_recall_density_coverage(real, fake, k=3, device="cuda") == expected
