@@ -1,7 +1,9 @@
-"""FID and Inception Score for PyTorch Lightning GAN training.
+"""FID, Inception Score, KID and precision/recall for PyTorch Lightning GAN training.
 
-The callbacks (:class:`FIDCallback`, :class:`InceptionScoreCallback`) are loaded on first access, so that the
-plain-torch parts (extractor, accumulators, math, statistics files) can be imported without Lightning.
+The callbacks (:class:`FIDCallback`, :class:`InceptionScoreCallback`, :class:`KIDCallback`,
+:class:`PrecisionRecallCallback`) are loaded on first access, so that the plain-torch parts (the
+:class:`Evaluator` and its metrics, extractors, accumulators, math, statistics files) can be imported without
+Lightning.
 """
 
 from __future__ import annotations
@@ -9,11 +11,23 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "FIDCallback": "callbacks",
     "InceptionScoreCallback": "callbacks",
+    "KIDCallback": "callbacks",
+    "PrecisionRecallCallback": "callbacks",
+    "Evaluator": "evaluator",
+    "EvaluationResult": "evaluator",
+    "FID": "metrics",
+    "InceptionScore": "metrics",
+    "KID": "metrics",
+    "PrecisionRecall": "metrics",
+    "GenerativeMetric": "metrics",
+    "PixelSpace": "images",
+    "infer_pixel_space": "images",
+    "DINOv2Extractor": "dinov2",
     "InceptionExtractor": "extractor",
     "InceptionFeatures": "extractor",
     "get_extractor": "extractor",
@@ -35,22 +49,34 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "FID",
+    "KID",
     "WEIGHTS_ENV_VAR",
     "ConvertedImages",
+    "DINOv2Extractor",
+    "EvaluationResult",
+    "Evaluator",
     "FIDCallback",
     "FIDMoments",
     "FrechetReference",
     "GaussianStats",
+    "GenerativeMetric",
     "ISMarginals",
     "InceptionExtractor",
     "InceptionFeatures",
+    "InceptionScore",
     "InceptionScoreCallback",
     "InceptionWeights",
+    "KIDCallback",
+    "PixelSpace",
+    "PrecisionRecall",
+    "PrecisionRecallCallback",
     "WeightsError",
     "compute_real_stats",
     "frechet_distance",
     "get_extractor",
     "inception_score",
+    "infer_pixel_space",
     "load_stats",
     "resolve_weights",
     "save_stats",
@@ -72,10 +98,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from lightning_ganeval.callbacks import FIDCallback, InceptionScoreCallback
+    from lightning_ganeval.callbacks import FIDCallback, InceptionScoreCallback, KIDCallback, PrecisionRecallCallback
+    from lightning_ganeval.dinov2 import DINOv2Extractor
+    from lightning_ganeval.evaluator import EvaluationResult, Evaluator
     from lightning_ganeval.extractor import InceptionExtractor, InceptionFeatures, get_extractor
-    from lightning_ganeval.images import ConvertedImages, to_uint8_rgb
+    from lightning_ganeval.images import ConvertedImages, PixelSpace, infer_pixel_space, to_uint8_rgb
     from lightning_ganeval.math import FrechetReference, GaussianStats, frechet_distance, inception_score
+    from lightning_ganeval.metrics import FID, KID, GenerativeMetric, InceptionScore, PrecisionRecall
     from lightning_ganeval.moments import FIDMoments, ISMarginals
     from lightning_ganeval.reference import compute_real_stats, load_stats, save_stats
     from lightning_ganeval.weights import WEIGHTS_ENV_VAR, InceptionWeights, WeightsError, resolve_weights

@@ -722,7 +722,7 @@ def compute_real_stats(
     try:
         with torch.no_grad():
             for images, _ in stream:
-                converted = to_uint8_rgb(images, value_range)
+                converted = to_uint8_rgb(images, value_range, side="real")
                 bad = converted.num_nonfinite
                 if bad:
                     raise ValueError(f"{bad} real image(s) contain NaN or Inf; real statistics need finite images.")
@@ -843,7 +843,7 @@ def real_content_digest(
     digest = hashlib.sha256()
     try:
         for images, indices in stream:  # reading draws from the stream's private random states only
-            converted = to_uint8_rgb(images, value_range)
+            converted = to_uint8_rgb(images, value_range, side="real")
             digest.update(f"B{tuple(images.shape)}{images.dtype}{indices.tolist()}".encode())
             digest.update(converted.finite.cpu().numpy().tobytes())
             digest.update(converted.images.detach().cpu().contiguous().numpy().tobytes())

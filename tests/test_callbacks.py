@@ -26,7 +26,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import lightning_ganeval.callbacks as callbacks_module
+import lightning_ganeval.callbacks.base as callbacks_module
+import lightning_ganeval.real as real_module
 from lightning_ganeval import FIDCallback, InceptionScoreCallback
 from lightning_ganeval.extractor import InceptionFeatures
 from lightning_ganeval.math import GaussianStats
@@ -133,12 +134,7 @@ def fake_extractor(monkeypatch: pytest.MonkeyPatch) -> FakeExtractor:
         fake.requests.append({"device": torch.device(device), "resize": resize, "fast": fast})
         return fake
 
-    def provenance(extractor: Any) -> dict[str, Any]:
-        # Its 16 features are not Inception's pool3 layer, which `load_stats` would check for 2048 features.
-        return {k: v for k, v in extractor_provenance(extractor).items() if k != "layer"}
-
     monkeypatch.setattr(callbacks_module, "get_extractor", get_extractor)
-    monkeypatch.setattr(callbacks_module, "extractor_provenance", provenance)
     return fake
 
 
@@ -149,7 +145,7 @@ def fake_stats(tmp_path: Path, fake_extractor: FakeExtractor) -> Path:
 
     stats = compute_real_stats(loader(), fake_extractor)
     fake_extractor.calls = 0
-    return save_stats(tmp_path / "real.npz", stats, callbacks_module.extractor_provenance(fake_extractor))
+    return save_stats(tmp_path / "real.npz", stats, real_module.network_provenance(fake_extractor, "pool"))
 
 
 @pytest.fixture
@@ -183,9 +179,16 @@ def test_state_keys_are_pinned() -> None:
         (FIDCallback, {"batch_size": 0}, ValueError, "`batch_size` must be an int >= 1, got 0"),
         (FIDCallback, {"every_n_epochs": 0}, ValueError, "`every_n_epochs` must be an int >= 1, got 0"),
         (FIDCallback, {"latent_shape": -3}, ValueError, r"`latent_shape` must have dimensions >= 1, got -3"),
-        (FIDCallback, {"sample_fn": "generator"}, TypeError, "`sample_fn` must be a callable or None, got str"),
-        (FIDCallback, {"value_range": (1, -1)}, ValueError, r"`value_range` must be two finite .* got \(1, -1\)"),
-        (FIDCallback, {"value_range": 1.0}, TypeError, r"`value_range` must be a pair \(low, high\) .* got 1.0"),
+        (
+            FIDCallback,
+            {"sample_fn": "generator"},
+            TypeError,
+            "`sample_fn` must be a callable, an import path .* or None; got the string 'generator'",
+        ),
+        (FIDCallback, {"value_range": (1, -1)}, ValueError, r"`value_range` must be a pair of finite .* got \(1, -1\)"),
+        (FIDCallback, {"value_range": 1.0}, ValueError, r"`value_range` must be a pair of finite numbers .* got 1.0"),
+        (FIDCallback, {"normalize": (0.5,)}, ValueError, r"`normalize` must be a pair \(mean, std\).* got \(0.5,\)"),
+        (FIDCallback, {"value_range": (0, 1), "normalize": (0.5, 0.5)}, ValueError, "either `value_range` or"),
         (FIDCallback, {"real_value_range": (0, 0)}, ValueError, r"`real_value_range` .* got \(0, 0\)"),
         (FIDCallback, {"real": 3}, TypeError, "`real` must be a path to a .npz statistics file, .* got int"),
         (FIDCallback, {"num_real": 1}, ValueError, "`num_real` must be an int >= 2, got 1"),
@@ -457,7 +460,7 @@ def test_clashing_names_are_refused(tmp_path: Path, settings: dict, fake_extract
     with pytest.raises(RuntimeError, match="state_key` must be unique"):
         make_trainer(tmp_path, [fid_callback(settings, None), fid_callback(settings, None)])
     trainer = make_trainer(tmp_path, [fid_callback(settings, None, name="is"), is_callback(settings)])
-    with pytest.raises(ValueError, match=r"would both log `is`, `is_nonfinite`, `is_num_samples`"):
+    with pytest.raises(ValueError, match=r"would both log `is`, `is_clamped`, `is_nonfinite`, `is_num_samples`"):
         fit(trainer, TinyGAN(), train_dataloaders=loader())
 
 
@@ -525,7 +528,8 @@ def test_latent_shape_from_hparams_argument_or_error(
 
     fid = fid_callback(settings, fake_stats, latent_shape=(LATENT_DIM, 1, 1), sample_fn=sample_fn)
     fit(make_trainer(tmp_path, [fid], max_epochs=1), TinyGAN(save_latent_dim=False), train_dataloaders=loader())
-    assert seen_shapes == [(8, LATENT_DIM, 1, 1)] * 2
+    # The pre-flight check in on_train_start draws 2 latents of the bank, the evaluation 2 batches of 8.
+    assert seen_shapes == [(2, LATENT_DIM, 1, 1)] + [(8, LATENT_DIM, 1, 1)] * 2
     assert len(fid.history) == 1
 
 
@@ -585,13 +589,13 @@ def test_real_statistics_are_cached_on_disk(
     tmp_path: Path, settings: dict, fake_extractor: FakeExtractor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     computed = []
-    original = callbacks_module.compute_real_stats
+    original = real_module._real_pass
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        computed.append(kwargs["num_real"])
-        return original(*args, **kwargs)
+    def counting(real: Any, entries: Any, space: Any, image_fn: Any, num_real: Any, *args: Any) -> Any:
+        computed.append(num_real)
+        return original(real, entries, space, image_fn, num_real, *args)
 
-    monkeypatch.setattr(callbacks_module, "compute_real_stats", counting)
+    monkeypatch.setattr(real_module, "_real_pass", counting)
     scores = []
     for _ in range(2):
         fid = fid_callback(settings, loader(), cache_dir=tmp_path / "cache", num_real=12)
@@ -654,6 +658,7 @@ def test_callback_pickles_without_runtime_objects_after_setup(
     fid._extractor = fake_extractor  # as during fit
     clone = pickle.loads(pickle.dumps(fid))
     assert clone._extractor is None
-    assert clone._moments is None
+    assert fid._metric.real is not None
+    assert clone._metric.real is None  # no real statistics, accumulators or reference root travel
     assert clone.history == fid.history
     assert np.isfinite(clone.last_score)

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import lightning_ganeval.callbacks as callbacks_module
+import lightning_ganeval.callbacks.base as callbacks_module
 from lightning_ganeval import FIDCallback, InceptionScoreCallback
 from lightning_ganeval.reference import load_stats
 
@@ -36,12 +36,11 @@ class UseFakeExtractor(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         fake = FakeExtractor()
-        self._saved = (callbacks_module.get_extractor, callbacks_module.extractor_provenance)
+        self._saved = callbacks_module.get_extractor
         callbacks_module.get_extractor = lambda *args, **kwargs: fake
-        callbacks_module.extractor_provenance = lambda extractor: {"extractor": extractor.identity}
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        callbacks_module.get_extractor, callbacks_module.extractor_provenance = self._saved
+        callbacks_module.get_extractor = self._saved
 
 
 class RecordScores(Callback):

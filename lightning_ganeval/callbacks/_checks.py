@@ -1,0 +1,73 @@
+"""Argument checks shared by the callbacks: each error names the argument, the bad value and what is allowed."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "check_bool",
+    "check_callable",
+    "check_choice",
+    "check_int",
+    "check_name",
+    "check_path",
+    "check_value_range",
+]
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return value
+
+
+def check_value_range(name: str, value: Any) -> tuple[float, float]:
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
+        raise TypeError(f"`{name}` must be a pair (low, high) of numbers, got {value!r}.")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+        raise TypeError(f"`{name}` must be a pair (low, high) of numbers, got {value!r}.")
+    low, high = float(value[0]), float(value[1])
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"`{name}` must be two finite numbers with low < high, got {value!r}.")
+    return low, high
+
+
+def check_path(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"`{name}` must be a path (str or os.PathLike) or None, got {type(value).__name__}.")
+    path = os.fspath(value)
+    if not path.strip():
+        # An empty string would silently mean the current directory.
+        raise ValueError(f"`{name}` must be a non-empty path or None, got {value!r}.")
+    return path
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {', '.join(repr(c) for c in choices)}, got {value!r}.")
+    return value
+
+
+def check_name(value: Any) -> str:
+    if not isinstance(value, str) or not value or value != value.strip():
+        raise ValueError(f"`name` must be a non-empty string without surrounding spaces, got {value!r}.")
+    return value
+
+
+def check_callable(name: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"`{name}` must be a callable or None, got {type(value).__name__}.")
+    return value

@@ -1,0 +1,641 @@
+"""The Lightning layer shared by every metric callback: arguments, scheduling, the shared pass, state, logging.
+
+A metric callback is a thin class: it builds one :class:`~lightning_ganeval.metrics.base.GenerativeMetric` and
+declares its logged keys. Callbacks with equal sampling settings join one :class:`_SharedEvaluation` per Trainer,
+which owns a plain-torch :class:`~lightning_ganeval.evaluator.Evaluator`: the generator is sampled once per
+evaluation and each distinct feature network runs once on the samples, whatever the number of callbacks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import os
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from torch import Tensor, nn
+from typing_extensions import override
+
+from lightning_ganeval.callbacks._checks import (
+    check_bool,
+    check_callable,
+    check_choice,
+    check_int,
+    check_name,
+    check_path,
+)
+from lightning_ganeval.callbacks.grids import log_grid
+from lightning_ganeval.callbacks.monitors import MonitorAdjustments
+from lightning_ganeval.evaluator import NONFINITE_POLICIES, Evaluator
+from lightning_ganeval.extractor import RESIZE_MODES, get_extractor
+from lightning_ganeval.images import PixelSpace, infer_pixel_space, to_uint8_rgb
+from lightning_ganeval.metrics.base import GenerativeMetric
+from lightning_ganeval.networks import network_identity
+from lightning_ganeval.real import prepare_real_data
+from lightning_ganeval.reference import iter_real_images
+from lightning_ganeval.sampling import (
+    check_generated,
+    isolated_rng,
+    norm_buffers,
+    normalize_latent_shape,
+    preserved_module_state,
+)
+from lightning_ganeval.weights import InceptionWeights, resolve_weights
+
+__all__ = ["SampleFn"]
+
+SampleFn = Callable[["pl.LightningModule", Tensor], Tensor]
+
+#: Fraction of clamped generated pixel values above which a warning says the pixel space may be wrong.
+CLAMPED_WARNING_FRACTION = 0.05
+
+
+def resolve_callable(name: str, value: Any) -> Any:
+    """A callable, or an import path ``"package.module.function"`` to one (LightningCLI / YAML configs)."""
+    if isinstance(value, str):
+        module, _, attribute = value.rpartition(".")
+        if not module:
+            raise TypeError(
+                f"`{name}` must be a callable, an import path 'package.module.function' to one, or None; got the"
+                f" string {value!r}."
+            )
+        try:
+            value = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError, ValueError) as err:
+            raise ValueError(f"`{name}` names {value!r}, which cannot be imported: {err}") from err
+    return check_callable(name, value)
+
+
+def _pixel_space(prefix: str, value_range: Any, normalize: Any) -> PixelSpace | None:
+    if value_range is None and normalize is None:
+        return None
+    return PixelSpace.parse(value_range=value_range, normalize=normalize, argument_prefix=prefix)
+
+
+def _all_ranks(trainer: pl.Trainer, fn: Callable[[], Any], what: str) -> Any:
+    """Run ``fn`` on every rank; if it raises on any rank, raise on every rank (instead of a hang)."""
+    error: Exception | None = None
+    result = None
+    try:
+        result = fn()
+    except Exception as err:  # re-raised below once every rank knows
+        error = err
+    failed = trainer.strategy.reduce(
+        torch.tensor(float(error is not None), device=trainer.strategy.root_device), reduce_op="sum"
+    )
+    if error is not None:
+        raise error
+    if float(failed) > 0:
+        raise RuntimeError(f"{what} failed on another process; see its traceback.")
+    return result
+
+
+class _SharedEvaluation:
+    """The callbacks with equal sampling settings in one Trainer, and their one :class:`Evaluator`."""
+
+    def __init__(self) -> None:
+        self.members: list[_GenerativeMetricCallback] = []
+        self.evaluator: Evaluator | None = None
+        self.prepared_for: object | None = None
+        self.token: tuple[int, int] | None = None
+        self.result: Any = None
+        self.space: PixelSpace | None = None
+
+    @property
+    def owner(self) -> _GenerativeMetricCallback:
+        return self.members[0]
+
+    def describe(self) -> str:
+        return "/".join(m.name for m in self.members)
+
+    # ------------------------------------------------------------------------------------------ per fit
+
+    def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Once per fit: pixel space, real data for every member, a pre-flight batch; on every rank together."""
+        if self.prepared_for is trainer.fit_loop and self.evaluator is not None:
+            return
+        owner = self.owner
+        inception = next((m._extractor for m in self.members if m._extractor is not None), None)
+        self.space = owner._space or self._infer_space(trainer)
+        self.evaluator = Evaluator(
+            [m._metric for m in self.members],
+            num_samples=owner.num_samples,
+            latent_shape=owner._resolved_latent_shape,
+            batch_size=owner.batch_size,
+            seed=owner.seed,
+            space=self.space,
+            inception=inception,
+            nonfinite="exclude",
+        )
+        for source, members in self._real_sources(trainer):
+            _all_ranks(trainer, lambda s=source, ms=members: self._prepare_real(trainer, s, ms), "The real pass")
+        _all_ranks(trainer, lambda: self._preflight(trainer, pl_module), "The pre-flight check")
+        self.prepared_for = trainer.fit_loop
+        self.token = None
+
+    def _infer_space(self, trainer: pl.Trainer) -> PixelSpace:
+        member = next((m for m in self.members if m._wants_real_loader()), None)
+        source = member._real_loader(trainer) if member is not None else None
+        if source is None and _is_loader(trainer.train_dataloader):
+            source = trainer.train_dataloader
+        if source is None:
+            space = PixelSpace.from_value_range(-1.0, 1.0)
+            rank_zero_info(
+                f"lightning_ganeval: {self.describe()} has no real images to look at; generated images are read as"
+                f" {space.describe()}. Pass `value_range=` or `normalize=` to declare it."
+            )
+            return space
+        image_fn = getattr(member, "real_image_fn", None)
+        num_real = getattr(member, "num_real", None)
+
+        def infer() -> tuple[PixelSpace, str]:
+            stream = iter_real_images(source, image_fn=image_fn, num_real=num_real, max_workers=0)
+            batches = [images for images, _ in itertools.islice(stream, 2)]
+            return infer_pixel_space(getattr(source, "dataset", None), batches, dataset_name="the real data")
+
+        space, reason = _all_ranks(trainer, infer, "Inferring the pixel space")
+        rank_zero_info(
+            f"lightning_ganeval: inferred the pixel space {space.describe()} from {reason}; generated images are read"
+            f" in the same space ({self.describe()}). Pass `value_range=` or `normalize=` to declare it."
+        )
+        return space
+
+    def _real_sources(self, trainer: pl.Trainer) -> list[tuple[tuple[Any, ...], list[_GenerativeMetricCallback]]]:
+        sources: dict[tuple[Any, ...], list[_GenerativeMetricCallback]] = {}
+        for member in self.members:
+            if member._metric.real_request() is None:
+                continue
+            real = member._real_source(trainer)
+            key = (id(real), member._real_settings_key())
+            sources.setdefault(key, []).append(member)
+        return [((members[0]._real_source(trainer),), members) for members in sources.values()]
+
+    def _prepare_real(self, trainer: pl.Trainer, source: tuple[Any, ...], members: list[Any]) -> None:
+        real = source[0]
+        first = members[0]
+        assert self.evaluator is not None
+        wanting = [(m._network(), m._metric) for m in members]
+        bar = first._progress_bar(
+            trainer, total=None, desc=f"Real data for {'/'.join(m.name for m in members)}", unit="img"
+        )
+
+        def progress(done: int, total: int | None) -> None:
+            bar.update(done - bar.n)
+
+        with bar:
+            results = prepare_real_data(
+                real,
+                wanting,
+                space=first._real_space or self.space,
+                image_fn=getattr(first, "real_image_fn", None),
+                num_real=getattr(first, "num_real", None),
+                cache_dir=getattr(first, "cache_dir", None),
+                progress=None if bar.disable else progress,
+            )
+        for member in members:
+            member._metric.set_real(results[member._metric])
+            member._on_real_data(trainer)
+
+    def _preflight(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Run the generator on 2 latents of the bank and check what it returns, before any training step."""
+        owner = self.owner
+        assert self.evaluator is not None
+        assert self.space is not None
+        sample, source = owner._sampler(pl_module)
+        latents = self.evaluator.bank.shard(0, 1)[0].latents[:2].to(pl_module.device)
+        precision = trainer.precision_plugin
+        with preserved_module_state(pl_module), precision.predict_step_context():
+            output = sample(precision.convert_input(latents))
+        images = check_generated(output, len(latents), source=source)
+        to_uint8_rgb(images, self.space, side="generated", argument=owner._space_argument())
+
+    # ------------------------------------------------------------------------------------ per evaluation
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
+        token = (trainer.current_epoch, trainer.global_step)
+        if self.token == token:
+            return self.result
+        owner = self.owner
+        assert self.evaluator is not None
+        sample, source = owner._sampler(pl_module)
+        precision = trainer.precision_plugin
+        wanted = max(m._log_images for m in self.members) if trainer.is_global_zero else 0
+        total = sum(len(b.indices) for b in self.evaluator.bank.shard(trainer.global_rank, trainer.world_size))
+        bar = owner._progress_bar(trainer, total=total, desc=f"Evaluating {self.describe()}", unit="img")
+
+        def call(generate: Callable[[Tensor], Any], latents: Tensor) -> Any:
+            # Autocast for "*-mixed", the low default dtype for "*-true": the generator runs as in training.
+            with precision.predict_step_context():
+                return generate(precision.convert_input(latents))
+
+        with preserved_module_state(pl_module), bar:
+            _use_rank_zero_norm_stats(pl_module, trainer.world_size)
+            self.result = self.evaluator.evaluate(
+                sample,
+                module=pl_module,
+                rank=trainer.global_rank,
+                world_size=trainer.world_size,
+                keep_images=wanted,
+                progress=lambda done: bar.update(done - bar.n),
+                source=source,
+                generator_device=pl_module.device,
+                call=call,
+            )
+        self.token = token
+        return self.result
+
+
+def _is_loader(loader: Any) -> bool:
+    from torch.utils.data import DataLoader
+
+    return isinstance(loader, DataLoader)
+
+
+def _use_rank_zero_norm_stats(module: nn.Module, world_size: int) -> None:
+    """Give every rank rank 0's BatchNorm running statistics for the evaluation (restored afterwards).
+
+    DDP broadcasts buffers at the start of each forward, so after the last training step of an epoch every rank
+    holds statistics updated by its own batch: without this, each rank would sample from a slightly different
+    generator.
+    """
+    if world_size < 2 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    for buffer in norm_buffers(module):
+        torch.distributed.broadcast(buffer, src=0)
+
+
+# One registry per process; a Trainer that is garbage-collected takes its groups with it.
+_GROUPS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], _SharedEvaluation]] = weakref.WeakKeyDictionary()
+
+
+class _GenerativeMetricCallback(Callback):
+    """Configuration, scheduling, the shared pass, state and logging of the metric callbacks."""
+
+    # Attributes that only exist while fitting; dropped when the callback is pickled (ddp_spawn) or saved.
+    _RUNTIME_ATTRIBUTES: ClassVar[tuple[str, ...]] = ("_extractor", "_group", "_monitors", "_weights")
+
+    def __init__(
+        self,
+        *,
+        num_samples: int,
+        batch_size: int,
+        every_n_epochs: int,
+        latent_shape: int | Sequence[int] | None,
+        sample_fn: SampleFn | str | None,
+        value_range: tuple[float, float] | None,
+        normalize: tuple[Any, Any] | None,
+        inception_weights: str | os.PathLike[str] | None,
+        resize: str,
+        fast: bool,
+        seed: int,
+        name: str,
+        nonfinite: str,
+        progress: bool,
+        log_images: int = 0,
+        feature_extractor: nn.Module | None = None,
+    ) -> None:
+        self.num_samples = num_samples  # checked below, against the metric's minimum
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.every_n_epochs = check_int("every_n_epochs", every_n_epochs, 1)
+        self.latent_shape = None if latent_shape is None else normalize_latent_shape(latent_shape)
+        self.sample_fn = resolve_callable("sample_fn", sample_fn)
+        self.value_range = value_range
+        self.normalize = normalize
+        self._space = _pixel_space("", value_range, normalize)
+        self.inception_weights = check_path("inception_weights", inception_weights)
+        self.resize = check_choice("resize", resize, RESIZE_MODES)
+        self.fast = check_bool("fast", fast)
+        self.seed = check_int("seed", seed, 0)
+        self.name = check_name(name)
+        self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
+        self.progress = check_bool("progress", progress)
+        self._log_images = check_int("log_images", log_images, 0)
+        if feature_extractor is not None and not isinstance(feature_extractor, nn.Module):
+            raise TypeError(
+                "`feature_extractor` must be a torch.nn.Module mapping uint8 N x 3 x H x W images to N x d features,"
+                f" or None for Inception; got {type(feature_extractor).__name__}."
+            )
+        self.feature_extractor = feature_extractor
+        self._metric = self._build_metric()
+        check_int("num_samples", self.num_samples, self._metric.min_samples())
+
+        self.last_score: float | None = None
+        self.history: list[dict[str, float]] = []
+        self._evaluated_epoch: int | None = None
+        self._extractor: nn.Module | None = None
+        self._weights: InceptionWeights | None = None
+        self._group: _SharedEvaluation | None = None
+        self._monitors: MonitorAdjustments | None = None
+        self._resolved_latent_shape: tuple[int, ...] | None = None
+
+    # -------------------------------------------------------------------------------- subclass interface
+
+    def _build_metric(self) -> GenerativeMetric:
+        raise NotImplementedError
+
+    def _logged_keys(self) -> list[str]:
+        return [*self._metric.keys(), f"{self.name}_nonfinite", f"{self.name}_clamped"]
+
+    @property
+    def _real_space(self) -> PixelSpace | None:
+        return None
+
+    def _wants_real_loader(self) -> bool:
+        return False
+
+    def _real_loader(self, trainer: pl.Trainer) -> Any:
+        return None
+
+    def _real_source(self, trainer: pl.Trainer) -> Any:
+        return None
+
+    def _real_settings_key(self) -> tuple[Any, ...]:
+        return ()
+
+    def _on_real_data(self, trainer: pl.Trainer) -> None:
+        """Called on every rank once the metric has its real data (once per fit)."""
+
+    def _space_argument(self) -> str:
+        return "normalize" if self.normalize is not None else "value_range"
+
+    def _uses_inception(self) -> bool:
+        return self.feature_extractor is None
+
+    def _network(self) -> nn.Module:
+        network = self.feature_extractor if self.feature_extractor is not None else self._extractor
+        assert network is not None
+        return network
+
+    # ----------------------------------------------------------------------------------------- state
+
+    @property
+    @override
+    def state_key(self) -> str:
+        # The logged name is unique per Trainer (checked in setup), so it tells instances apart.
+        return self._generate_state_key(name=self.name)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": [dict(entry) for entry in self.history],
+            "last_score": self.last_score,
+            "evaluated_epoch": self._evaluated_epoch,
+            "sampling": self._sampling_settings(),
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [dict(entry) for entry in state_dict.get("history", [])]
+        self.last_score = state_dict.get("last_score")
+        self._evaluated_epoch = state_dict.get("evaluated_epoch")
+        saved = state_dict.get("sampling")
+        current = self._sampling_settings()
+        # A latent shape still to be read from the hparams (restored before setup) is not a change.
+        changed = sorted(
+            k for k in current if current[k] is not None and saved is not None and saved.get(k) != current[k]
+        )
+        if changed:
+            rank_zero_warn(
+                f"`{type(self).__name__}(name={self.name!r})` was restored from a checkpoint made with other sampling"
+                f" settings ({', '.join(f'{k}: {saved.get(k)!r} -> {current[k]!r}' for k in changed)}); the"
+                f" `{self.name}` curve is not continuous across the resume.",
+                category=UserWarning,
+            )
+
+    @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Lightning silently skips callbacks without saved state; a renamed callback would restart its history.
+        if self.state_key not in checkpoint.get("callbacks", {}):
+            rank_zero_warn(
+                f"The checkpoint has no state for `{self.state_key}`: its `history` starts empty. Was it saved with"
+                " another `name`, or without this callback?",
+                category=UserWarning,
+            )
+
+    def _sampling_settings(self) -> dict[str, Any]:
+        return {
+            "num_samples": self.num_samples,
+            "seed": self.seed,
+            "latent_shape": list(self._resolved_latent_shape or self.latent_shape or []) or None,
+            "pixel_space": None if self._space is None else self._space.describe(),
+            "resize": self.resize,
+            "fast": self.fast,
+            **{k: v for k, v in self._metric.describe().items() if isinstance(v, (int, float, str, bool))},
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for attribute in self._RUNTIME_ATTRIBUTES:
+            state[attribute] = None
+        # A fresh metric: its real data (up to N x d features), accumulators and reference root stay behind.
+        state["_metric"] = self._build_metric()
+        return state
+
+    # ----------------------------------------------------------------------------------------- hooks
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._check_unique_keys(trainer)
+        self._resolved_latent_shape = self._resolve_latent_shape(pl_module)
+        device = trainer.strategy.root_device
+        # Building networks draws from the global RNG (parameter initialisation before the weights are loaded):
+        # training's random stream must not notice.
+        with isolated_rng():
+            if self._uses_inception() or self._needs_inception_anyway():
+                self._weights = self._resolve_weights_rank_zero_first(trainer)
+                self._extractor = get_extractor(device, weights=self._weights, resize=self.resize, fast=self.fast)
+            if self.feature_extractor is not None:
+                self.feature_extractor.to(device)
+        self._metric.feature_extractor = self.feature_extractor
+        self._evaluated_epoch = None
+        self._join_group(trainer)
+
+    def _needs_inception_anyway(self) -> bool:
+        return False
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After every callback's setup, so EarlyStopping has resolved its own `check_on_train_epoch_end`.
+        self._monitors = MonitorAdjustments(self)
+        self._monitors.apply(trainer)
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.fast_dev_run:
+            return
+        assert self._group is not None, "setup(stage='fit') must run before on_train_start"
+        self._group.prepare(trainer, pl_module)
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._should_evaluate(trainer):
+            return
+        assert self._group is not None, "setup(stage='fit') must run before on_train_epoch_end"
+        result = self._group.evaluate(trainer, pl_module)
+        if result.num_nonfinite and self.nonfinite == "raise":
+            raise ValueError(
+                f"The generator produced {result.num_nonfinite} non-finite (NaN or Inf) samples out of"
+                f" {self.num_samples} at epoch {trainer.current_epoch}, and `nonfinite='raise'`. Pass"
+                " `nonfinite='exclude'` to leave them out of the statistics and log their count instead."
+            )
+        if result.num_nonfinite:
+            rank_zero_warn(
+                f"{result.num_nonfinite} of {self.num_samples} generated samples held NaN or Inf at epoch"
+                f" {trainer.current_epoch}; they are left out of `{self.name}` (logged as `{self.name}_nonfinite`).",
+                category=UserWarning,
+            )
+        if result.clamped_fraction > CLAMPED_WARNING_FRACTION:
+            rank_zero_warn(
+                f"{100 * result.clamped_fraction:.1f}% of the generated pixel values at epoch {trainer.current_epoch}"
+                f" lay outside the pixel space {self._group.space.describe() if self._group.space else ''} and were"
+                f" clamped (logged as `{self.name}_clamped`). If the generator's output space differs from the real"
+                f" data's, declare it with `{self._space_argument()}=`.",
+                category=UserWarning,
+            )
+        values = dict(result.by_metric[self._metric.name])
+        values[f"{self.name}_nonfinite"] = float(result.num_nonfinite)
+        values[f"{self.name}_clamped"] = float(result.clamped_fraction)
+        # The states were merged, so every rank holds the same numbers; broadcasting rank 0's makes them
+        # bit-identical, so that EarlyStopping and ModelCheckpoint decide the same way on every rank.
+        values = trainer.strategy.broadcast(values, src=0)
+        self._publish(trainer, pl_module, values)
+        if self._log_images and result.images is not None and trainer.is_global_zero:
+            step = max(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step) - 1, 0)
+            log_grid(trainer.loggers, f"{self.name}_samples", result.images[: self._log_images], step)
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._release(trainer)
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._release(trainer)
+
+    def _release(self, trainer: pl.Trainer) -> None:
+        if self._monitors is not None:
+            self._monitors.undo()
+        self._monitors = None
+        groups = _GROUPS.get(trainer, {})
+        for key, group in list(groups.items()):
+            if self in group.members:
+                group.members.remove(self)
+            if not group.members:
+                del groups[key]
+        self._group = None
+        self._extractor = None
+
+    # ------------------------------------------------------------------------------------------ steps
+
+    def _should_evaluate(self, trainer: pl.Trainer) -> bool:
+        if getattr(trainer.state.fn, "value", trainer.state.fn) != "fit" or trainer.sanity_checking:
+            return False
+        if trainer.fast_dev_run:
+            return False
+        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+    def _check_unique_keys(self, trainer: pl.Trainer) -> None:
+        mine = set(self._logged_keys())
+        for other in trainer.callbacks:
+            if other is self or not isinstance(other, _GenerativeMetricCallback):
+                continue
+            clash = mine & set(other._logged_keys())
+            if clash:
+                raise ValueError(
+                    f"`{type(self).__name__}(name={self.name!r})` and `{type(other).__name__}(name={other.name!r})`"
+                    f" would both log {', '.join(f'`{k}`' for k in sorted(clash))}. Give each callback its own"
+                    " `name`."
+                )
+
+    def _resolve_latent_shape(self, pl_module: pl.LightningModule) -> tuple[int, ...]:
+        if self.latent_shape is not None:
+            return self.latent_shape
+        hparams = getattr(pl_module, "hparams", None)
+        latent_dim = hparams.get("latent_dim") if hparams is not None and hasattr(hparams, "get") else None
+        if latent_dim is None:
+            raise ValueError(
+                f"`{type(self).__name__}` needs the shape of the generator's latent vector: pass"
+                f" `{type(self).__name__}(latent_shape=...)`, or save a `latent_dim` hyperparameter in your"
+                f" LightningModule (`self.save_hyperparameters()` with a `latent_dim` argument); "
+                f"`{type(pl_module).__name__}.hparams` has no `latent_dim`."
+            )
+        return normalize_latent_shape(latent_dim, argument="pl_module.hparams.latent_dim")
+
+    def _resolve_weights_rank_zero_first(self, trainer: pl.Trainer) -> InceptionWeights:
+        # Rank 0 finds (and, if needed, downloads) the file first; the others then find it in the cache. Its
+        # outcome, error included, is broadcast, so that a missing file stops every rank with the same message
+        # before training starts instead of leaving the others waiting at a barrier.
+        strategy = trainer.strategy
+        outcome: InceptionWeights | Exception | None = None
+        if trainer.is_global_zero:
+            try:
+                outcome = resolve_weights(self.inception_weights, progress=self.progress)
+            except Exception as err:  # broadcast below, then raised on every rank
+                outcome = err
+        outcome = strategy.broadcast(outcome, src=0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        if trainer.is_global_zero:
+            assert outcome is not None
+            return outcome
+        return resolve_weights(self.inception_weights, progress=False)
+
+    def _sampling_key(self) -> tuple[Any, ...]:
+        return (
+            self.num_samples,
+            self.batch_size,
+            self.every_n_epochs,
+            self._resolved_latent_shape,
+            self.sample_fn,
+            self._space,
+            self.seed,
+            None if self._extractor is None else network_identity(self._extractor),
+        )
+
+    def _join_group(self, trainer: pl.Trainer) -> None:
+        groups = _GROUPS.setdefault(trainer, {})
+        group = groups.setdefault(self._sampling_key(), _SharedEvaluation())
+        if self not in group.members:
+            group.members.append(self)
+        group.evaluator = None  # rebuilt in on_train_start with every member
+        self._group = group
+
+    def _sampler(self, pl_module: pl.LightningModule) -> tuple[Callable[[Tensor], Any], str]:
+        sample_fn = self.sample_fn
+        if sample_fn is None:
+            return pl_module, "pl_module(z)"
+        return (lambda z: sample_fn(pl_module, z)), "sample_fn(pl_module, z)"
+
+    def _progress_bar(self, trainer: pl.Trainer, *, total: int | None, desc: str, unit: str) -> Tqdm:
+        enabled = self.progress and trainer.is_global_zero and trainer.progress_bar_callback is not None
+        # `delay`: short evaluations finish before the bar would appear, so only long ones show one.
+        return Tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True, delay=2.0, disable=not enabled)
+
+    def _publish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            # sync_dist with "max" over identical values is exact and keeps Lightning from asking for sync_dist.
+            pl_module.log(
+                key,
+                float(value),
+                on_step=False,
+                on_epoch=True,
+                prog_bar=key == self._metric.primary_key(),
+                logger=bool(trainer.loggers),
+                sync_dist=True,
+                reduce_fx="max",
+                batch_size=1,
+            )
+        self.last_score = float(values[self._metric.primary_key()])
+        self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **values})
+        self._evaluated_epoch = trainer.current_epoch

@@ -1,0 +1,101 @@
+"""Making ``EarlyStopping`` and ``ModelCheckpoint`` act on fresh values of the keys the metric callbacks log.
+
+The metric callbacks log at the end of training epochs, and only every ``every_n_epochs`` epochs. Lightning runs
+``EarlyStopping`` and ``ModelCheckpoint`` after every other callback in that hook, so they see this epoch's value;
+what needs adjusting is *when* they look:
+
+- an ``EarlyStopping`` that monitors one of our keys checks at train-epoch end (at validation end it would see the
+  previous evaluation) and only on epochs with a fresh evaluation, so patience counts evaluations and
+  ``strict=True`` does not fail before the first one;
+- a ``ModelCheckpoint`` that monitors one of our keys ranks checkpoints only on evaluation epochs (with a
+  validation loop it would otherwise raise at epoch 0, where the key does not exist yet, or rank by a stale value).
+
+Both adjustments are per instance and undone in ``teardown`` and ``on_exception``, so that a later ``fit`` with the
+same objects starts from Lightning's own behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+from lightning_ganeval.callbacks._compat import lightning_classes
+
+__all__ = ["MonitorAdjustments"]
+
+
+class _FreshGate:
+    """Stands in for a bound method of a monitoring callback; runs it only on freshly evaluated epochs."""
+
+    def __init__(self, target: Any, method: str, owner: Any) -> None:
+        self.target, self.method, self.owner = target, method, owner
+
+    def __call__(self, trainer: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.owner._evaluated_epoch != trainer.current_epoch:
+            return None
+        return getattr(type(self.target), self.method)(self.target, trainer, *args, **kwargs)
+
+
+class MonitorAdjustments:
+    """The adjustments one metric callback made to the Trainer's monitoring callbacks, and their undoing."""
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner
+        self._undo: list[tuple[Any, str, Any, bool]] = []  # (object, attribute, old value, was in __dict__)
+
+    def _set(self, target: Any, attribute: str, value: Any) -> None:
+        had = attribute in target.__dict__
+        self._undo.append((target, attribute, target.__dict__.get(attribute), had))
+        setattr(target, attribute, value)
+
+    def apply(self, trainer: Any) -> None:
+        """Adjust the monitoring callbacks of ``trainer`` that watch one of the owner's keys (in ``on_fit_start``)."""
+        keys = set(self.owner._logged_keys())
+        early_stopping = lightning_classes("callbacks", "EarlyStopping")
+        checkpoint = lightning_classes("callbacks", "ModelCheckpoint")
+        for callback in trainer.callbacks:
+            if isinstance(callback, early_stopping) and callback.monitor in keys:
+                self._gate_early_stopping(callback)
+            elif isinstance(callback, checkpoint) and callback.monitor in keys:
+                self._gate_checkpoint(callback)
+
+    def undo(self) -> None:
+        """Restore every adjusted attribute (``teardown`` and ``on_exception``)."""
+        for target, attribute, old, had in reversed(self._undo):
+            if had:
+                target.__dict__[attribute] = old
+            else:
+                target.__dict__.pop(attribute, None)
+        self._undo = []
+
+    def _gate_early_stopping(self, callback: Any) -> None:
+        if isinstance(callback.__dict__.get("_run_early_stopping_check"), _FreshGate):
+            return
+        if callback._check_on_train_epoch_end is False:
+            rank_zero_info(
+                f"`EarlyStopping(monitor={callback.monitor!r})` now checks at the end of the training epoch, where"
+                f" `{type(self.owner).__name__}` computes `{callback.monitor}`; at the end of validation it would see"
+                " the previous evaluation's value."
+            )
+        self._set(callback, "_check_on_train_epoch_end", True)
+        self._set(callback, "_run_early_stopping_check", _FreshGate(callback, "_run_early_stopping_check", self.owner))
+
+    def _gate_checkpoint(self, callback: Any) -> None:
+        if isinstance(callback.__dict__.get("_save_topk_checkpoint"), _FreshGate):
+            return
+        if callback._save_on_train_epoch_end is None:
+            # Lightning's default saves at validation end when there is a validation loop; the key only changes at
+            # train epoch end, so save there.
+            self._set(callback, "_save_on_train_epoch_end", True)
+        elif not callback._save_on_train_epoch_end:
+            rank_zero_warn(
+                f"`ModelCheckpoint(monitor={callback.monitor!r}, save_on_train_epoch_end=False)` saves at the end of"
+                f" validation, before `{callback.monitor}` is computed for the epoch: it ranks each checkpoint by the"
+                " previous evaluation. Leave `save_on_train_epoch_end` at None or set it to True.",
+                category=UserWarning,
+            )
+            return
+        # Rank (top-k) checkpoints only on evaluation epochs: elsewhere the key is missing (Lightning raises once a
+        # validation loop has run) or stale. `save_last` is not affected.
+        self._set(callback, "_save_topk_checkpoint", _FreshGate(callback, "_save_topk_checkpoint", self.owner))

@@ -1,0 +1,317 @@
+"""The shared evaluation pass, without Lightning: sample, convert, extract once per network, feed every metric.
+
+An :class:`Evaluator` holds a fixed latent bank and a list of metrics (:mod:`lightning_ganeval.metrics`). One
+:meth:`Evaluator.evaluate` call runs the generator once per batch of this process's share of the bank, converts
+the images to uint8 RGB in the declared pixel space, runs each distinct feature network once on them and hands
+each metric the layer it reads. Under ``torch.distributed`` rank r of W takes the global batches r, r+W, …, the
+metrics merge their accumulators, and every rank returns the same values: the callbacks in
+:mod:`lightning_ganeval.callbacks` are a thin Lightning layer over this class, and a Fabric or plain PyTorch loop
+can use it directly::
+
+    evaluator = Evaluator([FID(), InceptionScore()], num_samples=10_000, latent_shape=128,
+                          inception=get_extractor("cuda"))
+    evaluator.prepare_real(real_loader)          # one pass over the real images for every metric that needs them
+    scores = evaluator.evaluate(generator)       # {"fid": ..., "is": ..., "is_std": ..., ...}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_ganeval.images import PixelSpace, RangeCheck, to_uint8_rgb
+from lightning_ganeval.metrics.base import GenerativeMetric
+from lightning_ganeval.networks import network_device, run_network
+from lightning_ganeval.real import prepare_real_data
+from lightning_ganeval.sampling import (
+    LatentBank,
+    check_generated,
+    isolated_rng,
+    preserved_module_state,
+    seed_batch_noise,
+)
+
+__all__ = ["EvaluationResult", "Evaluator"]
+
+NONFINITE_POLICIES = ("exclude", "raise")
+
+
+@dataclass
+class EvaluationResult:
+    """What one evaluation gave.
+
+    Attributes:
+        values: Every metric's values by key (identical on every rank), plus ``clamped`` (the fraction of generated
+            pixel values clamped into the pixel space) and ``nonfinite`` (samples left out for NaN/Inf).
+        num_nonfinite: Samples with NaN/Inf, over all ranks.
+        clamped_fraction: Fraction of generated pixel values outside the pixel space, over all ranks.
+        images: The first ``keep_images`` converted samples of this rank (uint8, CPU), for image grids.
+    """
+
+    values: dict[str, float]
+    num_nonfinite: int = 0
+    clamped_fraction: float = 0.0
+    images: Tensor | None = None
+    by_metric: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _distributed() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class Evaluator:
+    """The shared evaluation pass over a fixed latent bank for a list of metrics.
+
+    Args:
+        metrics: The metrics to feed (:class:`~lightning_ganeval.metrics.FID`, ``InceptionScore``, ``KID``,
+            ``PrecisionRecall``, or your own :class:`~lightning_ganeval.metrics.base.GenerativeMetric`). Their keys
+            must not clash.
+        num_samples: Generated samples per evaluation.
+        latent_shape: Shape of one latent vector.
+        batch_size: Samples per generator call and network forward.
+        seed: Seed of the latent bank (a private generator: global random states are left untouched).
+        space: Pixel space of the generated images (a :class:`~lightning_ganeval.images.PixelSpace` or a
+            ``(low, high)`` pair); values outside it are clamped and counted.
+        inception: The Inception network for metrics without their own ``feature_extractor``
+            (:func:`~lightning_ganeval.extractor.get_extractor`).
+        nonfinite: ``"exclude"`` samples with NaN/Inf from the statistics (counted), or ``"raise"``.
+
+    Raises:
+        ValueError: Clashing keys, too few samples for a metric, a metric that needs Inception without one.
+    """
+
+    def __init__(
+        self,
+        metrics: Sequence[GenerativeMetric],
+        *,
+        num_samples: int,
+        latent_shape: int | Sequence[int],
+        batch_size: int = 64,
+        seed: int = 0,
+        space: PixelSpace | Sequence[float] | None = (-1.0, 1.0),
+        inception: nn.Module | None = None,
+        nonfinite: str = "exclude",
+    ) -> None:
+        if not metrics:
+            raise ValueError("`metrics` must hold at least one metric, got none.")
+        seen: dict[str, str] = {}
+        for metric in metrics:
+            for key in metric.keys():  # noqa: SIM118 (a metric is not a mapping)
+                if key in seen:
+                    raise ValueError(f"Metrics `{seen[key]}` and `{metric.name}` both return `{key}`; rename one.")
+                seen[key] = metric.name
+            if num_samples < metric.min_samples():
+                raise ValueError(
+                    f"`num_samples` must be at least {metric.min_samples()} for `{metric.name}`, got {num_samples}."
+                )
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"`nonfinite` must be one of {NONFINITE_POLICIES}, got {nonfinite!r}.")
+        self.metrics = list(metrics)
+        self.bank = LatentBank(num_samples, latent_shape, seed=seed, batch_size=batch_size)
+        self.space = None if space is None else _as_space(space)
+        self.inception = inception
+        self.nonfinite = nonfinite
+        self.num_samples = num_samples
+        self.seed = seed
+        self._networks = self._group_networks()
+
+    # -------------------------------------------------------------------------------------------- networks
+
+    def _group_networks(self) -> list[tuple[nn.Module, list[GenerativeMetric]]]:
+        groups: list[tuple[nn.Module, list[GenerativeMetric]]] = []
+        for metric in self.metrics:
+            network = metric.feature_extractor if metric.feature_extractor is not None else self.inception
+            if network is None:
+                raise ValueError(
+                    f"`{metric.name}` reads Inception features but the evaluator has no `inception` network; pass"
+                    " `inception=get_extractor(device)` or give the metric a `feature_extractor`."
+                )
+            for net, members in groups:
+                if net is network:
+                    members.append(metric)
+                    break
+            else:
+                groups.append((network, [metric]))
+        return groups
+
+    @property
+    def networks(self) -> list[nn.Module]:
+        """The distinct feature networks, in the order they run on each batch."""
+        return [network for network, _ in self._networks]
+
+    def features(self, images: Tensor) -> Iterator[tuple[nn.Module, dict[str, Tensor]]]:
+        """Run each distinct network once on uint8 ``images``; yields ``(network, outputs by layer)``."""
+        for network, _ in self._networks:
+            device = network_device(network)
+            if getattr(network, "identity", None) is None:
+                # A user's network: eval mode, no grad, restored afterwards, like the generator.
+                with preserved_module_state(network):
+                    yield network, run_network(network, images.to(device))
+            else:
+                yield network, run_network(network, images.to(device))
+
+    # ------------------------------------------------------------------------------------------- real data
+
+    def prepare_real(self, real: Any, **kwargs: Any) -> None:
+        """Give every metric that needs real data its statistics / features, from one pass over ``real``.
+
+        ``real`` is a ``DataLoader`` (or dataset, or iterable of batches), a ``.npz`` statistics file, or
+        :class:`~lightning_ganeval.math.GaussianStats`. Keyword arguments are those of
+        :func:`lightning_ganeval.real.prepare_real_data` (``space``, ``image_fn``, ``num_real``, ``cache_dir``,
+        ``progress``). Every rank must call it.
+        """
+        wanting = [(network, m) for network, members in self._networks for m in members if m.real_request()]
+        if not wanting:
+            return
+        kwargs.setdefault("space", self.space)
+        for metric, data in prepare_real_data(real, wanting, **kwargs).items():
+            metric.set_real(data)
+
+    # ------------------------------------------------------------------------------------------- evaluation
+
+    def evaluate(
+        self,
+        generate: Callable[[Tensor], Any],
+        *,
+        module: nn.Module | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        keep_images: int = 0,
+        progress: Callable[[int], None] | None = None,
+        source: str = "generate(z)",
+        generator_device: torch.device | str | None = None,
+        call: Callable[[Callable[[Tensor], Any], Tensor], Any] | None = None,
+    ) -> EvaluationResult:
+        """Sample this rank's share of the bank, feed every metric and return the merged values.
+
+        Args:
+            generate: ``generate(z) -> images`` in the pixel space, ``(B, C, H, W)`` float.
+            module: Module whose training state is preserved (eval mode, ``no_grad``, BatchNorm statistics,
+                ``requires_grad`` flags and global random states restored); default ``generate`` if it is one.
+            rank: This process's rank; default from ``torch.distributed`` (0 without a process group).
+            world_size: Number of processes; likewise.
+            keep_images: Keep this many converted samples of this rank in the result (image grids).
+            progress: Called with the number of samples done after each batch.
+            source: How the generator is called, for error messages.
+            generator_device: Where latents go; default: ``module``'s device.
+            call: ``call(generate, z)`` runs the generator (e.g. under a precision context); default ``generate(z)``.
+
+        Returns:
+            The values (identical on every rank), counts of non-finite and clamped values, kept images.
+        """
+        if self.space is None:
+            raise RuntimeError("The pixel space is unknown: pass `space=` or set `evaluator.space` first.")
+        default_rank, default_world = _distributed()
+        rank = default_rank if rank is None else rank
+        world_size = default_world if world_size is None else world_size
+        module = module if module is not None else (generate if isinstance(generate, nn.Module) else None)
+        device = torch.device(generator_device) if generator_device is not None else _module_device(module)
+        collective_device = network_device(self._networks[0][0])
+        for network, members in self._networks:
+            for metric in members:
+                metric.reset(self.num_samples, network_device(network))
+
+        error: Exception | None = None
+        kept: list[Tensor] = []
+        nonfinite = torch.zeros((), dtype=torch.float64, device=collective_device)
+        clamped = torch.zeros((), dtype=torch.float64, device=collective_device)
+        values_seen = 0
+        done = 0
+        range_check: RangeCheck | None = None
+        state = preserved_module_state(module) if module is not None else isolated_rng()
+        try:
+            with state, torch.no_grad():
+                for batch in self.bank.shard(rank, world_size):
+                    seed_batch_noise(self.seed, batch.batch_id, device)
+                    latents = batch.latents.to(device, non_blocking=True)
+                    output = call(generate, latents) if call is not None else generate(latents)
+                    images = check_generated(output, len(latents), source=source)
+                    # The range is checked once after the loop (merged), so the conversion never waits for the device.
+                    converted = to_uint8_rgb(images, self.space, side="generated", check_range=False)
+                    range_check = (
+                        converted.range_check if range_check is None else range_check.merge(converted.range_check)
+                    )
+                    clamped += converted.num_clamped.to(collective_device, torch.float64)
+                    values_seen += converted.num_values
+                    indices = batch.indices
+                    finite = converted.finite
+                    all_finite = bool(finite.all())  # one host synchronisation per batch, for the row selection
+                    if not all_finite:
+                        nonfinite += (~finite).sum().to(collective_device, torch.float64)
+                        if self.nonfinite == "raise":
+                            raise ValueError(
+                                "The generator produced non-finite (NaN or Inf) samples and `nonfinite='raise'`."
+                                " Pass `nonfinite='exclude'` to leave them out of the statistics and log their count."
+                            )
+                        indices = indices[finite.cpu()]
+                    for network, outputs in self.features(converted.images):
+                        rows = outputs if all_finite else {k: v[finite.to(v.device)] for k, v in outputs.items()}
+                        for metric in self._members(network):
+                            metric.update(rows[metric.resolved_layer()], indices)
+                    missing = keep_images - sum(len(part) for part in kept)
+                    if missing > 0:
+                        kept.append(converted.images[:missing].cpu())
+                    done += len(latents)
+                    if progress is not None:
+                        progress(done)
+                if range_check is not None:
+                    range_check.check()
+        except Exception as err:  # re-raised below, after the other ranks have been told
+            error = err
+        flags = torch.stack(
+            [
+                nonfinite,
+                clamped,
+                torch.tensor(float(values_seen), dtype=torch.float64, device=collective_device),
+                torch.tensor(float(error is not None), dtype=torch.float64, device=collective_device),
+            ]
+        )
+        if world_size > 1:
+            # One collective on every rank, also when this rank failed: the others learn about it instead of waiting
+            # forever in the metrics' synchronisation.
+            torch.distributed.all_reduce(flags)
+        if error is not None:
+            raise error
+        if flags[3] > 0:
+            raise RuntimeError("The evaluation failed on another process; see its traceback.")
+        num_nonfinite = int(flags[0])
+        clamped_fraction = float(flags[1] / flags[2]) if flags[2] > 0 else 0.0
+        values: dict[str, float] = {}
+        by_metric: dict[str, dict[str, float]] = {}
+        for metric in self.metrics:
+            by_metric[metric.name] = metric.compute()
+            values.update(by_metric[metric.name])
+        values["nonfinite"] = float(num_nonfinite)
+        values["clamped"] = clamped_fraction
+        return EvaluationResult(
+            values=values,
+            num_nonfinite=num_nonfinite,
+            clamped_fraction=clamped_fraction,
+            images=torch.cat(kept) if kept else None,
+            by_metric=by_metric,
+        )
+
+    def _members(self, network: nn.Module) -> list[GenerativeMetric]:
+        for net, members in self._networks:
+            if net is network:
+                return members
+        return []
+
+
+def _as_space(space: PixelSpace | Sequence[float]) -> PixelSpace:
+    if isinstance(space, PixelSpace):
+        return space
+    low, high = space
+    return PixelSpace.from_value_range(low, high)
+
+
+def _module_device(module: nn.Module | None) -> torch.device:
+    if module is None:
+        return torch.device("cpu")
+    return network_device(module)

@@ -1,0 +1,122 @@
+"""The contract between one metric and the shared evaluation pass.
+
+A metric is a small plain-torch object: it says which features it reads (``network`` and ``layer``), what it
+needs from the real data (``real_request``), accumulates one batch at a time (``update``, called with the global
+sample indices of the latent bank) and turns its accumulators into logged values (``compute``, a collective
+under DDP: every rank calls it). The :class:`~lightning_ganeval.evaluator.Evaluator` owns everything shared:
+the latent bank, the generator calls, the conversion to uint8 and one forward per feature network per batch.
+Adding a metric is one file with one subclass, plus a line in ``metrics/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_ganeval.math import GaussianStats
+
+__all__ = ["GenerativeMetric", "RealData", "RealRequest", "features_fingerprint"]
+
+
+@dataclass(frozen=True)
+class RealRequest:
+    """What a metric needs from the real images, in its network's ``layer``.
+
+    Attributes:
+        moments: The float64 mean and covariance (FID).
+        max_features: Keep up to this many per-sample feature rows (KID, precision/recall); 0 for none.
+    """
+
+    moments: bool = False
+    max_features: int = 0
+
+
+@dataclass(frozen=True)
+class RealData:
+    """Real-side data handed to a metric after the real pass (or loaded from a file).
+
+    Attributes:
+        stats: Mean and covariance, when requested.
+        features: ``(n, d)`` float32 rows on the CPU in dataset order, when requested.
+        source: A short description for messages and provenance.
+    """
+
+    stats: GaussianStats | None = None
+    features: Tensor | None = None
+    source: str = ""
+
+
+class GenerativeMetric(abc.ABC):
+    """One metric over the shared evaluation pass.
+
+    Args:
+        name: Prefix of the returned keys (``fid``, ``is``, ...).
+        feature_extractor: The feature network; ``None`` for the evaluator's Inception.
+        layer: Which output of the network: ``"pool"`` / ``"logits"`` for Inception, ``"features"`` for a network
+            that returns one tensor; ``None`` picks the metric's default.
+    """
+
+    #: Layer read from the default Inception when ``layer`` is None.
+    default_layer: str = "pool"
+
+    def __init__(self, *, name: str, feature_extractor: nn.Module | None = None, layer: str | None = None) -> None:
+        self.name = name
+        self.feature_extractor = feature_extractor
+        self.layer = layer
+        self.num_samples = 0
+
+    # ------------------------------------------------------------------------------------- declarations
+
+    def keys(self) -> list[str]:
+        """The keys :meth:`compute` returns (besides those of the evaluation itself)."""
+        return [self.name]
+
+    def primary_key(self) -> str:
+        """The key of the headline value (progress bar, ``last_score``)."""
+        return self.name
+
+    def real_request(self) -> RealRequest | None:
+        """What the metric needs from real images; ``None`` when it needs none (Inception Score)."""
+        return None
+
+    def min_samples(self) -> int:
+        """The smallest ``num_samples`` this metric can score."""
+        return 2
+
+    def resolved_layer(self) -> str:
+        """The layer read from the network: the argument, else the default for Inception, else ``features``."""
+        if self.layer is not None:
+            return self.layer
+        return self.default_layer if self.feature_extractor is None else "features"
+
+    # ---------------------------------------------------------------------------------------- lifecycle
+
+    def set_real(self, real: RealData) -> None:
+        """Receive the real-side data (once per fit, before the first :meth:`reset`)."""
+        del real
+
+    @abc.abstractmethod
+    def reset(self, num_samples: int, device: torch.device) -> None:
+        """Prepare empty accumulators for an evaluation of ``num_samples`` samples on ``device``."""
+
+    @abc.abstractmethod
+    def update(self, features: Tensor, indices: Tensor) -> None:
+        """Add one batch: ``features`` of the metric's layer, ``indices`` their global positions in the bank."""
+
+    @abc.abstractmethod
+    def compute(self) -> dict[str, float]:
+        """Merge over ranks (a collective: every rank calls it) and return the scores, keyed as :meth:`keys`."""
+
+    def describe(self) -> dict[str, Any]:
+        """Settings that change the number (stored with checkpoints to notice a change on resume)."""
+        return {"layer": self.resolved_layer()}
+
+
+def features_fingerprint(features: Tensor) -> str:
+    """A short digest of feature rows, to notice a change of the real data on resume."""
+    return hashlib.sha256(features.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]

@@ -1,0 +1,150 @@
+"""Fréchet distance of generated features to real statistics, with optional FID∞ extrapolation.
+
+The accumulator is :class:`~lightning_ganeval.moments.FIDMoments` (float64 n, mean, centred M2; exact Chan merge
+across ranks); the distance is :class:`~lightning_ganeval.math.FrechetReference`, whose square root of the real
+covariance is computed once per fit.
+
+FID∞ (Chong & Forsyth, CVPR 2020): FID is biased in the sample count N, by an amount that depends on the model,
+so the score is computed on the first N_k samples of the bank for ``points`` counts N_k = k·N/points and the
+least-squares line FID(N_k) = FID∞ + b/N_k is extrapolated to 1/N = 0. The bank's latents are i.i.d., so its
+first N_k samples are a random subset of size N_k. Accumulating the chunks between consecutive counts (instead of
+keeping per-sample features) keeps memory at ``points`` × (d² float64), independent of N.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import Tensor
+
+from lightning_ganeval.math import FrechetReference, GaussianStats
+from lightning_ganeval.metrics.base import GenerativeMetric, RealData, RealRequest
+from lightning_ganeval.metrics.extrapolation import extrapolate_to_infinity
+from lightning_ganeval.moments import FIDMoments
+
+__all__ = ["FID", "merge_stats", "stats_fingerprint"]
+
+# The square root of a 2048 x 2048 covariance takes seconds on a CPU; refits in one process reuse it.
+_REFERENCES: dict[tuple[str, str], FrechetReference] = {}
+_MAX_REFERENCES = 2
+
+
+def stats_fingerprint(stats: GaussianStats) -> str:
+    """A short digest of statistics (n, mean, covariance), to notice a change on resume."""
+    digest = hashlib.sha256(str(stats.n).encode())
+    for tensor in (stats.mean, stats.cov):
+        digest.update(tensor.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _reference(stats: GaussianStats, fingerprint: str, device: torch.device) -> FrechetReference:
+    key = (fingerprint, str(device))
+    reference = _REFERENCES.pop(key, None)
+    if reference is None:
+        reference = FrechetReference(stats.mean, stats.cov, device=device)
+    _REFERENCES[key] = reference  # most recently used last
+    while len(_REFERENCES) > _MAX_REFERENCES:
+        del _REFERENCES[next(iter(_REFERENCES))]
+    return reference
+
+
+def merge_stats(parts: list[GaussianStats]) -> GaussianStats:
+    """Pooled mean and covariance of disjoint sample sets (Chan's parallel formula, float64)."""
+    n = sum(p.n for p in parts)
+    mean = sum(p.mean * (p.n / n) for p in parts)
+    m2 = sum((p.n - 1) * p.cov + p.n * torch.outer(p.mean - mean, p.mean - mean) for p in parts)
+    cov = m2 / (n - 1)
+    return GaussianStats(n=n, mean=mean, cov=(cov + cov.T) / 2)
+
+
+class FID(GenerativeMetric):
+    """Fréchet distance between the generated samples' features and the real statistics.
+
+    Args:
+        name: Key of the score; also the prefix of ``<name>_inf`` with extrapolation.
+        feature_extractor: Feature network (default: the evaluator's Inception, pool3 features).
+        layer: Network output to read (default ``pool`` for Inception, ``features`` otherwise).
+        extrapolate: Also return ``<name>_inf`` (FID∞).
+        extrapolation_points: Number of sample counts N_k = k·N/points in the fit (at least 2).
+
+    Returns from :meth:`compute`: ``<name>``, ``<name>_num_samples`` and, with ``extrapolate``, ``<name>_inf``.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "fid",
+        feature_extractor: torch.nn.Module | None = None,
+        layer: str | None = None,
+        extrapolate: bool = False,
+        extrapolation_points: int = 5,
+    ) -> None:
+        super().__init__(name=name, feature_extractor=feature_extractor, layer=layer)
+        self.extrapolate = extrapolate
+        self.extrapolation_points = extrapolation_points
+        self.real: RealData | None = None
+        self.real_fingerprint: str | None = None
+        self._reference: FrechetReference | None = None
+        self._chunks: list[FIDMoments] = []
+        self._bounds: list[int] = []
+
+    def keys(self) -> list[str]:
+        keys = [self.name, f"{self.name}_num_samples"]
+        return [*keys, f"{self.name}_inf"] if self.extrapolate else keys
+
+    def real_request(self) -> RealRequest:
+        return RealRequest(moments=True)
+
+    def min_samples(self) -> int:
+        # Every extrapolation point needs 2 samples for a covariance.
+        return 2 * self.extrapolation_points if self.extrapolate else 2
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "extrapolate": self.extrapolate, "points": self.extrapolation_points}
+
+    def set_real(self, real: RealData) -> None:
+        if real.stats is None:
+            raise ValueError(f"`{self.name}` needs real statistics (mean and covariance), got none.")
+        self.real = real
+        self.real_fingerprint = stats_fingerprint(real.stats)
+        self._reference = None
+
+    def reset(self, num_samples: int, device: torch.device) -> None:
+        if self.real is None or self.real.stats is None:
+            raise RuntimeError(f"`{self.name}`: set_real() must run before the first evaluation.")
+        if self._reference is None or self._reference.device != device:
+            self._reference = _reference(self.real.stats, self.real_fingerprint or "", device)
+        points = self.extrapolation_points if self.extrapolate else 1
+        self._bounds = [k * num_samples // points for k in range(points + 1)]
+        self.num_samples = num_samples
+        d = self.real.stats.num_features
+        if len(self._chunks) != points or self._chunks[0].num_features != d or self._chunks[0].device != device:
+            self._chunks = [FIDMoments(num_features=d).to(device) for _ in range(points)]
+        for chunk in self._chunks:
+            chunk.reset()
+
+    def update(self, features: Tensor, indices: Tensor) -> None:
+        if len(self._chunks) == 1:
+            self._chunks[0].update(features)
+            return
+        # Chunk k holds the bank indices [bounds[k], bounds[k+1]). The evaluator passes the indices sorted and on
+        # the CPU, so the rows of each chunk are one slice found without a device synchronisation.
+        rows = torch.searchsorted(indices.cpu(), torch.tensor(self._bounds)).tolist()
+        for k, chunk in enumerate(self._chunks):
+            if rows[k + 1] > rows[k]:
+                chunk.update(features[rows[k] : rows[k + 1]])
+
+    def compute(self) -> dict[str, float]:
+        assert self._reference is not None
+        parts = [chunk.compute() for chunk in self._chunks]  # collectives, in the same order on every rank
+        stats = merge_stats(parts) if len(parts) > 1 else parts[0]
+        values = {self.name: self._reference.distance(stats.mean, stats.cov), f"{self.name}_num_samples": stats.n}
+        if self.extrapolate:
+            counts, scores = [], []
+            for k in range(1, len(parts) + 1):
+                prefix = merge_stats(parts[:k])
+                counts.append(prefix.n)
+                scores.append(self._reference.distance(prefix.mean, prefix.cov))
+            values[f"{self.name}_inf"] = extrapolate_to_infinity(counts, scores)
+        return {k: float(v) for k, v in values.items()}
