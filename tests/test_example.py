@@ -51,6 +51,9 @@ def test_help() -> None:
     assert result.returncode == 0, result.stderr
     for option in ("--inception-weights", "--num-samples", "--num-real", "--strategy", "--resize", "--fast"):
         assert option in result.stdout
+    help_text = " ".join(result.stdout.split())
+    assert re.search(r"--seed SEED .*\(default: 0\)", help_text)  # a default of 0 is shown, not hidden as falsy
+    assert "about 2½ minutes" in help_text  # the docstring's duration, as the README's
 
 
 def test_trains_logs_and_checkpoints_on_fid(tmp_path: Path, inception_weights_path: Path) -> None:
@@ -104,7 +107,8 @@ def test_missing_weights_file_gives_actionable_error(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("events.out.tfevents.*"))  # stopped before training
 
 
-def test_offline_machine_gives_actionable_error(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_offline_machine_falls_back_to_random_weights_unless_strict(tmp_path: Path) -> None:
     wrapper = tmp_path / "offline.py"
     wrapper.write_text(
         textwrap.dedent(
@@ -138,10 +142,24 @@ def test_offline_machine_gives_actionable_error(tmp_path: Path) -> None:
     )
     torch_home = tmp_path / "torch_home"
     torch_home.mkdir()
-    result = _run([str(wrapper), str(EXAMPLE), "--logdir", str(tmp_path)], timeout=120, TORCH_HOME=str(torch_home))
+    # Strict: --inception-weights reference stops at once with the library's advice and the example's switches.
+    strict = ["--inception-weights", "reference", "--logdir", str(tmp_path / "strict")]
+    result = _run([str(wrapper), str(EXAMPLE), *strict], timeout=120, TORCH_HOME=str(torch_home))
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert "LIGHTNING_GANEVAL_INCEPTION_WEIGHTS" in result.stderr  # the library's advice
     assert "--inception-weights" in result.stderr  # the example's own switches
     assert str(torch_home) in result.stderr  # where to place the file
-    assert not list(tmp_path.rglob("events.out.tfevents.*"))
+    assert not list((tmp_path / "strict").rglob("events.out.tfevents.*"))
+
+    # Default: the example says so in one block and finishes on seeded random weights, labelled.
+    quick = ["--epochs", "1", "--num-samples", "16", "--num-real", "16", "--splits", "2"]
+    logdir = tmp_path / "default"
+    result = _run(
+        [str(wrapper), str(EXAMPLE), *quick, "--logdir", str(logdir)], timeout=600, TORCH_HOME=str(torch_home)
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "could not be found or downloaded" in result.stdout
+    assert "SEEDED RANDOM WEIGHTS" in result.stdout
+    assert "NOT comparable" in result.stdout
+    assert list(logdir.rglob("events.out.tfevents.*"))
