@@ -279,7 +279,8 @@ class ISMarginals(torchmetrics.Metric):
             idx = torch.arange(self._next_index, self._next_index + batch, device=device)
             self._next_index += batch
         else:
-            idx = torch.as_tensor(indices, device=device)
+            # Checked where the indices are (the evaluator passes them on the CPU: no device synchronisation).
+            idx = torch.as_tensor(indices)
             if idx.shape != (batch,) or idx.is_floating_point() or idx.dtype == torch.bool or idx.is_complex():
                 raise ValueError(
                     f"`indices` must be an integer tensor of shape ({batch},) matching the logits, "
@@ -290,6 +291,7 @@ class ISMarginals(torchmetrics.Metric):
                     f"`indices` must lie in [0, {self.num_samples}) (num_samples), "
                     f"got values from {int(idx.min())} to {int(idx.max())}."
                 )
+            idx = idx.to(device)
         if batch == 0:
             return
         log_probs = torch.log_softmax(logits.to(device=device, dtype=torch.float64), dim=1)
