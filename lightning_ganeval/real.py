@@ -165,7 +165,10 @@ def prepare_real_data(
     rank, world_size = _distributed()
     if space is None:
         with isolated_rng():
-            space, _ = infer_pixel_space(getattr(real, "dataset", real), _first_batches(real, image_fn))
+            space, _ = infer_pixel_space(
+                getattr(real, "dataset", real), _first_batches(real, image_fn, rank, world_size)
+            )
+        space = _broadcast(space, world_size)  # rank 0's conclusion is everyone's
     space = space if isinstance(space, PixelSpace) else PixelSpace.from_value_range(*space)
 
     entries: dict[tuple[int, str, str], _Entry] = {}
@@ -230,9 +233,9 @@ def _count(real: Any, num_real: int | None) -> int | None:
     return size if num_real is None else min(size, num_real)
 
 
-def _first_batches(real: Any, image_fn: Callable[[Any], Tensor] | None, count: int = 2) -> list[Tensor]:
-    stream = iter_real_images(real, image_fn=image_fn, max_workers=0)
-    return [images for images, _ in itertools.islice(stream, count)]
+def _first_batches(real: Any, image_fn: Callable[[Any], Tensor] | None, rank: int, world_size: int) -> list[Tensor]:
+    stream = iter_real_images(real, image_fn=image_fn, rank=rank, world_size=world_size, max_workers=0)
+    return [images for images, _ in itertools.islice(stream, 2)]
 
 
 def _real_pass(

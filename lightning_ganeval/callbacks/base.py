@@ -156,11 +156,19 @@ class _SharedEvaluation:
         num_real = getattr(member, "num_real", None)
 
         def infer() -> tuple[PixelSpace, str]:
-            stream = iter_real_images(source, image_fn=image_fn, num_real=num_real, max_workers=0)
+            # The first batches of this rank's shard; rank 0's conclusion is then everyone's.
+            stream = iter_real_images(
+                source,
+                image_fn=image_fn,
+                num_real=num_real,
+                rank=trainer.global_rank,
+                world_size=trainer.world_size,
+                max_workers=0,
+            )
             batches = [images for images, _ in itertools.islice(stream, 2)]
             return infer_pixel_space(getattr(source, "dataset", None), batches, dataset_name="the real data")
 
-        space, reason = _all_ranks(trainer, infer, "Inferring the pixel space")
+        space, reason = trainer.strategy.broadcast(_all_ranks(trainer, infer, "Inferring the pixel space"), src=0)
         rank_zero_info(
             f"lightning_ganeval: inferred the pixel space {space.describe()} from {reason}; generated images are read"
             f" in the same space ({self.describe()}). Pass `value_range=` or `normalize=` to declare it."
