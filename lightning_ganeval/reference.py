@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from lightning_ganeval.images import to_uint8_rgb
-from lightning_ganeval.math import GaussianStats
+from lightning_ganeval.math import PSD_RTOL, GaussianStats
 from lightning_ganeval.moments import FIDMoments
 
 __all__ = [
@@ -154,8 +154,9 @@ def load_stats(
         path: The ``.npz`` file.
         expect: Provenance the statistics must have, e.g. ``extractor_provenance(extractor)``. Each key present
             in the file's provenance must match (``weights_sha256`` also matches by prefix of at least 8 hex
-            digits); ``layer="pool3"`` also requires d = 2048. Files without provenance cannot be checked and
-            are accepted with a warning.
+            digits); ``layer="pool3"`` also requires d = 2048. Files without provenance (other tools' files, or
+            ours saved with an empty ``provenance``: none of the expected keys present) cannot be checked and are
+            accepted with a warning.
 
     Returns:
         ``(stats, provenance)``: float64 statistics on the CPU (``n=None`` when the file does not record it) and
@@ -164,7 +165,9 @@ def load_stats(
     Raises:
         FileNotFoundError: The file does not exist.
         ValueError: The file is not a readable ``.npz``, lacks ``mu``/``sigma``, has wrong shapes, a non-floating
-            dtype, non-finite or asymmetric values, or provenance that disagrees with ``expect``.
+            dtype, non-finite or asymmetric values, a ``sigma`` that is not positive semi-definite (an eigenvalue
+            below −:data:`~lightning_ganeval.math.PSD_RTOL` = 1e-5 × the largest |eigenvalue|), or provenance that
+            disagrees with ``expect``.
     """
     path = Path(path)
     if not path.is_file():
@@ -239,6 +242,15 @@ def load_stats(
                 UserWarning,
                 stacklevel=2,
             )
+        elif not any(key in provenance for key in expect):
+            # Saved by us without provenance: only the automatic entries (format, version, sizes) are there.
+            warnings.warn(
+                f"Statistics file {str(path)!r} has no provenance entry for any of {sorted(expect)} (saved without "
+                f"provenance?); cannot check that it was made with the same Inception weights and resize mode "
+                f"({dict(expect)}). Using it as is.",
+                UserWarning,
+                stacklevel=2,
+            )
         for key, wanted in expect.items():
             if key in provenance and not _same_value(key, provenance[key], wanted):
                 raise bad(
@@ -247,6 +259,15 @@ def load_stats(
                 )
 
     sigma = (sigma + sigma.T) / 2
+    if sigma.size:
+        # A covariance is PSD; rounding (e.g. a float32 copy of a singular one) only moves eigenvalues by ~1e-6.
+        eigenvalues = torch.linalg.eigvalsh(torch.from_numpy(sigma))
+        smallest, largest = float(eigenvalues.min()), float(eigenvalues.abs().max())
+        if smallest < -PSD_RTOL * largest:
+            raise bad(
+                f"'sigma' is not positive semi-definite: smallest eigenvalue {smallest:.6g} is below -{PSD_RTOL:g} x "
+                f"{largest:.6g} (the largest |eigenvalue|). It is not a covariance matrix; recompute the statistics."
+            )
     stats = GaussianStats(n=n, mean=torch.from_numpy(mu), cov=torch.from_numpy(sigma))
     return stats, provenance
 

@@ -2,8 +2,10 @@
 
 The real TensorFlow 2015-12-05 weights cannot be fetched everywhere (CI machines, air-gapped clusters). This
 module writes a file with the same keys and shapes as ``pt_inception-2015-12-05-6726825d.pth`` but seeded random
-values. BatchNorm running statistics are recalibrated on random images so that, in eval mode, the features vary
-with the input instead of collapsing, and the final layer is scaled so that the softmax is far from uniform.
+values. BatchNorm running statistics are recalibrated on random noise images of many scales so that, in eval mode,
+the features vary with the input instead of collapsing or blowing up, and the final layer is projected and scaled
+so that the logits have a spread of a few units (:data:`LOGIT_STD`) on such images: the softmax is peaked but
+never underflows, so the Inception Score of torch-fidelity and torchmetrics stays finite.
 
 :func:`write_random_dinov2_weights` does the same for the official DINOv2 backbone checkpoints
 (``dinov2_vitl14_pretrain.pth`` and its smaller siblings).
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "LOGIT_STD",
     "build_random_dinov2_state_dict",
     "build_random_inception_state_dict",
     "cached_random_inception_weights",
@@ -30,23 +33,36 @@ __all__ = [
 ]
 
 
-def _random_images(generator: torch.Generator, n: int, size: int) -> torch.Tensor:
-    """Smooth random uint8 images: low-resolution noise upsampled, so that they have some spatial structure."""
-    low = torch.rand(n, 3, 8, 8, generator=generator)
-    img = nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
-    img = img + 0.15 * torch.randn(n, 3, size, size, generator=generator)
-    return (img.clamp(0, 1) * 255).round().to(torch.uint8)
+_INPUT_SIZE = 299
+_NOISE_GRIDS = (1, 4, 8, 16, 32, 64, 128, 299)
+"""Side lengths of the uniform noise that calibration images are made of: 1 is a flat colour, 299 is noise at
+every input pixel. Tests and smoke runs feed noise images of all these scales, which the network resizes to 299."""
+
+LOGIT_STD = 3.0
+"""Target standard deviation of the random weights' logits on the calibration images."""
 
 
-def build_random_inception_state_dict(
-    seed: int = 0, calibration_images: int = 24, calibration_size: int = 96
-) -> dict[str, torch.Tensor]:
+def _random_images(generator: torch.Generator, n: int) -> torch.Tensor:
+    """299 x 299 uint8 images of uniform noise on grids from 1 x 1 to 299 x 299, bilinearly upsampled.
+
+    Consecutive images cycle through the grid sizes, so that every batch mixes smooth and rough inputs and the
+    BatchNorm statistics (the mean of per-batch statistics) cover all of them.
+    """
+    images = []
+    for i in range(n):
+        grid = _NOISE_GRIDS[i % len(_NOISE_GRIDS)]
+        low = torch.rand(1, 3, grid, grid, generator=generator)
+        images.append(nn.functional.interpolate(low, size=(_INPUT_SIZE, _INPUT_SIZE), mode="bilinear"))
+    return (torch.cat(images).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def build_random_inception_state_dict(seed: int = 0, calibration_images: int = 24) -> dict[str, torch.Tensor]:
     """Build a seeded random state dict in the FID Inception v3 key layout.
 
     Args:
         seed: Seed for the weights and the calibration images.
-        calibration_images: Number of random images used to set the BatchNorm running statistics.
-        calibration_size: Side of the calibration images (they are resized to 299 inside the network).
+        calibration_images: Number of random images used to set the BatchNorm running statistics; 16 more set
+            the final layer.
 
     Returns:
         A state dict that ``torch_fidelity``'s ``FeatureExtractorInceptionV3`` and ``pytorch_fid``'s
@@ -74,18 +90,21 @@ def build_random_inception_state_dict(
     # calibrates layer after layer on activations that are already normalised upstream.
     model.train()
     with torch.no_grad():
-        batch = 8
+        batch = len(_NOISE_GRIDS)
         for start in range(0, calibration_images, batch):
-            count = min(batch, calibration_images - start)
-            model(_random_images(generator, count, calibration_size))
+            model(_random_images(generator, min(batch, calibration_images - start)))
         model.eval()
-        pool = model(_random_images(generator, 8, calibration_size))[0]
-        pool = pool - pool.mean(dim=0)
-        # Logits with a spread of a few units give a peaked softmax, so IS moves with the input.
-        fc_weight = torch.randn(1008, 2048, generator=generator)
+        pool = torch.cat([model(_random_images(generator, batch))[0].double() for _ in range(2)])
+        # pool3 features are non-negative averages with a large common part; a random classifier would turn
+        # it into the same large logit offsets for every image (std in the hundreds: softmax underflows to
+        # exact zeros and the reference IS code returns NaN). Rows orthogonal to the mean feature vector keep
+        # only the part that varies with the input; the scale then sets the logits' spread.
+        fc_weight = torch.randn(1008, 2048, generator=generator, dtype=torch.float64)
+        mean_pool = pool.mean(dim=0)
+        fc_weight -= torch.outer(fc_weight @ mean_pool, mean_pool) / mean_pool.dot(mean_pool).clamp_min(1e-300)
         logits = pool @ fc_weight.T
-        scale = 3.0 / logits.std().clamp_min(1e-12)
-        model.fc.weight.copy_(fc_weight * scale)
+        fc_weight *= LOGIT_STD / logits.std().clamp_min(1e-12)
+        model.fc.weight.copy_(fc_weight.float())
         model.fc.bias.copy_(0.1 * torch.randn(1008, generator=generator))
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):

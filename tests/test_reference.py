@@ -14,7 +14,7 @@ from pytorch_fid.fid_score import compute_statistics_of_path
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from lightning_ganeval.images import to_uint8_rgb
-from lightning_ganeval.math import GaussianStats
+from lightning_ganeval.math import PSD_RTOL, GaussianStats
 from lightning_ganeval.moments import chan_merge
 from lightning_ganeval.reference import (
     cached_real_stats,
@@ -105,6 +105,47 @@ def test_pytorch_fid_file_loads_with_unknown_n(tmp_path: Path, stats: GaussianSt
     assert loaded.mean.dtype == torch.float64
     with pytest.warns(UserWarning, match="no provenance"):
         load_stats(path, expect={"resize": "tf1"})
+
+
+def test_our_file_saved_without_provenance_warns_when_checks_are_asked_for(
+    tmp_path: Path, stats: GaussianStats
+) -> None:
+    # Only the automatic entries (format_version, library_version, num_samples, num_features) are stored, so none
+    # of the expected keys can be checked. Before: loaded silently.
+    path = save_stats(tmp_path / "bare.npz", stats, {})
+    with pytest.warns(UserWarning, match=r"bare\.npz.*no provenance entry for any of \['resize', 'weights_sha256'\]"):
+        loaded, _ = load_stats(path, expect={"weights_sha256": "ab" * 32, "resize": "tf1"})
+    assert torch.equal(loaded.cov, stats.cov)
+
+
+def _spectrum(d: int, eigenvalues: np.ndarray, seed: int = 0) -> np.ndarray:
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))
+    sigma = (q * eigenvalues) @ q.T
+    return (sigma + sigma.T) / 2
+
+
+@pytest.mark.parametrize("smallest", [-1.0, -1e-3, -PSD_RTOL * 10])
+def test_sigma_that_is_not_psd_is_refused(tmp_path: Path, smallest: float) -> None:
+    # Symmetric, finite, right shape, but an eigenvalue below -PSD_RTOL x the largest (here 2.0). Before: loaded.
+    eigenvalues = np.linspace(0.5, 2.0, 8)
+    eigenvalues[0] = smallest * 2.0
+    path = _write(tmp_path / "indefinite.npz", mu=np.zeros(8), sigma=_spectrum(8, eigenvalues))
+    with pytest.raises(ValueError, match=r"indefinite\.npz.*'sigma' is not positive semi-definite"):
+        load_stats(path)
+
+
+def test_rounding_size_negative_eigenvalues_load(tmp_path: Path) -> None:
+    # A singular covariance (50 samples, d = 256) stored in float32: its zero eigenvalues become about -1e-8 x the
+    # largest, far inside PSD_RTOL; and an eigenvalue at -PSD_RTOL / 10 x the largest is accepted too.
+    rng = np.random.default_rng(1)
+    features = np.abs(rng.standard_normal((50, 256)) @ rng.standard_normal((256, 256)))
+    sigma32 = np.cov(features, rowvar=False).astype(np.float32)
+    assert np.linalg.eigvalsh(sigma32.astype(np.float64)).min() < 0  # the case worth testing
+    load_stats(_write(tmp_path / "float32.npz", mu=features.mean(0).astype(np.float32), sigma=sigma32))
+    eigenvalues = np.linspace(0.5, 2.0, 8)
+    eigenvalues[0] = -PSD_RTOL / 10 * 2.0
+    loaded, _ = load_stats(_write(tmp_path / "rounding.npz", mu=np.zeros(8), sigma=_spectrum(8, eigenvalues)))
+    assert loaded.num_features == 8
 
 
 def test_overwrite_is_atomic_replacement(tmp_path: Path, stats: GaussianStats) -> None:
