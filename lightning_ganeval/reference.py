@@ -20,10 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
+import math
+import multiprocessing
 import os
 import random
+import sys
 import tempfile
+import time
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -390,6 +395,24 @@ def default_max_workers(local_world_size: int = 1) -> int:
     return _available_cpus() // local_world_size
 
 
+_POOL_START_SECONDS = {"fork": 0.2, "spawn": 3.0, "forkserver": 3.0}
+"""Rough cost of starting a loader's worker pool: a forked worker is ready at once, a spawned one first imports
+torch and the main module (seconds; tens of seconds on a loaded machine). Reading in the main process is preferred
+while it would take less than this."""
+
+
+def _pool_start_seconds(loader: DataLoader) -> float:
+    context = loader.multiprocessing_context
+    if context is not None:
+        method = context.get_start_method()
+    else:
+        # Not multiprocessing.get_start_method(): without allow_none it fixes the default for the whole program.
+        method = multiprocessing.get_start_method(allow_none=True) or (
+            "fork" if sys.platform == "linux" and sys.version_info < (3, 14) else "spawn"
+        )
+    return _POOL_START_SECONDS.get(method, _POOL_START_SECONDS["spawn"])
+
+
 def _local_world_size(world_size: int) -> int:
     """Processes on this machine: torchrun's ``LOCAL_WORLD_SIZE``, else all ``world_size`` (one machine assumed)."""
     try:
@@ -502,7 +525,8 @@ class RealImageStream(Iterator[tuple[Tensor, Tensor]]):
         shard_size: Samples this rank yields in all, when known up front (map-style datasets); else ``None``.
         total: Samples over all ranks: known up front for map-style datasets, for other iterables once the
             stream is exhausted (``None`` until then).
-        num_workers: Worker processes of the loader actually read (after the cap).
+        num_workers: Worker processes of the loader read (after the cap); set to 0 once the first batch shows that
+            the main process reads the shard faster than a worker pool would start.
     """
 
     def __init__(
@@ -532,6 +556,7 @@ class RealImageStream(Iterator[tuple[Tensor, Tensor]]):
         self._max_batches = max_batches
         self._rng = _PrivateRNG()
         self._iterator: Iterator[Any] | None = None
+        self._loader_iterator: Iterator[Any] | None = None  # the DataLoader's own iterator, which owns the workers
         self._batches = 0
         self._seen = 0  # samples over all ranks so far (iterables) / yielded by this rank (map-style)
         self.shard_size: int | None = None
@@ -548,6 +573,7 @@ class RealImageStream(Iterator[tuple[Tensor, Tensor]]):
                 )
             self._indices = torch.arange(rank, total, world_size, dtype=torch.int64)
             self._source: Iterable[Any] = _shard_loader(loader, self._indices.tolist(), cap)
+            self._loader = loader
             self._map_style = True
             self.shard_size, self.total = len(self._indices), total
         else:
@@ -573,7 +599,7 @@ class RealImageStream(Iterator[tuple[Tensor, Tensor]]):
         """The next batch and its images, read under the private random streams (``StopIteration`` at the end)."""
         with self._rng.active():
             if self._iterator is None:
-                self._iterator = iter(self._source)
+                self._iterator = self._start()
             batch = next(self._iterator)
             images = self._pick(batch)
         if not isinstance(images, Tensor) or images.ndim < 1:
@@ -581,6 +607,27 @@ class RealImageStream(Iterator[tuple[Tensor, Tensor]]):
                 f"`image_fn` must return the batch's images as an N x C x H x W tensor, got {_describe(images)}."
             )
         return images
+
+    def _start(self) -> Iterator[Any]:
+        """Start reading. A shard that the main process reads faster than a worker pool starts is read there.
+
+        The first batch is read in the main process and timed; the rest goes to the capped worker pool only if
+        reading it in the main process would take longer than starting the pool (see `_POOL_START_SECONDS`).
+        """
+        loader = self._source
+        batch_size = getattr(loader, "batch_size", None)
+        if not (self._map_style and self.num_workers > 0 and batch_size and len(self._indices) > batch_size):
+            self._loader_iterator = iter(loader)
+            return self._loader_iterator
+        started = time.perf_counter()
+        first = next(iter(_shard_loader(self._loader, self._indices[:batch_size].tolist(), 0)))
+        per_batch = time.perf_counter() - started
+        remaining = math.ceil((len(self._indices) - batch_size) / batch_size)
+        if per_batch * remaining <= _pool_start_seconds(loader):  # type: ignore[arg-type]
+            self.num_workers = 0
+        self._source = _shard_loader(self._loader, self._indices[batch_size:].tolist(), self.num_workers)
+        self._loader_iterator = iter(self._source)
+        return itertools.chain([first], self._loader_iterator)
 
     def __next__(self) -> tuple[Tensor, Tensor]:
         if self._map_style:
@@ -636,10 +683,10 @@ class RealImageStream(Iterator[tuple[Tensor, Tensor]]):
 
     def close(self) -> None:
         """Stop reading: shut the loader's worker processes down now rather than when garbage-collected."""
-        shutdown = getattr(self._iterator, "_shutdown_workers", None)
+        shutdown = getattr(self._loader_iterator, "_shutdown_workers", None)
         if callable(shutdown):
             shutdown()
-        self._iterator = None
+        self._iterator = self._loader_iterator = None
 
 
 def iter_real_images(
@@ -661,7 +708,9 @@ def iter_real_images(
 
     Data loading draws from private, fixed-seed random streams, so the global Python, NumPy and torch random
     states are the same afterwards (also between batches) and augmented images are the same in every run.
-    The loader's workers are capped at ``max_workers``; one worker pool is started per stream.
+    The loader's workers are capped at ``max_workers``; at most one worker pool is started per stream, and none
+    when the first batch, read in the main process, shows that reading the rest there takes less time than
+    starting the pool (about 0.2 s for ``fork``, 3 s for ``spawn``/``forkserver`` workers).
 
     Args:
         loader: A ``DataLoader``, a ``Dataset`` (batched by 50), or any iterable of batches.

@@ -368,11 +368,27 @@ def test_iterable_dataset_loader_is_capped_too(monkeypatch: pytest.MonkeyPatch) 
     assert sum(len(images) for images, _ in stream) == 8
 
 
-def test_workers_give_the_same_images_as_the_main_process() -> None:
-    loader = DataLoader(TensorDataset(_images()), batch_size=4, num_workers=2, multiprocessing_context="fork")
+def test_workers_give_the_same_images_as_the_main_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reference, "_POOL_START_SECONDS", dict.fromkeys(("fork", "spawn", "forkserver"), 0.0))
+    loader = DataLoader(Augmented(_images()), batch_size=4, num_workers=2, multiprocessing_context="fork")
+    stream = iter_real_images(loader, max_workers=2)
+    picked, indices = _collect(stream)
+    assert stream.num_workers == 2
+    assert torch.equal(indices, torch.arange(13))
+    # Worker seeds derive from the private stream too: the same augmented images in every pass.
+    assert torch.equal(picked, _collect(iter_real_images(loader, max_workers=2))[0])
+    assert (picked - _images()).abs().max() <= 3 / 30  # the images plus their augmentation noise (< 3/30)
+
+
+def test_a_shard_cheaper_to_read_than_a_pool_is_read_in_the_main_process() -> None:
+    # 16 spawned workers per rank made a real pass take longer than a training epoch; 13 tiny images need none.
+    loader = DataLoader(TensorDataset(_images()), batch_size=4, num_workers=16, multiprocessing_context="spawn")
+    start = time.perf_counter()
     stream = iter_real_images(loader, max_workers=2)
     assert stream.num_workers == 2
     picked, indices = _collect(stream)
+    assert stream.num_workers == 0
+    assert time.perf_counter() - start < 2  # starting spawned workers takes seconds
     assert torch.equal(picked, _images())
     assert torch.equal(indices, torch.arange(13))
 
