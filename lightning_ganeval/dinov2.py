@@ -16,8 +16,10 @@ Preprocessing, as in the two reference implementations:
     implementation that matches the original dgm-eval codebase exactly"): torchvision ``Resize((224, 224),
     BICUBIC)`` on a PIL image, i.e. Pillow's bicubic resize of the uint8 RGB image (Pillow antialiases when
     downsampling and rounds back to uint8). It runs on the CPU, image by image. EDM2 calls the two "almost the
-    same"; on our test images the resized pixels differ by at most 1-2 levels, from Pillow's uint8 rounding and
-    its edge handling.
+    same": both use Keys' cubic with ``a = -0.5`` and the same antialiasing, and on smooth images the resized
+    values differ by at most ~1 level (0.3 on average: Pillow rounds each of its two passes to uint8). Near sharp
+    saturated edges they differ by up to ~20 levels, because Pillow clips its first (horizontal) pass to
+    [0, 255] while the torch path keeps the bicubic overshoot (values below 0 or above 255 reach the network).
 
 * **Scale** to [0, 1] (``x / 255``) and **normalise** with the ImageNet mean (0.485, 0.456, 0.406) and standard
   deviation (0.229, 0.224, 0.225), in float32.
