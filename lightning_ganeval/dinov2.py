@@ -37,8 +37,12 @@ bicubic interpolation *without* antialiasing and with a historical offset: it pa
 ``scale_factor = (16 + 0.1) / 37`` instead of ``size=16``, so the sampling positions differ slightly from a plain
 resize. timm's checkpoint filter resamples once at load time with ``size=16`` and ``antialias=True``, which gives
 different embeddings (and features). This module resamples at load time with the hub model's exact arithmetic
-(:func:`interpolate_pos_embed`), so the stored embeddings equal the ones the hub model computes at every call; the
-features then agree with the hub model on the same weights to float32 rounding (measured: see the README).
+(:func:`interpolate_pos_embed`), so the stored embeddings equal the ones the hub model computes at every call.
+Measured on the CPU against the hub model of facebookresearch/dinov2 (August 2025), same random weights in the
+official layout, 32, 224 and 512 px inputs: bit-identical features for ViT-S/14 and ViT-L/14. timm's default
+conversion instead differs from the hub model by 17-22 % (ViT-S/14) of the feature norm on those random weights,
+whose position embeddings are rougher than learned ones; the real weights could not be measured here. On CUDA the
+hub model resamples on the GPU (and may use xFormers attention), so agreement there is to float32 rounding.
 
 Weights follow the same rules as the Inception weights (:func:`lightning_ganeval.weights.resolve_weights`): the
 ``weights=`` argument, the environment variable ``LIGHTNING_GANEVAL_DINOV2_WEIGHTS``, the torch hub cache (the same
