@@ -16,8 +16,10 @@ Preprocessing, as in the two reference implementations:
     implementation that matches the original dgm-eval codebase exactly"): torchvision ``Resize((224, 224),
     BICUBIC)`` on a PIL image, i.e. Pillow's bicubic resize of the uint8 RGB image (Pillow antialiases when
     downsampling and rounds back to uint8). It runs on the CPU, image by image. EDM2 calls the two "almost the
-    same"; on our test images the resized pixels differ by at most 1-2 levels, from Pillow's uint8 rounding and
-    its edge handling.
+    same": both use Keys' cubic with ``a = -0.5`` and the same antialiasing, and on smooth images the resized
+    values differ by at most ~1 level (0.3 on average: Pillow rounds each of its two passes to uint8). Near sharp
+    saturated edges they differ by up to ~20 levels, because Pillow clips its first (horizontal) pass to
+    [0, 255] while the torch path keeps the bicubic overshoot (values below 0 or above 255 reach the network).
 
 * **Scale** to [0, 1] (``x / 255``) and **normalise** with the ImageNet mean (0.485, 0.456, 0.406) and standard
   deviation (0.229, 0.224, 0.225), in float32.
@@ -35,8 +37,12 @@ bicubic interpolation *without* antialiasing and with a historical offset: it pa
 ``scale_factor = (16 + 0.1) / 37`` instead of ``size=16``, so the sampling positions differ slightly from a plain
 resize. timm's checkpoint filter resamples once at load time with ``size=16`` and ``antialias=True``, which gives
 different embeddings (and features). This module resamples at load time with the hub model's exact arithmetic
-(:func:`interpolate_pos_embed`), so the stored embeddings equal the ones the hub model computes at every call; the
-features then agree with the hub model on the same weights to float32 rounding (measured: see the README).
+(:func:`interpolate_pos_embed`), so the stored embeddings equal the ones the hub model computes at every call.
+Measured on the CPU against the hub model of facebookresearch/dinov2 (August 2025), same random weights in the
+official layout, 32, 224 and 512 px inputs: bit-identical features for ViT-S/14 and ViT-L/14. timm's default
+conversion instead differs from the hub model by 17-22 % (ViT-S/14) of the feature norm on those random weights,
+whose position embeddings are rougher than learned ones; the real weights could not be measured here. On CUDA the
+hub model resamples on the GPU (and may use xFormers attention), so agreement there is to float32 rounding.
 
 Weights follow the same rules as the Inception weights (:func:`lightning_ganeval.weights.resolve_weights`): the
 ``weights=`` argument, the environment variable ``LIGHTNING_GANEVAL_DINOV2_WEIGHTS``, the torch hub cache (the same

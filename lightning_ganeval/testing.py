@@ -163,10 +163,12 @@ _DINOV2_PATCH = 14
 def build_random_dinov2_state_dict(seed: int = 0, *, size: str = "vitl14") -> dict[str, torch.Tensor]:
     """Build a seeded random state dict in the official DINOv2 checkpoint layout (``dinov2_<size>_pretrain.pth``).
 
-    The values are chosen so that the features vary with the input (their spread across images is about half their
-    overall spread): query/key weights large enough for selective attention, LayerScale factors around 0.5, other
-    linear weights with timm's initial scale, and smooth position embeddings (a random 8 x 8 field upsampled to 37 x 37, as
-    learned embeddings are smooth) comparable in size to the patch embeddings, so that their resampling matters.
+    The values are chosen so that the features vary with the input (two smooth random images give feature vectors
+    about as far apart as they are long) while float32 stays within ~1e-5 of float64: query/key weights with
+    attention logits of a few units whatever the width, LayerScale factors around 0.5, other
+    linear weights with timm's initial scale, and smooth position embeddings (a random 8 x 8 field upsampled to
+    37 x 37, as learned embeddings are smooth) comparable in size to the patch embeddings, so that their resampling
+    matters.
 
     Args:
         seed: Seed for the values.
@@ -201,7 +203,7 @@ def build_random_dinov2_state_dict(seed: int = 0, *, size: str = "vitl14") -> di
         state.update({
             prefix + "norm1.weight": normal(dim, std=0.1, mean=1.0),
             prefix + "norm1.bias": normal(dim, std=0.02),
-            prefix + "attn.qkv.weight": normal(3 * dim, dim, std=0.1),
+            prefix + "attn.qkv.weight": normal(3 * dim, dim, std=2 * dim**-0.5),
             prefix + "attn.qkv.bias": normal(3 * dim, std=0.02),
             prefix + "attn.proj.weight": normal(dim, dim, std=0.02),
             prefix + "attn.proj.bias": normal(dim, std=0.02),
