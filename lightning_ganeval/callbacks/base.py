@@ -8,11 +8,13 @@ evaluation and each distinct feature network runs once on the samples, whatever 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import os
+import re
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
@@ -97,6 +99,17 @@ def _all_ranks(trainer: pl.Trainer, fn: Callable[[], Any], what: str) -> Any:
     return result
 
 
+@contextlib.contextmanager
+def _naming_the_side(side: str, what: str) -> Iterator[None]:
+    """Say which side (generated or real images) a TypeError/ValueError is about, unless it already does."""
+    try:
+        yield
+    except (TypeError, ValueError) as err:
+        if re.search(rf"\b{side}\b", str(err), flags=re.IGNORECASE):
+            raise
+        raise type(err)(f"Checking the {side} images ({what}): {err}") from err
+
+
 class _SharedEvaluation:
     """The callbacks with equal sampling settings in one Trainer, and their one :class:`Evaluator`."""
 
@@ -143,13 +156,16 @@ class _SharedEvaluation:
     def _infer_space(self, trainer: pl.Trainer) -> PixelSpace:
         member = next((m for m in self.members if m._wants_real_loader()), None)
         source = member._real_loader(trainer) if member is not None else None
-        if source is None and _is_loader(trainer.train_dataloader):
+        compares_with_a_file = any(m._metric.real_request() is not None for m in self.members)
+        if source is None and not compares_with_a_file and _is_loader(trainer.train_dataloader):
+            # Inception Score alone: the generator imitates the training data, so it shares their space.
             source = trainer.train_dataloader
         if source is None:
+            # A statistics file has no pixels to look at: the documented default.
             space = PixelSpace.from_value_range(-1.0, 1.0)
             rank_zero_info(
                 f"lightning_ganeval: {self.describe()} has no real images to look at; generated images are read as"
-                f" {space.describe()}. Pass `value_range=` or `normalize=` to declare it."
+                f" {space.describe()} (the default). Pass `value_range=` or `normalize=` to declare it."
             )
             return space
         image_fn = getattr(member, "real_image_fn", None)
@@ -175,7 +191,8 @@ class _SharedEvaluation:
         )
         return space
 
-    def _real_sources(self, trainer: pl.Trainer) -> list[tuple[tuple[Any, ...], list[_GenerativeMetricCallback]]]:
+    def _real_sources(self, trainer: pl.Trainer) -> list[tuple[Any, list[_GenerativeMetricCallback]]]:
+        """Members grouped by real data and real-side settings: one real pass per group."""
         sources: dict[tuple[Any, ...], list[_GenerativeMetricCallback]] = {}
         for member in self.members:
             if member._metric.real_request() is None:
@@ -183,21 +200,18 @@ class _SharedEvaluation:
             real = member._real_source(trainer)
             key = (id(real), member._real_settings_key())
             sources.setdefault(key, []).append(member)
-        return [((members[0]._real_source(trainer),), members) for members in sources.values()]
+        return [(members[0]._real_source(trainer), members) for members in sources.values()]
 
-    def _prepare_real(self, trainer: pl.Trainer, source: tuple[Any, ...], members: list[Any]) -> None:
-        real = source[0]
+    def _prepare_real(self, trainer: pl.Trainer, real: Any, members: list[Any]) -> None:
         first = members[0]
-        assert self.evaluator is not None
         wanting = [(m._network(), m._metric) for m in members]
-        bar = first._progress_bar(
-            trainer, total=None, desc=f"Real data for {'/'.join(m.name for m in members)}", unit="img"
-        )
+        names = "/".join(m.name for m in members)
+        bar = first._progress_bar(trainer, total=None, desc=f"Real data for {names}", unit="img")
 
         def progress(done: int, total: int | None) -> None:
             bar.update(done - bar.n)
 
-        with bar:
+        with bar, _naming_the_side("real", f"real data of {names}"):
             results = prepare_real_data(
                 real,
                 wanting,
@@ -221,8 +235,14 @@ class _SharedEvaluation:
         precision = trainer.precision_plugin
         with preserved_module_state(pl_module), precision.predict_step_context():
             output = sample(precision.convert_input(latents))
-        images = check_generated(output, len(latents), source=source)
-        to_uint8_rgb(images, self.space, side="generated", argument=owner._space_argument())
+        with _naming_the_side("generated", f"a pre-flight batch of {source}"):
+            images = check_generated(output, len(latents), source=source)
+            converted = to_uint8_rgb(images, self.space, side="generated", argument=owner._space_argument())
+            if not bool(converted.finite.any()):
+                raise ValueError(
+                    f"Every generated image of the pre-flight batch ({source} on {len(latents)} latents of the bank)"
+                    " holds NaN or Inf: the generator produces no finite image, so no metric could be computed."
+                )
 
     # ------------------------------------------------------------------------------------ per evaluation
 

@@ -239,7 +239,6 @@ class FIDCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
             feature_extractor=feature_extractor,
         )
         self._init_real(real, real_value_range, real_normalize, real_image_fn, num_real, cache_dir)
-        self._warned_small_n = False
 
     def _build_metric(self) -> FID:
         return FID(
@@ -253,8 +252,7 @@ class FIDCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
         super()._on_real_data(trainer)
         stats = self._metric.real.stats if self._metric.real is not None else None
         dims = stats.num_features if stats is not None else 2048
-        if self.num_samples < dims and not self._warned_small_n:
-            self._warned_small_n = True
+        if self.num_samples < dims:  # `_on_real_data` runs once per fit, so this warns once per fit
             rank_zero_warn(
                 f"`{self.name}` uses num_samples={self.num_samples} < {dims} features: the covariance is singular and"
                 " FID is strongly biased at small N, so the value is not comparable with published 50k-sample"
