@@ -167,7 +167,9 @@ def test_trainer_sends_grids_to_tensorboard_and_csv(tmp_path: Path, namespace: s
     loggers = importlib.import_module(f"{namespace}.loggers")
     tensorboard = loggers.TensorBoardLogger(tmp_path, name="tb")
     csv_logger = loggers.CSVLogger(tmp_path, name="csv")
-    callback = FIDCallback(feature_extractor=TinyFeatures(), num_samples=16, batch_size=8, log_images=4)
+    callback = FIDCallback(
+        feature_extractor=TinyFeatures(), num_samples=16, batch_size=8, log_images=4, cache_dir=tmp_path / "cache"
+    )
     trainer = pl.Trainer(
         max_epochs=2,
         accelerator="cpu",
