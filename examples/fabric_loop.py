@@ -171,9 +171,17 @@ def main(argv: list[str] | None = None) -> None:
         train_time = time.perf_counter() - start
 
         start = time.perf_counter()
+        # The plain module, not Fabric's wrapper: under DDP every wrapped forward broadcasts the buffers, a
+        # collective that processes with different numbers of evaluation batches would not match.
+        plain_generator = generator.module
+        if fabric.world_size > 1:
+            # Each process ends the epoch with BatchNorm statistics of its own last batch; sample every share from
+            # rank 0's (the next training step broadcasts them anyway).
+            for buffer in plain_generator.buffers():
+                torch.distributed.broadcast(buffer, src=0)
         # Every process calls it. The generator runs in eval mode without autograd; its modes, BatchNorm
         # statistics, requires_grad flags and the global random states are restored afterwards.
-        scores = evaluator.evaluate(generator).values
+        scores = evaluator.evaluate(plain_generator).values
         fabric.log_dict({**scores, "d_loss": d_loss.item(), "g_loss": g_loss.item()}, step=epoch)
         fabric.print(
             f"epoch {epoch}: fid={scores['fid']:.3f} is={scores['is']:.3f}±{scores['is_std']:.3f}"
