@@ -105,6 +105,7 @@ def test_wandb_offline_gets_an_image(tmp_path: Path, monkeypatch: pytest.MonkeyP
         "WANDB_DIR": str(tmp_path),
         "WANDB_CACHE_DIR": str(tmp_path / "cache"),
         "WANDB_CONFIG_DIR": str(tmp_path / "config"),
+        "WANDB_DATA_DIR": str(tmp_path / "data"),
         "WANDB_SILENT": "true",
         "WANDB_DISABLE_GIT": "true",
     }.items():
