@@ -51,7 +51,8 @@ def log_grid(loggers: list[Any], tag: str, images: Tensor, step: int) -> list[st
 
 
 def _write_png(path: Path, grid: Tensor) -> None:
-    from torchvision.io import write_png
+    # Pillow (a torchvision dependency) rather than torchvision.io, whose encoders are deprecated since 0.29.
+    from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_png(grid.cpu(), str(path))
+    Image.fromarray(grid.permute(1, 2, 0).contiguous().cpu().numpy()).save(path, format="PNG")
