@@ -31,6 +31,7 @@ from lightning_ganeval.sampling import (
     LatentBank,
     check_generated,
     isolated_rng,
+    norm_buffers,
     preserved_module_state,
     seed_batch_noise,
 )
@@ -210,6 +211,11 @@ class Evaluator:
         default_rank, default_world = _distributed()
         rank = default_rank if rank is None else rank
         world_size = default_world if world_size is None else world_size
+        if isinstance(generate, nn.parallel.DistributedDataParallel):
+            # DDP's forward broadcasts buffers on every call, and ranks make different numbers of calls here.
+            generate = generate.module
+        if isinstance(module, nn.parallel.DistributedDataParallel):
+            module = module.module
         module = module if module is not None else (generate if isinstance(generate, nn.Module) else None)
         device = torch.device(generator_device) if generator_device is not None else _module_device(module)
         collective_device = network_device(self._networks[0][0])
@@ -227,6 +233,8 @@ class Evaluator:
         state = preserved_module_state(module) if module is not None else isolated_rng()
         try:
             with state, torch.no_grad():
+                if module is not None and world_size > 1:
+                    _use_rank_zero_norm_stats(module)
                 for batch in self.bank.shard(rank, world_size):
                     seed_batch_noise(self.seed, batch.batch_id, device)
                     latents = batch.latents.to(device, non_blocking=True)
@@ -302,6 +310,16 @@ class Evaluator:
             if net is network:
                 return members
         return []
+
+
+def _use_rank_zero_norm_stats(module: nn.Module) -> None:
+    """Give every rank rank 0's BatchNorm running statistics for the evaluation (restored afterwards).
+
+    After the last training step of an epoch every rank holds statistics updated by its own batch (DDP syncs
+    buffers only at the next forward): without this, each rank would sample from a slightly different generator.
+    """
+    for buffer in norm_buffers(module):
+        torch.distributed.broadcast(buffer, src=0)
 
 
 def _as_space(space: PixelSpace | Sequence[float]) -> PixelSpace:

@@ -45,7 +45,6 @@ from lightning_ganeval.reference import iter_real_images
 from lightning_ganeval.sampling import (
     check_generated,
     isolated_rng,
-    norm_buffers,
     normalize_latent_shape,
     preserved_module_state,
 )
@@ -263,8 +262,7 @@ class _SharedEvaluation:
             with precision.predict_step_context():
                 return generate(precision.convert_input(latents))
 
-        with preserved_module_state(pl_module), bar:
-            _use_rank_zero_norm_stats(pl_module, trainer.world_size)
+        with bar:
             self.result = self.evaluator.evaluate(
                 sample,
                 module=pl_module,
@@ -284,19 +282,6 @@ def _is_loader(loader: Any) -> bool:
     from torch.utils.data import DataLoader
 
     return isinstance(loader, DataLoader)
-
-
-def _use_rank_zero_norm_stats(module: nn.Module, world_size: int) -> None:
-    """Give every rank rank 0's BatchNorm running statistics for the evaluation (restored afterwards).
-
-    DDP broadcasts buffers at the start of each forward, so after the last training step of an epoch every rank
-    holds statistics updated by its own batch: without this, each rank would sample from a slightly different
-    generator.
-    """
-    if world_size < 2 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    for buffer in norm_buffers(module):
-        torch.distributed.broadcast(buffer, src=0)
 
 
 # One registry per process; a Trainer that is garbage-collected takes its groups with it.
