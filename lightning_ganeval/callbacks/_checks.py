@@ -11,6 +11,7 @@ __all__ = [
     "check_bool",
     "check_callable",
     "check_choice",
+    "check_extrapolation_samples",
     "check_int",
     "check_name",
     "check_path",
@@ -71,3 +72,13 @@ def check_callable(name: str, value: Any) -> Any:
     if value is not None and not callable(value):
         raise TypeError(f"`{name}` must be a callable or None, got {type(value).__name__}.")
     return value
+
+
+def check_extrapolation_samples(num_samples: Any, minimum: int, points: int, per_point: int) -> None:
+    """``num_samples`` large enough for ``points`` extrapolation counts of at least ``per_point`` samples each."""
+    if isinstance(num_samples, int) and not isinstance(num_samples, bool) and num_samples < minimum:
+        raise ValueError(
+            f"`num_samples` must be an int >= {minimum} with extrapolate=True and extrapolation_points={points}"
+            f" (the smallest count num_samples // extrapolation_points needs {per_point} sample(s) or more), got"
+            f" {num_samples}. Use more samples or fewer extrapolation points."
+        )

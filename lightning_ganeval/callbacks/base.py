@@ -618,7 +618,21 @@ class _GenerativeMetricCallback(Callback):
 
     def _join_group(self, trainer: pl.Trainer) -> None:
         groups = _GROUPS.setdefault(trainer, {})
-        group = groups.setdefault(self._sampling_key(), _SharedEvaluation())
+        key = self._sampling_key()
+        group = groups.get(key)
+        if group is None:
+            # The key's last entry is the Inception network. A callback that reads none (it has its own
+            # `feature_extractor`) shares the samples of a group with any Inception, and an Inception callback
+            # joins a group that has none yet; otherwise the generator would run once more per batch.
+            for other_key, other in list(groups.items()):
+                if other_key[:-1] == key[:-1] and None in (other_key[-1], key[-1]):
+                    group = other
+                    if key[-1] is not None:
+                        del groups[other_key]
+                        groups[key] = group
+                    break
+            else:
+                group = groups[key] = _SharedEvaluation()
         if self not in group.members:
             group.members.append(self)
         group.evaluator = None  # rebuilt in on_train_start with every member

@@ -11,7 +11,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_ganeval.callbacks._checks import check_bool, check_int, check_path
+from lightning_ganeval.callbacks._checks import check_bool, check_extrapolation_samples, check_int, check_path
 from lightning_ganeval.callbacks.base import SampleFn, _GenerativeMetricCallback, _pixel_space, resolve_callable
 from lightning_ganeval.images import PixelSpace
 from lightning_ganeval.metrics.fid import FID
@@ -219,6 +219,9 @@ class FIDCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
     ) -> None:
         self.extrapolate = check_bool("extrapolate", extrapolate)
         self.extrapolation_points = check_int("extrapolation_points", extrapolation_points, 2)
+        if self.extrapolate:
+            # The generic check below would name only num_samples; the bound comes from the points.
+            check_extrapolation_samples(num_samples, 2 * self.extrapolation_points, self.extrapolation_points, 2)
         self.name = name
         super().__init__(
             num_samples=num_samples,

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from lightning_ganeval.callbacks._checks import check_bool, check_int
+from lightning_ganeval.callbacks._checks import check_bool, check_extrapolation_samples, check_int
 from lightning_ganeval.callbacks.base import SampleFn, _GenerativeMetricCallback
 from lightning_ganeval.metrics.inception_score import InceptionScore
 
@@ -84,6 +84,8 @@ class InceptionScoreCallback(_GenerativeMetricCallback):
         self.splits = check_int("splits", splits, 1)
         self.extrapolate = check_bool("extrapolate", extrapolate)
         self.extrapolation_points = check_int("extrapolation_points", extrapolation_points, 2)
+        if self.extrapolate:
+            check_extrapolation_samples(num_samples, self.extrapolation_points, self.extrapolation_points, 1)
         self.name = name
         super().__init__(
             num_samples=num_samples,

@@ -42,8 +42,8 @@ class KIDCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
         Other arguments: as :class:`~lightning_ganeval.FIDCallback`.
 
     Raises:
-        ValueError: ``subset_size`` larger than ``num_samples`` (at construction) or than the real samples (in
-            ``on_train_start``), and the errors of :class:`~lightning_ganeval.FIDCallback`.
+        ValueError: ``subset_size`` larger than ``num_samples`` or ``max_real`` (at construction) or than the real
+            samples (in ``on_train_start``), and the errors of :class:`~lightning_ganeval.FIDCallback`.
     """
 
     def __init__(
@@ -83,6 +83,11 @@ class KIDCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
             raise ValueError(
                 f"`subset_size` ({subset_size}) must not exceed `num_samples` ({num_samples}): each subset draws"
                 " subset_size distinct generated samples."
+            )
+        if self.max_real is not None and subset_size > self.max_real:
+            raise ValueError(
+                f"`subset_size` ({subset_size}) must not exceed `max_real` ({self.max_real}): each subset draws"
+                " subset_size distinct real samples among the max_real kept."
             )
         self.name = name
         self.num_samples = num_samples

@@ -39,8 +39,8 @@ class PrecisionRecallCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
         Other arguments: as :class:`~lightning_ganeval.FIDCallback`.
 
     Raises:
-        ValueError: ``k >= num_samples`` (at construction) or ``k >=`` the number of real samples (in
-            ``on_train_start``), and the errors of :class:`~lightning_ganeval.FIDCallback`.
+        ValueError: ``k >= num_samples`` or ``k >= max_real`` (at construction) or ``k >=`` the number of real
+            samples (in ``on_train_start``), and the errors of :class:`~lightning_ganeval.FIDCallback`.
     """
 
     def __init__(
@@ -76,6 +76,8 @@ class PrecisionRecallCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
         self.block_size = check_int("block_size", block_size, 1)
         if isinstance(num_samples, int) and not isinstance(num_samples, bool) and k >= num_samples:
             raise ValueError(f"`k` ({k}) must be smaller than `num_samples` ({num_samples}).")
+        if self.max_real is not None and k >= self.max_real:
+            raise ValueError(f"`k` ({k}) must be smaller than `max_real` ({self.max_real}).")
         self.name = name
         self.num_samples = num_samples
         super().__init__(

@@ -14,6 +14,8 @@ keeping per-sample features) keeps memory at ``points`` × (d² float64), indepe
 from __future__ import annotations
 
 import hashlib
+import itertools
+import math
 
 import torch
 from torch import Tensor
@@ -69,6 +71,8 @@ class FID(GenerativeMetric):
         extrapolation_points: Number of sample counts N_k = k·N/points in the fit (at least 2).
 
     Returns from :meth:`compute`: ``<name>``, ``<name>_num_samples`` and, with ``extrapolate``, ``<name>_inf``.
+    The fit leaves out counts whose prefix holds fewer than 2 finite samples (or no more than the previous one);
+    a value that cannot be scored (fewer than 2 finite samples, fewer than 2 counts left) is NaN, as KID and IS.
     """
 
     def __init__(
@@ -137,14 +141,46 @@ class FID(GenerativeMetric):
 
     def compute(self) -> dict[str, float]:
         assert self._reference is not None
-        parts = [chunk.compute() for chunk in self._chunks]  # collectives, in the same order on every rank
-        stats = merge_stats(parts) if len(parts) > 1 else parts[0]
-        values = {self.name: self._reference.distance(stats.mean, stats.cov), f"{self.name}_num_samples": stats.n}
+        # Each chunk's (n, mean, M2), merged over ranks: collectives, in the same order on every rank. Read directly
+        # rather than through FIDMoments.compute(), which refuses fewer than 2 samples: with non-finite samples
+        # excluded, a chunk may hold 0 or 1 and still belong to the prefixes.
+        parts = []
+        for chunk in self._chunks:
+            with chunk.sync_context():
+                parts.append((int(chunk.n.item()), chunk.mean.clone(), chunk.m2.clone()))
+        prefixes = list(itertools.accumulate(parts, _merge_moments))
+        total = prefixes[-1][0]
+        values = {self.name: self._distance(prefixes[-1]), f"{self.name}_num_samples": float(total)}
         if self.extrapolate:
-            counts, scores = [], []
-            for k in range(1, len(parts) + 1):
-                prefix = merge_stats(parts[:k])
-                counts.append(prefix.n)
-                scores.append(self._reference.distance(prefix.mean, prefix.cov))
-            values[f"{self.name}_inf"] = extrapolate_to_infinity(counts, scores)
+            counts: list[int] = []
+            scores: list[float] = []
+            for prefix in prefixes:
+                # A prefix without 2 samples has no covariance; one without new samples would repeat a point.
+                if prefix[0] >= 2 and (not counts or prefix[0] > counts[-1]):
+                    counts.append(prefix[0])
+                    scores.append(self._distance(prefix))
+            values[f"{self.name}_inf"] = extrapolate_to_infinity(counts, scores) if len(counts) >= 2 else math.nan
         return {k: float(v) for k, v in values.items()}
+
+    def _distance(self, moments: tuple[int, Tensor, Tensor]) -> float:
+        """FID of (n, mean, M2) to the real statistics; NaN below 2 samples (every one excluded as non-finite)."""
+        assert self._reference is not None
+        n, mean, m2 = moments
+        if n < 2:
+            return math.nan
+        cov = m2 / (n - 1)
+        cov = (cov + cov.T) / 2
+        if not bool(torch.isfinite(mean).all() and torch.isfinite(cov).all()):
+            raise ValueError(f"`{self.name}`: the features are not finite; the mean/covariance hold NaN or Inf.")
+        return self._reference.distance(mean, cov)
+
+
+def _merge_moments(a: tuple[int, Tensor, Tensor], b: tuple[int, Tensor, Tensor]) -> tuple[int, Tensor, Tensor]:
+    """(n, mean, M2) of the union of two disjoint sample sets (Chan et al.), either possibly empty."""
+    n_a, mean_a, m2_a = a
+    n_b, mean_b, m2_b = b
+    if n_a == 0 or n_b == 0:
+        return b if n_a == 0 else a
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    return n, mean_a + delta * (n_b / n), m2_a + m2_b + torch.outer(delta, delta) * (n_a * n_b / n)

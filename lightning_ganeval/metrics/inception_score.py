@@ -10,6 +10,8 @@ bank linearly in 1/N_k to 1/N = 0. Those prefixes are unions of the ``points`` c
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -98,6 +100,8 @@ class InceptionScore(GenerativeMetric):
             with chunks.sync_context():
                 for k in range(1, self.extrapolation_points + 1):
                     prefix_count = chunks.count[:k].sum()
+                    if int(prefix_count) == 0 or (counts and int(prefix_count) == counts[-1]):
+                        continue  # every sample so far excluded as non-finite, or no new one: no (new) point
                     score, _ = inception_score_from_sums(
                         chunks.prob_sum[:k].sum(0, keepdim=True),
                         chunks.plogp_sum[:k].sum().reshape(1),
@@ -105,5 +109,6 @@ class InceptionScore(GenerativeMetric):
                     )
                     counts.append(int(prefix_count))
                     scores.append(score)
-            values[f"{self.name}_inf"] = float(extrapolate_to_infinity(counts, scores))
+            fitted = extrapolate_to_infinity(counts, scores) if len(counts) >= 2 else math.nan
+            values[f"{self.name}_inf"] = float(fitted)
         return values
