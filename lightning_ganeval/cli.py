@@ -132,7 +132,8 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
             array = np.repeat(gray[:, :, None], 3, axis=2)
         else:
             array = np.asarray(image.convert("RGB"))
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
+    # A copy: Pillow's buffer is read-only, and torch warns about (and must not write to) non-writable arrays.
+    return torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1).contiguous()
 
 
 class ImageFolderDataset(Dataset):
