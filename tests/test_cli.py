@@ -46,7 +46,7 @@ KID_ATOL = 1e-6  # one subset of every row on both sides: the same unbiased MMDÂ
 DIRECT_RTOL = 1e-9  # the command line vs the extractor + math in this process: float64 accumulation order only
 # torchrun vs one process. Each process's batches hold other images (files rank, rank + 2, ...) and other counts.
 # The pool3 features come out bit for bit the same on this CPU (convolutions and pooling do not depend on the batch)
-# so FID differs by the float64 merge order only (measured at most 1e-9 relative). The logits are one float32
+# so FID differs by the float64 merge order only (passes at 1e-9 relative). The logits are one float32
 # GEMM, whose rows change in the last bits with the batch's row count, so IS differs at float32 level (measured
 # 3.9e-7 relative). Same thread count on both sides: the features change with it at 2e-5 relative.
 DDP_FID_RTOL = 1e-9
