@@ -32,6 +32,7 @@ PLAIN_MODULES = [
     "real",
     "evaluator",
     "testing",
+    "cli",
 ]
 # Within the package, a module may only import modules that come before it in the data flow (by top-level name:
 # a module of the `metrics` package may import `metrics.*`).
@@ -49,6 +50,7 @@ ALLOWED_INTERNAL = {
     "networks": {"extractor"},
     "real": {"extractor", "images", "math", "metrics", "moments", "networks", "reference", "sampling"},
     "evaluator": {"images", "metrics", "networks", "real", "sampling"},
+    "cli": {"dinov2", "extractor", "images", "math", "metrics", "moments", "networks", "real", "reference", "weights"},
 }
 
 
