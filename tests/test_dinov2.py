@@ -33,7 +33,7 @@ from lightning_ganeval.dinov2 import (
     official_state_dict_shapes,
     resolve_dinov2_weights,
 )
-from lightning_ganeval.testing import _random_images, build_random_dinov2_state_dict, write_random_dinov2_weights
+from lightning_ganeval.testing import build_random_dinov2_state_dict, write_random_dinov2_weights
 from lightning_ganeval.weights import WeightsHashError, WeightsNotFoundError, file_sha256
 
 SMALL = "vits14"
@@ -64,7 +64,10 @@ def small(small_weights: Path) -> DINOv2Extractor:
 
 
 def _images(n: int, side: int, seed: int = 0) -> torch.Tensor:
-    return _random_images(torch.Generator().manual_seed(seed), n, side)
+    """Smooth uint8 noise images (an 8 x 8 field upsampled), seeded."""
+    low = torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+    smooth = torch.nn.functional.interpolate(low, size=(side, side), mode="bilinear", align_corners=False)
+    return (smooth * 255).round().to(torch.uint8)
 
 
 # --------------------------------------------------------------------------------------------- reference
