@@ -19,8 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_ganeval.math import GaussianStats
+from lightning_ganeval.moments import FeatureBank
 
-__all__ = ["GenerativeMetric", "RealData", "RealRequest", "features_fingerprint"]
+__all__ = ["GenerativeMetric", "PerSampleMetric", "RealData", "RealRequest", "features_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -120,3 +121,60 @@ class GenerativeMetric(abc.ABC):
 def features_fingerprint(features: Tensor) -> str:
     """A short digest of feature rows, to notice a change of the real data on resume."""
     return hashlib.sha256(features.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+class PerSampleMetric(GenerativeMetric):
+    """A metric that compares per-sample features of both sides (KID, precision/recall).
+
+    The generated rows are kept on the CPU in a :class:`~lightning_ganeval.moments.FeatureBank` and gathered on
+    every rank, in global sample order, by :meth:`generated_features`; the real rows (the first ``max_real`` real
+    samples) come from the real pass. Subclasses check the real rows in :meth:`check_real` and score in
+    :meth:`compute`.
+    """
+
+    def __init__(self, *, name: str, feature_extractor: nn.Module | None, layer: str | None, max_real: int) -> None:
+        super().__init__(name=name, feature_extractor=feature_extractor, layer=layer)
+        if isinstance(max_real, bool) or not isinstance(max_real, int) or max_real < 2:
+            raise ValueError(f"`max_real` must be an integer >= 2, got {max_real!r}.")
+        self.max_real = max_real
+        self.real: RealData | None = None
+        self.real_fingerprint: str | None = None
+        self._bank: FeatureBank | None = None
+        self._device = torch.device("cpu")
+
+    def real_request(self) -> RealRequest:
+        return RealRequest(max_features=self.max_real)
+
+    def check_real(self, count: int) -> None:
+        """Raise a ValueError naming the argument if ``count`` real rows are too few."""
+
+    def set_real(self, real: RealData) -> None:
+        self.check_real(0 if real.features is None else len(real.features))
+        assert real.features is not None
+        self.real = real
+        self.real_fingerprint = features_fingerprint(real.features)
+
+    def reset(self, num_samples: int, device: torch.device) -> None:
+        if self.real is None or self.real.features is None:
+            raise RuntimeError(f"`{self.name}`: set_real() must run before the first evaluation.")
+        self.num_samples = num_samples
+        self._device = device
+        width = self.real.features.shape[1]
+        if self._bank is None or self._bank.num_features != width:
+            # Every rank knows d from the real features, also one that gets no generated sample.
+            self._bank = FeatureBank(num_features=width)
+        self._bank.reset()
+
+    def update(self, features: Tensor, indices: Tensor) -> None:
+        assert self._bank is not None
+        self._bank.update(features, indices)
+
+    def generated_features(self) -> Tensor:
+        """Every rank's generated rows in global sample order (a collective: every rank calls it)."""
+        assert self._bank is not None
+        return self._bank.compute()
+
+    def real_features(self) -> Tensor:
+        assert self.real is not None
+        assert self.real.features is not None
+        return self.real.features

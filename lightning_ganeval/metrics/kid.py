@@ -25,8 +25,7 @@ import math
 import torch
 from torch import Tensor
 
-from lightning_ganeval.metrics.base import GenerativeMetric, RealData, RealRequest, features_fingerprint
-from lightning_ganeval.moments import FeatureBank
+from lightning_ganeval.metrics.base import PerSampleMetric
 
 __all__ = ["KID", "kid_from_features", "kid_subset_values", "mmd2_unbiased"]
 
@@ -260,7 +259,7 @@ def kid_from_features(
     return float(values.mean()), float(values.std(correction=0))
 
 
-class KID(GenerativeMetric):
+class KID(PerSampleMetric):
     """Kernel Inception Distance of the generated samples' features to real features.
 
     Per-sample features are kept on the CPU (a :class:`~lightning_ganeval.moments.FeatureBank`, N × d float32),
@@ -288,21 +287,13 @@ class KID(GenerativeMetric):
         max_real: int = 10_000,
         seed: int = 0,
     ) -> None:
-        super().__init__(name=name, feature_extractor=feature_extractor, layer=layer)
+        super().__init__(name=name, feature_extractor=feature_extractor, layer=layer, max_real=max_real)
         self.subsets = _check_int(subsets, "subsets", 1)
         self.subset_size = _check_int(subset_size, "subset_size", 2)
-        self.max_real = _check_int(max_real, "max_real", 2)
         self.seed = _check_int(seed, "seed", 0)
-        self.real: RealData | None = None
-        self.real_fingerprint: str | None = None
-        self._bank: FeatureBank | None = None
-        self._device = torch.device("cpu")
 
     def keys(self) -> list[str]:
         return [self.name, f"{self.name}_std", f"{self.name}_num_samples"]
-
-    def real_request(self) -> RealRequest:
-        return RealRequest(max_features=self.max_real)
 
     def min_samples(self) -> int:
         return self.subset_size
@@ -310,41 +301,20 @@ class KID(GenerativeMetric):
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "subsets": self.subsets, "subset_size": self.subset_size, "kid_seed": self.seed}
 
-    def set_real(self, real: RealData) -> None:
-        if real.features is None or len(real.features) < self.subset_size:
-            found = 0 if real.features is None else len(real.features)
+    def check_real(self, count: int) -> None:
+        if count < self.subset_size:
             raise ValueError(
-                f"`{self.name}`: subset_size={self.subset_size} is larger than the {found} real samples; lower"
+                f"`{self.name}`: subset_size={self.subset_size} is larger than the {count} real samples; lower"
                 " `subset_size` or use more real data (`num_real`, `max_real`)."
             )
-        self.real = real
-        self.real_fingerprint = features_fingerprint(real.features)
-
-    def reset(self, num_samples: int, device: torch.device) -> None:
-        self.num_samples = num_samples
-        self._device = device
-        assert self.real is not None
-        assert self.real.features is not None
-        width = self.real.features.shape[1]
-        if self._bank is None or self._bank.num_features != width:
-            # Every rank knows d from the real features, also one that gets no generated sample.
-            self._bank = FeatureBank(num_features=width)
-        self._bank.reset()
-
-    def update(self, features: Tensor, indices: Tensor) -> None:
-        assert self._bank is not None
-        self._bank.update(features, indices)
 
     def compute(self) -> dict[str, float]:
-        assert self._bank is not None
-        assert self.real is not None
-        assert self.real.features is not None
-        fake = self._bank.compute()  # a collective: every rank gets every row, in global sample order
+        fake = self.generated_features()
         if len(fake) < self.subset_size:
             nan = float("nan")
             return {self.name: nan, f"{self.name}_std": nan, f"{self.name}_num_samples": float(len(fake))}
         mean, std = kid_from_features(
-            self.real.features.to(self._device),
+            self.real_features().to(self._device),
             fake.to(self._device),
             subsets=self.subsets,
             subset_size=self.subset_size,

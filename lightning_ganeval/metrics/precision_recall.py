@@ -32,8 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_ganeval.metrics.base import GenerativeMetric, RealData, RealRequest, features_fingerprint
-from lightning_ganeval.moments import FeatureBank
+from lightning_ganeval.metrics.base import PerSampleMetric
 
 __all__ = ["PrecisionRecall", "precision_recall_density_coverage"]
 
@@ -151,7 +150,7 @@ def precision_recall_density_coverage(
     }
 
 
-class PrecisionRecall(GenerativeMetric):
+class PrecisionRecall(PerSampleMetric):
     """Precision, recall, density and coverage of the generated samples against real samples (k-NN manifolds).
 
     Per-sample features are kept on the CPU, gathered once per evaluation in global sample order and compared in
@@ -179,18 +178,11 @@ class PrecisionRecall(GenerativeMetric):
         max_real: int = 10_000,
         block_size: int = 10_000,
     ) -> None:
-        super().__init__(name=name, feature_extractor=feature_extractor, layer=layer)
+        super().__init__(name=name, feature_extractor=feature_extractor, layer=layer, max_real=max_real)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"`k` must be an integer >= 1, got {k!r}.")
-        if isinstance(max_real, bool) or not isinstance(max_real, int) or max_real < 2:
-            raise ValueError(f"`max_real` must be an integer >= 2, got {max_real!r}.")
         self.k = k
-        self.max_real = max_real
         self.block_size = block_size
-        self.real: RealData | None = None
-        self.real_fingerprint: str | None = None
-        self._bank: FeatureBank | None = None
-        self._device = torch.device("cpu")
 
     def key(self, what: str) -> str:
         """The returned key of ``what`` (``precision``, ``recall``, ``density``, ``coverage``, ``num_samples``)."""
@@ -202,51 +194,26 @@ class PrecisionRecall(GenerativeMetric):
     def primary_key(self) -> str:
         return self.key("precision")
 
-    def real_request(self) -> RealRequest:
-        return RealRequest(max_features=self.max_real)
-
     def min_samples(self) -> int:
         return self.k + 1
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "k": self.k}
 
-    def set_real(self, real: RealData) -> None:
-        found = 0 if real.features is None else len(real.features)
-        if found <= self.k:
+    def check_real(self, count: int) -> None:
+        if count <= self.k:
             raise ValueError(
-                f"`{self.name}`: k={self.k} needs more than k real samples, got {found}; lower `k` or use more real"
+                f"`{self.name}`: k={self.k} needs more than k real samples, got {count}; lower `k` or use more real"
                 " data."
             )
-        assert real.features is not None
-        self.real = real
-        self.real_fingerprint = features_fingerprint(real.features)
-
-    def reset(self, num_samples: int, device: torch.device) -> None:
-        self.num_samples = num_samples
-        self._device = device
-        assert self.real is not None
-        assert self.real.features is not None
-        width = self.real.features.shape[1]
-        if self._bank is None or self._bank.num_features != width:
-            # Every rank knows d from the real features, also one that gets no generated sample.
-            self._bank = FeatureBank(num_features=width)
-        self._bank.reset()
-
-    def update(self, features: Tensor, indices: Tensor) -> None:
-        assert self._bank is not None
-        self._bank.update(features, indices)
 
     def compute(self) -> dict[str, float]:
-        assert self._bank is not None
-        assert self.real is not None
-        assert self.real.features is not None
-        fake = self._bank.compute()  # a collective: every rank gets every row, in global sample order
+        fake = self.generated_features()
         if len(fake) <= self.k:
             values = dict.fromkeys(("precision", "recall", "density", "coverage"), float("nan"))
         else:
             values = precision_recall_density_coverage(
-                self.real.features, fake, k=self.k, block_size=self.block_size, device=self._device
+                self.real_features(), fake, k=self.k, block_size=self.block_size, device=self._device
             )
         values["num_samples"] = float(len(fake))
         return {self.key(w): float(v) for w, v in values.items()}
