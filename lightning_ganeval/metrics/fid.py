@@ -25,7 +25,7 @@ from lightning_ganeval.metrics.base import GenerativeMetric, RealData, RealReque
 from lightning_ganeval.metrics.extrapolation import extrapolate_to_infinity
 from lightning_ganeval.moments import FIDMoments
 
-__all__ = ["FID", "merge_stats", "stats_fingerprint"]
+__all__ = ["FID", "stats_fingerprint"]
 
 # The square root of a 2048 x 2048 covariance takes seconds on a CPU; refits in one process reuse it.
 _REFERENCES: dict[tuple[str, str], FrechetReference] = {}
@@ -49,15 +49,6 @@ def _reference(stats: GaussianStats, fingerprint: str, device: torch.device) -> 
     while len(_REFERENCES) > _MAX_REFERENCES:
         del _REFERENCES[next(iter(_REFERENCES))]
     return reference
-
-
-def merge_stats(parts: list[GaussianStats]) -> GaussianStats:
-    """Pooled mean and covariance of disjoint sample sets (Chan's parallel formula, float64)."""
-    n = sum(p.n for p in parts)
-    mean = sum(p.mean * (p.n / n) for p in parts)
-    m2 = sum((p.n - 1) * p.cov + p.n * torch.outer(p.mean - mean, p.mean - mean) for p in parts)
-    cov = m2 / (n - 1)
-    return GaussianStats(n=n, mean=mean, cov=(cov + cov.T) / 2)
 
 
 class FID(GenerativeMetric):
