@@ -261,7 +261,7 @@ def _real_pass(
         for images, indices in iter_real_images(
             real, image_fn=image_fn, num_real=num_real, rank=rank, world_size=world_size
         ):
-            converted = to_uint8_rgb(images, space, side="real", argument=_space_argument(argument, space))
+            converted = to_uint8_rgb(images, space, side="real", argument=_space_argument(space))
             if converted.num_nonfinite:
                 raise ValueError(
                     f"{converted.num_nonfinite} real image(s) contain NaN or Inf; real statistics need finite images."
@@ -294,5 +294,5 @@ def _accumulator(entry: _Entry, width: int, device: torch.device) -> FIDMoments 
     return FeatureBank(num_features=int(width), max_rows=entry.cap)
 
 
-def _space_argument(argument: str, space: PixelSpace) -> str:
+def _space_argument(space: PixelSpace) -> str:
     return "real_normalize" if space.kind == "normalize" else "real_value_range"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +14,6 @@ __all__ = [
     "check_int",
     "check_name",
     "check_path",
-    "check_value_range",
 ]
 
 
@@ -31,17 +29,6 @@ def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"`{name}` must be True or False, got {value!r}.")
     return value
-
-
-def check_value_range(name: str, value: Any) -> tuple[float, float]:
-    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
-        raise TypeError(f"`{name}` must be a pair (low, high) of numbers, got {value!r}.")
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
-        raise TypeError(f"`{name}` must be a pair (low, high) of numbers, got {value!r}.")
-    low, high = float(value[0]), float(value[1])
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(f"`{name}` must be two finite numbers with low < high, got {value!r}.")
-    return low, high
 
 
 def check_path(name: str, value: Any) -> str | None:
