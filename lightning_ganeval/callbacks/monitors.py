@@ -11,7 +11,10 @@ what needs adjusting is *when* they look:
   validation loop it would otherwise raise at epoch 0, where the key does not exist yet, or rank by a stale value).
 
 Both adjustments are per instance and undone in ``teardown`` and ``on_exception``, so that a later ``fit`` with the
-same objects starts from Lightning's own behaviour.
+same objects starts from Lightning's own behaviour. They go through attributes that are private to Lightning
+(``EarlyStopping._run_early_stopping_check``, ``ModelCheckpoint._save_topk_checkpoint`` and the two
+``_..._on_train_epoch_end`` flags); a Lightning release without one of them is left unadjusted, with one warning that
+names the public settings that avoid stale values instead of a crash.
 """
 
 from __future__ import annotations
@@ -69,7 +72,28 @@ class MonitorAdjustments:
                 target.__dict__.pop(attribute, None)
         self._undo = []
 
+    def _missing(self, callback: Any, names: tuple[str, ...], fix: str) -> bool:
+        """Warn (and return True) when this Lightning lacks one of the private attributes the adjustment uses."""
+        missing = [name for name in names if not hasattr(callback, name)]
+        if not missing:
+            return False
+        rank_zero_warn(
+            f"`{type(callback).__name__}(monitor={callback.monitor!r})` is left as it is: this Lightning version has"
+            f" no `{type(callback).__name__}.{missing[0]}`, which lightning_ganeval uses to act only on epochs where"
+            f" `{callback.monitor}` is freshly computed. Between evaluations it may see a stale or missing value. {fix}",
+            category=UserWarning,
+        )
+        return True
+
     def _gate_early_stopping(self, callback: Any) -> None:
+        every = getattr(self.owner, "every_n_epochs", 1)
+        fix = (
+            "To avoid it, evaluate every epoch (`every_n_epochs=1`) and pass"
+            " `EarlyStopping(check_on_train_epoch_end=True)`"
+            + (f", or count `patience` in epochs ({every} per evaluation)." if every > 1 else ".")
+        )
+        if self._missing(callback, ("_run_early_stopping_check", "_check_on_train_epoch_end"), fix):
+            return
         if isinstance(callback.__dict__.get("_run_early_stopping_check"), _FreshGate):
             return
         if callback._check_on_train_epoch_end is False:
@@ -82,6 +106,13 @@ class MonitorAdjustments:
         self._set(callback, "_run_early_stopping_check", _FreshGate(callback, "_run_early_stopping_check", self.owner))
 
     def _gate_checkpoint(self, callback: Any) -> None:
+        every = getattr(self.owner, "every_n_epochs", 1)
+        fix = (
+            f"To avoid it, pass `ModelCheckpoint(every_n_epochs={every}, save_on_train_epoch_end=True)`, the same"
+            " schedule as the metric callback."
+        )
+        if self._missing(callback, ("_save_topk_checkpoint", "_save_on_train_epoch_end"), fix):
+            return
         if isinstance(callback.__dict__.get("_save_topk_checkpoint"), _FreshGate):
             return
         if callback._save_on_train_epoch_end is None:

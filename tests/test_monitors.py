@@ -1,0 +1,46 @@
+"""The EarlyStopping / ModelCheckpoint adjustments degrade to a warning where Lightning lacks a private hook."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from lightning_ganeval.callbacks.monitors import MonitorAdjustments, _FreshGate
+
+
+def _adjust(*callbacks: object, every_n_epochs: int = 2) -> MonitorAdjustments:
+    owner = SimpleNamespace(_logged_keys=lambda: ["fid"], every_n_epochs=every_n_epochs, _evaluated_epoch=-1)
+    adjustments = MonitorAdjustments(owner)
+    adjustments.apply(SimpleNamespace(callbacks=list(callbacks)))
+    return adjustments
+
+
+def test_present_hooks_are_gated_and_undone(tmp_path) -> None:
+    stopper = EarlyStopping(monitor="fid")
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="fid")
+    adjustments = _adjust(stopper, checkpoint)
+    assert isinstance(stopper.__dict__["_run_early_stopping_check"], _FreshGate)
+    assert isinstance(checkpoint.__dict__["_save_topk_checkpoint"], _FreshGate)
+    adjustments.undo()
+    assert "_run_early_stopping_check" not in stopper.__dict__
+    assert "_save_topk_checkpoint" not in checkpoint.__dict__
+
+
+def test_early_stopping_without_the_private_hook_warns_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(EarlyStopping, "_run_early_stopping_check")
+    stopper = EarlyStopping(monitor="fid")
+    with pytest.warns(UserWarning, match=r"_run_early_stopping_check.*every_n_epochs=1.*check_on_train_epoch_end=True"):
+        _adjust(stopper)
+    assert "_run_early_stopping_check" not in stopper.__dict__  # untouched, no half-applied adjustment
+    assert stopper._check_on_train_epoch_end is None
+
+
+def test_checkpoint_without_the_private_hook_warns_with_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.delattr(ModelCheckpoint, "_save_topk_checkpoint")
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="fid")
+    with pytest.warns(UserWarning, match=r"_save_topk_checkpoint.*ModelCheckpoint\(every_n_epochs=3"):
+        _adjust(checkpoint, every_n_epochs=3)
+    assert "_save_topk_checkpoint" not in checkpoint.__dict__
+    assert checkpoint._save_on_train_epoch_end is None
