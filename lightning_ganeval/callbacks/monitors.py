@@ -80,7 +80,8 @@ class MonitorAdjustments:
         rank_zero_warn(
             f"`{type(callback).__name__}(monitor={callback.monitor!r})` is left as it is: this Lightning version has"
             f" no `{type(callback).__name__}.{missing[0]}`, which lightning_ganeval uses to act only on epochs where"
-            f" `{callback.monitor}` is freshly computed. Between evaluations it may see a stale or missing value. {fix}",
+            f" `{callback.monitor}` is freshly computed; between evaluations it may see a stale or missing value. "
+            f"{fix}",
             category=UserWarning,
         )
         return True
