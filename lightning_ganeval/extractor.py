@@ -388,8 +388,10 @@ class InceptionExtractor(nn.Module):
             is the reference protocol; ``"antialias"`` is torchmetrics' default since v1.8.
         fast: Opt-in speed mode, **not reference-exact**: bfloat16 compute on hardware with fast bfloat16 (CUDA
             with bf16 support, CPUs with AVX512-BF16 or AMX) and TF32 on CUDA; about 2x the exact mode's speed on
-            such a CPU. Features change by ~1e-2 relative and FID by ~0.6% relative in our benchmark (random test
-            weights; the real weights could not be measured here). Use it to follow a training run, never to
+            such a CPU. Each block stays within a few bf16 roundings (< 1e-2 relative) of float32; through the
+            whole network the error compounds by how much the weights amplify it (0.1 relative on the random test
+            weights, whose blocks amplify more than trained ones; the real weights could not be measured
+            here). Use it to follow a training run, never to
             compare with published numbers; the ``identity`` ends in ``/fast`` so that caches and statistics files
             never mix the modes. Without fast bfloat16 hardware this runs the exact float32 path.
         device: Where the network lives and runs; inputs on other devices are moved. ``None``: the current CUDA

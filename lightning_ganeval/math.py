@@ -20,7 +20,8 @@ eigenvalues as Σ₁ (Sylvester's law of inertia, for an invertible factor), so 
 × (tr Σ₁ + tr Σ₂ + ‖μ₁ − μ₂‖²), which a negative direction in the null space of a singular factor produces.
 
 Eigenvalues below a numerical-rank tolerance (λ_max · d · ε for Σ₂, the ``np.linalg.matrix_rank`` convention;
-λ_max · √r · ε for Qᵀ Σ₁ Q) are treated as exactly 0. They are rounding noise of size ~ε‖Σ‖, and their square roots
+λ_max · √r · ε for Qᵀ Σ₁ Q, or ε ‖Σ₁‖_F ‖Σ₂‖_F when larger: the rounding of Σ₁'s entries in its null space,
+carried through the factor of Σ₂) are treated as exactly 0. They are rounding noise of size ~ε‖Σ‖, and their square roots
 (~1e-8 √‖Σ‖ each) would otherwise add up: for singular covariances (fewer samples than features) this keeps
 the result within ~1e-14 relative of the closed form instead of ~1e-8, and identical statistics at ~1e-9
 instead of ~1e-5.
@@ -208,6 +209,7 @@ class FrechetReference:
         self._sqrt_eigenvalues, self._factor = _psd_square_root_factor(cov_t, "cov")
         self._mean = mean_t
         self._trace = float(torch.trace(cov_t))
+        self._norm = torch.linalg.matrix_norm(cov_t)  # Frobenius, for the rank tolerance of each distance
         self._trace_sqrt = float(self._sqrt_eigenvalues.sum())
 
     @classmethod
@@ -278,7 +280,12 @@ class FrechetReference:
         def check_inputs() -> None:
             _check_gaussian(mean_t, cov_t, "mean", "cov")
 
-        trace_sqrt_product = _trace_sqrt_product(_lower_gram(self._factor, cov_t @ self._factor), "cov", check_inputs)
+        trace_sqrt_product = _trace_sqrt_product(
+            _lower_gram(self._factor, cov_t @ self._factor),
+            "cov",
+            check_inputs,
+            torch.linalg.matrix_norm(cov_t) * self._norm,
+        )
         diff = mean_t - self._mean
         return _distance_value(diff.dot(diff), torch.trace(cov_t), self._trace, trace_sqrt_product, "cov", check_inputs)
 
@@ -310,7 +317,19 @@ def _check_psd(eigenvalues: Tensor, what: str) -> None:
         )
 
 
-def _trace_sqrt_product(product: Tensor, name: str, check_inputs: Callable[[], None]) -> Tensor:
+def _noise_scale(cov1: Tensor, cov2: Tensor) -> Tensor:
+    """‖Σ₁‖_F ‖Σ₂‖_F: the size of the rounding a congruence by a factor of one covariance gives the other.
+
+    The stored entries of Σ₁ carry rounding of ~ε ‖Σ₁‖ also in its null space, and the congruence multiplies it
+    by up to ‖Σ₂‖, so eigenvalues of the product below ε ‖Σ₁‖ ‖Σ₂‖ cannot be told from 0 whatever its own
+    largest eigenvalue is (the Frobenius norms bound the spectral ones and cost one pass each).
+    """
+    return torch.linalg.matrix_norm(cov1) * torch.linalg.matrix_norm(cov2)
+
+
+def _trace_sqrt_product(
+    product: Tensor, name: str, check_inputs: Callable[[], None], noise_scale: Tensor | None = None
+) -> Tensor:
     """tr (Σ₁ Σ₂)^½ = Σᵢ √λᵢ from the (lower triangle of the) symmetric PSD matrix ``product``, similar to Σ₁Σ₂.
 
     ``product`` is congruent to the covariance named ``name`` (by an invertible factor of the other), so a
@@ -326,9 +345,13 @@ def _trace_sqrt_product(product: Tensor, name: str, check_inputs: Callable[[], N
         check_inputs()
         raise ValueError("The eigenvalue problem of the Fréchet distance did not converge.")
     _check_psd(eigenvalues, f"`{name}` (seen through the congruent matrix of the Fréchet distance)")
-    # Measured rounding noise here stays below ~2 ε λ_max (d ≤ 512), while genuine eigenvalues can be a few
-    # dozen ε λ_max (the square of a small eigenvalue of Σ); √r ε λ_max separates the two.
-    significant = eigenvalues > _rank_tolerance(eigenvalues, eigenvalues.numel() ** 0.5)
+    # Measured rounding noise here stays below ~2 ε λ_max (d ≤ 512) when the spectra are aligned, while genuine
+    # eigenvalues can be a few dozen ε λ_max (the square of a small eigenvalue of Σ); √r ε λ_max separates the
+    # two. When they are not aligned, the noise scale is ε ‖Σ₁‖ ‖Σ₂‖ (see _noise_scale), which can exceed λ_max.
+    tolerance = _rank_tolerance(eigenvalues, eigenvalues.numel() ** 0.5)
+    if noise_scale is not None:
+        tolerance = torch.maximum(tolerance, noise_scale * _EPS)
+    significant = eigenvalues > tolerance
     return torch.where(significant, eigenvalues, 0.0).sqrt().sum()
 
 
@@ -461,14 +484,18 @@ def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
         chol = _cholesky_if_definite(factored)
         if chol is None:
             continue
-        trace_sqrt_product = _trace_sqrt_product(_triangular_congruence(chol, other), name, check_inputs)
+        trace_sqrt_product = _trace_sqrt_product(
+            _triangular_congruence(chol, other), name, check_inputs, _noise_scale(sigma1_t, sigma2_t)
+        )
         diff = mu1_t - mu2_t
         return _distance_value(
             diff.dot(diff), torch.trace(sigma1_t), torch.trace(sigma2_t), trace_sqrt_product, name, check_inputs
         )
     # Both singular: the eigendecomposition is rank-revealing where an unpivoted Cholesky factor is not.
     _, factor = _psd_square_root_factor(sigma2_t, "sigma2")
-    trace_sqrt_product = _trace_sqrt_product(_lower_gram(factor, sigma1_t @ factor), "sigma1", check_inputs)
+    trace_sqrt_product = _trace_sqrt_product(
+        _lower_gram(factor, sigma1_t @ factor), "sigma1", check_inputs, _noise_scale(sigma1_t, sigma2_t)
+    )
     diff = mu1_t - mu2_t
     return _distance_value(
         diff.dot(diff), torch.trace(sigma1_t), torch.trace(sigma2_t), trace_sqrt_product, "sigma1", check_inputs
