@@ -34,3 +34,9 @@ class FakeExtractor(nn.Module):
         x = F.adaptive_avg_pool2d(images.float() / 127.5 - 1, 4).flatten(1)
         pool = torch.tanh(x @ self.w_pool)
         return InceptionFeatures(pool=pool, logits=pool @ self.w_logits)
+
+
+def half_average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+    """An EMA with decay 0.5 for ``WeightAveraging(avg_fn=...)``; module-level so that ``ddp_spawn`` can pickle it
+    (``EMAWeightAveraging``'s own closure cannot be pickled)."""
+    return 0.5 * averaged + 0.5 * current

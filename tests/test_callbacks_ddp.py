@@ -16,8 +16,8 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
-from fakes import FakeExtractor
-from lightning.pytorch.callbacks import Callback
+from fakes import FakeExtractor, half_average
+from lightning.pytorch.callbacks import Callback, WeightAveraging
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -81,15 +81,23 @@ class TinyGAN(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
-def _run(root: Path, devices: int, weights: Path) -> list[dict[str, Any]]:
+def _run(root: Path, devices: int, weights: Path, averaging: bool = False) -> list[dict[str, Any]]:
     real = torch.rand(NUM_REAL, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
     common = {"num_samples": 10, "batch_size": 4, "inception_weights": weights, "progress": False}
     callbacks = [
         UseFakeExtractor(),
-        FIDCallback(real=DataLoader(TensorDataset(real), batch_size=4), cache_dir=root / "cache", **common),
+        FIDCallback(
+            real=DataLoader(TensorDataset(real), batch_size=4),
+            cache_dir=root / "cache",
+            model_weights="both" if averaging else "averaged",
+            **common,
+        ),
         InceptionScoreCallback(splits=2, **common),
         RecordScores(root),
     ]
+    if averaging:
+        # EMAWeightAveraging's closure cannot be pickled for ddp_spawn: the same average from a module function.
+        callbacks.append(WeightAveraging(avg_fn=half_average))
     torch.manual_seed(0)
     model = TinyGAN()
     trainer = pl.Trainer(
@@ -139,3 +147,16 @@ def test_two_processes_log_the_single_process_scores(tmp_path: Path, inception_w
     # Real batches differ between the runs (rank shards), so float32 features differ by rounding (~1e-7).
     torch.testing.assert_close(stats.mean, stats_single.mean, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(stats.cov, stats_single.cov, rtol=1e-5, atol=1e-6)
+
+
+def test_two_processes_score_the_averaged_weights(tmp_path: Path, inception_weights_path: Path) -> None:
+    # ddp_spawn pickles the callbacks (the averaging callback is found again in each worker). With lr 0 only the
+    # BatchNorm running statistics move, and the averaged copy averages them too, so `fid` and `fid_current` differ;
+    # each equals the single-process value (rank 0's statistics are used on every rank), on every rank.
+    (single,) = _run(tmp_path / "single", 1, inception_weights_path, averaging=True)
+    ranks = _run(tmp_path / "ddp", 2, inception_weights_path, averaging=True)
+    assert ranks[0] == {**ranks[1], "world_size": 2}
+    for entry, reference in zip(ranks[0]["history"]["fid"], single["history"]["fid"], strict=True):
+        assert entry["fid"] == pytest.approx(reference["fid"], rel=1e-5)
+        assert entry["fid_current"] == pytest.approx(reference["fid_current"], rel=1e-5)
+        assert entry["fid"] != pytest.approx(entry["fid_current"], rel=1e-4)

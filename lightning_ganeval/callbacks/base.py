@@ -33,6 +33,7 @@ from lightning_ganeval.callbacks._checks import (
     check_name,
     check_path,
 )
+from lightning_ganeval.callbacks._compat import lightning_classes
 from lightning_ganeval.callbacks.grids import log_grid
 from lightning_ganeval.callbacks.monitors import MonitorAdjustments
 from lightning_ganeval.evaluator import NONFINITE_POLICIES, Evaluator
@@ -53,6 +54,10 @@ from lightning_ganeval.weights import InceptionWeights, resolve_weights
 __all__ = ["SampleFn"]
 
 SampleFn = Callable[["pl.LightningModule", Tensor], Tensor]
+
+#: What ``model_weights=`` accepts: with a ``WeightAveraging`` callback in the Trainer, score its averaged copy,
+#: the weights being trained, or both (the current ones logged under ``<key>_current``).
+MODEL_WEIGHTS = ("averaged", "current", "both")
 
 #: Fraction of clamped generated pixel values above which a warning says the pixel space may be wrong.
 CLAMPED_WARNING_FRACTION = 0.05
@@ -117,7 +122,7 @@ class _SharedEvaluation:
         self.evaluator: Evaluator | None = None
         self.prepared_for: object | None = None
         self.token: tuple[int, int] | None = None
-        self.result: Any = None
+        self.results: dict[str, Any] = {}  # this evaluation's result per scored weights (averaged / current)
         self.space: PixelSpace | None = None
 
     @property
@@ -245,10 +250,12 @@ class _SharedEvaluation:
 
     # ------------------------------------------------------------------------------------ per evaluation
 
-    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, weights: str = "current") -> Any:
         token = (trainer.current_epoch, trainer.global_step)
-        if self.token == token:
-            return self.result
+        if self.token != token:
+            self.token, self.results = token, {}
+        if weights in self.results:
+            return self.results[weights]
         owner = self.owner
         assert self.evaluator is not None
         sample, source = owner._sampler(pl_module)
@@ -263,19 +270,25 @@ class _SharedEvaluation:
                 return generate(precision.convert_input(latents))
 
         with bar:
-            self.result = self.evaluator.evaluate(
+            result = self.evaluator.evaluate(
                 sample,
                 module=pl_module,
                 rank=trainer.global_rank,
                 world_size=trainer.world_size,
                 keep_images=wanted,
                 progress=lambda done: bar.update(done - bar.n),
-                source=source,
-                generator_device=pl_module.device,
+                source=source if weights == "current" else f"{source} on the averaged weights",
+                generator_device=_module_device(pl_module),
                 call=call,
             )
-        self.token = token
-        return self.result
+        self.results[weights] = result
+        return result
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    """Where ``module`` lives (an averaged copy may be kept on another device than the LightningModule)."""
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def _is_loader(loader: Any) -> bool:
@@ -292,14 +305,14 @@ class _GenerativeMetricCallback(Callback):
     """Configuration, scheduling, the shared pass, state and logging of the metric callbacks."""
 
     # Attributes that only exist while fitting; dropped when the callback is pickled (ddp_spawn) or saved.
-    _RUNTIME_ATTRIBUTES: ClassVar[tuple[str, ...]] = ("_extractor", "_group", "_monitors", "_weights")
+    _RUNTIME_ATTRIBUTES: ClassVar[tuple[str, ...]] = ("_extractor", "_group", "_monitors", "_weights", "_averaging")
 
     def __init__(
         self,
         *,
         num_samples: int,
         batch_size: int,
-        every_n_epochs: int,
+        every_n_epochs: int | None,
         latent_shape: int | Sequence[int] | None,
         sample_fn: SampleFn | str | None,
         value_range: tuple[float, float] | None,
@@ -313,10 +326,25 @@ class _GenerativeMetricCallback(Callback):
         progress: bool,
         log_images: int = 0,
         feature_extractor: nn.Module | None = None,
+        every_n_train_steps: int | None = None,
+        model_weights: str = "averaged",
     ) -> None:
         self.num_samples = num_samples  # checked below, against the metric's minimum
         self.batch_size = check_int("batch_size", batch_size, 1)
-        self.every_n_epochs = check_int("every_n_epochs", every_n_epochs, 1)
+        if every_n_epochs is not None and every_n_train_steps is not None:
+            raise ValueError(
+                f"`every_n_epochs={every_n_epochs!r}` and `every_n_train_steps={every_n_train_steps!r}` are mutually"
+                " exclusive: pass one of them (the other stays None)."
+            )
+        self.every_n_train_steps = (
+            None if every_n_train_steps is None else check_int("every_n_train_steps", every_n_train_steps, 1)
+        )
+        self.every_n_epochs = (
+            None if self.every_n_train_steps is not None else check_int("every_n_epochs", every_n_epochs or 1, 1)
+        )
+        if every_n_epochs is not None:
+            check_int("every_n_epochs", every_n_epochs, 1)
+        self.model_weights = check_choice("model_weights", model_weights, MODEL_WEIGHTS)
         self.latent_shape = None if latent_shape is None else normalize_latent_shape(latent_shape)
         self.sample_fn = resolve_callable("sample_fn", sample_fn)
         self.value_range = value_range
@@ -342,6 +370,9 @@ class _GenerativeMetricCallback(Callback):
         self.last_score: float | None = None
         self.history: list[dict[str, float]] = []
         self._evaluated_epoch: int | None = None
+        self._evaluated_step: int | None = None
+        self._step_bucket = 0
+        self._averaging: Any = None
         self._extractor: nn.Module | None = None
         self._weights: InceptionWeights | None = None
         self._group: _SharedEvaluation | None = None
@@ -354,7 +385,11 @@ class _GenerativeMetricCallback(Callback):
         raise NotImplementedError
 
     def _logged_keys(self) -> list[str]:
-        return [*self._metric.keys(), f"{self.name}_nonfinite", f"{self.name}_clamped"]
+        keys = [*self._metric.keys(), f"{self.name}_nonfinite", f"{self.name}_clamped"]
+        if self.model_weights == "both":
+            metric_keys = self._metric.keys()
+            keys += [f"{key}_current" for key in metric_keys]
+        return keys
 
     @property
     def _real_space(self) -> PixelSpace | None:
@@ -472,6 +507,7 @@ class _GenerativeMetricCallback(Callback):
                 self.feature_extractor.to(device)
         self._metric.feature_extractor = self.feature_extractor
         self._evaluated_epoch = None
+        self._evaluated_step = None
         self._join_group(trainer)
 
     def _needs_inception_anyway(self) -> bool:
@@ -489,13 +525,83 @@ class _GenerativeMetricCallback(Callback):
             return
         assert self._group is not None, "setup(stage='fit') must run before on_train_start"
         self._group.prepare(trainer, pl_module)
+        # After a resume global_step is restored: the next evaluation is at the next multiple.
+        self._step_bucket = trainer.global_step // (self.every_n_train_steps or 1)
+        self._averaging = self._find_weight_averaging(trainer)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._should_evaluate(trainer):
+        if self.every_n_epochs is None or not self._should_evaluate(trainer):
             return
-        assert self._group is not None, "setup(stage='fit') must run before on_train_epoch_end"
-        result = self._group.evaluate(trainer, pl_module)
+        self._evaluate_and_log(trainer, pl_module)
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.every_n_train_steps is None or not self._should_evaluate(trainer):
+            return
+        # global_step counts optimizer steps; it may move by more than one per batch (manual optimization with
+        # several optimizers) and not at all (gradient accumulation): evaluate when it crosses a multiple.
+        bucket = trainer.global_step // self.every_n_train_steps
+        if bucket <= self._step_bucket:
+            return
+        self._step_bucket = bucket
+        self._evaluate_and_log(trainer, pl_module)
+
+    # --------------------------------------------------------------------------------- averaged weights
+
+    def _find_weight_averaging(self, trainer: pl.Trainer) -> Any:
+        """The Trainer's ``WeightAveraging`` callback whose averaged copy is scored, or None (said once)."""
+        classes = lightning_classes("callbacks", "WeightAveraging")
+        averaging = next((c for c in trainer.callbacks if classes and isinstance(c, classes)), None)
+        if averaging is None or self.model_weights == "current":
+            return None
+        if not isinstance(getattr(averaging, "_average_model", None), nn.Module):
+            rank_zero_warn(
+                f"`{type(self).__name__}(name={self.name!r})` scores the current weights: this Lightning version's"
+                f" `{type(averaging).__name__}` keeps its averaged model where lightning_ganeval cannot find it"
+                " (`_average_model`). Pass `model_weights='current'` to silence this.",
+                category=UserWarning,
+            )
+            return None
+        if trainer.is_global_zero and self._group is not None and self is self._group.owner:
+            also = " and the current weights (logged as `<key>_current`)" if self.model_weights == "both" else ""
+            rank_zero_info(
+                f"lightning_ganeval: {self._group.describe()} score the averaged weights of"
+                f" `{type(averaging).__name__}`{also}. Pass `model_weights='current'` to score the weights being"
+                " trained instead, or `model_weights='both'` to log both."
+            )
+        return averaging
+
+    def _scored_module(self, pl_module: pl.LightningModule, weights: str) -> pl.LightningModule:
+        """The module sampled for ``weights`` ("averaged" or "current").
+
+        The averaged copy is sampled in place (``AveragedModel.module`` is a whole copy of the LightningModule),
+        never swapped into ``pl_module``: an evaluation that fails leaves both exactly as they were.
+        """
+        if weights == "averaged" and self._averaging is not None:
+            average = getattr(self._averaging, "_average_model", None)
+            if isinstance(average, nn.Module):
+                return average.module
+        return pl_module
+
+    # ------------------------------------------------------------------------------------- evaluation
+
+    def _evaluate_and_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert self._group is not None, "setup(stage='fit') must run before an evaluation"
+        first = "averaged" if self._averaging is not None and self.model_weights != "current" else "current"
+        values = self._evaluate_values(trainer, pl_module, first)
+        if first == "averaged" and self.model_weights == "both":
+            current = self._evaluate_values(trainer, pl_module, "current")
+            metric_keys = self._metric.keys()
+            values.update({f"{key}_current": current[key] for key in metric_keys})
+        self._publish(trainer, pl_module, values)
+
+    def _evaluate_values(self, trainer: pl.Trainer, pl_module: pl.LightningModule, weights: str) -> dict[str, float]:
+        assert self._group is not None
+        module = self._scored_module(pl_module, weights)
+        result = self._group.evaluate(trainer, module, weights)
         if result.num_nonfinite and self.nonfinite == "raise":
             raise ValueError(
                 f"The generator produced {result.num_nonfinite} non-finite (NaN or Inf) samples out of"
@@ -522,10 +628,11 @@ class _GenerativeMetricCallback(Callback):
         # The states were merged, so every rank holds the same numbers; broadcasting rank 0's makes them
         # bit-identical, so that EarlyStopping and ModelCheckpoint decide the same way on every rank.
         values = trainer.strategy.broadcast(values, src=0)
-        self._publish(trainer, pl_module, values)
         if self._log_images and result.images is not None and trainer.is_global_zero:
             step = max(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step) - 1, 0)
-            log_grid(trainer.loggers, f"{self.name}_samples", result.images[: self._log_images], step)
+            suffix = "_current" if weights == "current" and self.model_weights == "both" else ""
+            log_grid(trainer.loggers, f"{self.name}_samples{suffix}", result.images[: self._log_images], step)
+        return values
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -556,7 +663,7 @@ class _GenerativeMetricCallback(Callback):
             return False
         if trainer.fast_dev_run:
             return False
-        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        return self.every_n_epochs is None or (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def _check_unique_keys(self, trainer: pl.Trainer) -> None:
         mine = set(self._logged_keys())
@@ -609,6 +716,7 @@ class _GenerativeMetricCallback(Callback):
             self.num_samples,
             self.batch_size,
             self.every_n_epochs,
+            self.every_n_train_steps,
             self._resolved_latent_shape,
             self.sample_fn,
             self._space,
@@ -655,10 +763,11 @@ class _GenerativeMetricCallback(Callback):
             pl_module.log(
                 key,
                 float(value),
-                on_step=False,
-                on_epoch=True,
                 prog_bar=key == self._metric.primary_key(),
                 logger=bool(trainer.loggers),
+                # A step schedule logs at the step it evaluated; an epoch one once per epoch.
+                on_step=self.every_n_train_steps is not None,
+                on_epoch=self.every_n_train_steps is None,
                 sync_dist=True,
                 reduce_fx="max",
                 batch_size=1,
@@ -666,3 +775,4 @@ class _GenerativeMetricCallback(Callback):
         self.last_score = float(values[self._metric.primary_key()])
         self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **values})
         self._evaluated_epoch = trainer.current_epoch
+        self._evaluated_step = trainer.global_step

@@ -26,7 +26,15 @@ class InceptionScoreCallback(_GenerativeMetricCallback):
         num_samples: Generated samples per evaluation (at least ``splits``).
         splits: Number of splits.
         batch_size: Samples per generator call and Inception pass.
-        every_n_epochs: Evaluate at the end of every ``every_n_epochs``-th training epoch.
+        every_n_epochs: Evaluate at the end of every ``every_n_epochs``-th training epoch (1 when neither this nor
+            ``every_n_train_steps`` is given).
+        every_n_train_steps: Evaluate instead every ``every_n_train_steps`` optimizer steps (``trainer.global_step``,
+            what ``ModelCheckpoint(every_n_train_steps=...)`` counts: with gradient accumulation one step per
+            accumulated batch group, with manual optimization one per ``optimizer.step()``, so two per batch for a
+            GAN stepping a generator and a discriminator optimizer). Mutually exclusive with ``every_n_epochs``.
+        model_weights: With a ``WeightAveraging`` callback (e.g. ``EMAWeightAveraging``) in the Trainer:
+            ``"averaged"`` (default) scores its averaged copy, ``"current"`` the weights being trained, ``"both"``
+            logs both (the current ones as ``<key>_current``). Without one, the current weights are scored.
         latent_shape: Shape of one latent vector; default ``pl_module.hparams.latent_dim``.
         sample_fn: ``sample_fn(pl_module, z) -> images`` (or its import path) for other generators.
         value_range: ``(low, high)`` of the generated images; default: inferred from the training data.
@@ -66,7 +74,9 @@ class InceptionScoreCallback(_GenerativeMetricCallback):
         num_samples: int = 10_000,
         splits: int = 10,
         batch_size: int = 64,
-        every_n_epochs: int = 1,
+        every_n_epochs: int | None = None,
+        every_n_train_steps: int | None = None,
+        model_weights: str = "averaged",
         latent_shape: int | Sequence[int] | None = None,
         sample_fn: SampleFn | str | None = None,
         value_range: tuple[float, float] | None = None,
@@ -91,6 +101,8 @@ class InceptionScoreCallback(_GenerativeMetricCallback):
             num_samples=num_samples,
             batch_size=batch_size,
             every_n_epochs=every_n_epochs,
+            every_n_train_steps=every_n_train_steps,
+            model_weights=model_weights,
             latent_shape=latent_shape,
             sample_fn=sample_fn,
             value_range=value_range,

@@ -1,6 +1,7 @@
 """Making ``EarlyStopping`` and ``ModelCheckpoint`` act on fresh values of the keys the metric callbacks log.
 
-The metric callbacks log at the end of training epochs, and only every ``every_n_epochs`` epochs. Lightning runs
+The metric callbacks log at the end of training epochs, and only every ``every_n_epochs`` epochs (or, on a step
+schedule, at the end of the batch whose optimizer step crosses a multiple of ``every_n_train_steps``). Lightning runs
 ``EarlyStopping`` and ``ModelCheckpoint`` after every other callback in that hook, so they see this epoch's value;
 what needs adjusting is *when* they look:
 
@@ -9,6 +10,10 @@ what needs adjusting is *when* they look:
   ``strict=True`` does not fail before the first one;
 - a ``ModelCheckpoint`` that monitors one of our keys ranks checkpoints only on evaluation epochs (with a
   validation loop it would otherwise raise at epoch 0, where the key does not exist yet, or rank by a stale value).
+
+On a step schedule ``EarlyStopping`` still checks at train-epoch end (Lightning has no step-wise check), on epochs
+that held an evaluation, and a ``ModelCheckpoint`` ranks only at the optimizer steps where the key was computed:
+give it ``every_n_train_steps`` equal to the callback's.
 
 Both adjustments are per instance and undone in ``teardown`` and ``on_exception``, so that a later ``fit`` with the
 same objects starts from Lightning's own behaviour. They go through attributes that are private to Lightning
@@ -29,13 +34,19 @@ __all__ = ["MonitorAdjustments"]
 
 
 class _FreshGate:
-    """Stands in for a bound method of a monitoring callback; runs it only on freshly evaluated epochs."""
+    """Stands in for a bound method of a monitoring callback; runs it only when the owner has a fresh value.
 
-    def __init__(self, target: Any, method: str, owner: Any) -> None:
-        self.target, self.method, self.owner = target, method, owner
+    Fresh means evaluated in this epoch, or with ``per_step`` at this very optimizer step (a ``ModelCheckpoint``
+    that saves every N training steps next to a metric callback on a step schedule).
+    """
+
+    def __init__(self, target: Any, method: str, owner: Any, per_step: bool = False) -> None:
+        self.target, self.method, self.owner, self.per_step = target, method, owner, per_step
 
     def __call__(self, trainer: Any, *args: Any, **kwargs: Any) -> Any:
         if self.owner._evaluated_epoch != trainer.current_epoch:
+            return None
+        if self.per_step and self.owner._evaluated_step != trainer.global_step:
             return None
         return getattr(type(self.target), self.method)(self.target, trainer, *args, **kwargs)
 
@@ -87,7 +98,7 @@ class MonitorAdjustments:
         return True
 
     def _gate_early_stopping(self, callback: Any) -> None:
-        every = getattr(self.owner, "every_n_epochs", 1)
+        every = getattr(self.owner, "every_n_epochs", None) or 1
         fix = (
             "To avoid it, evaluate every epoch (`every_n_epochs=1`) and pass"
             " `EarlyStopping(check_on_train_epoch_end=True)`"
@@ -107,9 +118,10 @@ class MonitorAdjustments:
         self._set(callback, "_run_early_stopping_check", _FreshGate(callback, "_run_early_stopping_check", self.owner))
 
     def _gate_checkpoint(self, callback: Any) -> None:
-        every = getattr(self.owner, "every_n_epochs", 1)
+        steps = getattr(self.owner, "every_n_train_steps", None)
+        schedule = f"every_n_train_steps={steps}" if steps else f"every_n_epochs={self.owner.every_n_epochs or 1}"
         fix = (
-            f"To avoid it, pass `ModelCheckpoint(every_n_epochs={every}, save_on_train_epoch_end=True)`, the same"
+            f"To avoid it, pass `ModelCheckpoint({schedule}, save_on_train_epoch_end=True)`, the same"
             " schedule as the metric callback."
         )
         if self._missing(callback, ("_save_topk_checkpoint", "_save_on_train_epoch_end"), fix):
@@ -130,4 +142,8 @@ class MonitorAdjustments:
             return
         # Rank (top-k) checkpoints only on evaluation epochs: elsewhere the key is missing (Lightning raises once a
         # validation loop has run) or stale. `save_last` is not affected.
-        self._set(callback, "_save_topk_checkpoint", _FreshGate(callback, "_save_topk_checkpoint", self.owner))
+        self._set(
+            callback,
+            "_save_topk_checkpoint",
+            _FreshGate(callback, "_save_topk_checkpoint", self.owner, per_step=bool(steps)),
+        )
