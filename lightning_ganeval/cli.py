@@ -600,7 +600,7 @@ def _non_negative(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``lightning-ganeval`` (its subcommands and their options)."""
-    from lightning_ganeval import __version__
+    from lightning_ganeval._version import __version__
 
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("evaluation options")

@@ -68,7 +68,7 @@ _DEFAULT_BATCH_SIZE = 50
 
 # --------------------------------------------------------------------------------------------- files
 def _library_version() -> str:
-    from lightning_ganeval import __version__
+    from lightning_ganeval._version import __version__
 
     return __version__
 
