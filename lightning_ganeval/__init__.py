@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from lightning_ganeval._version import __version__
+from lightning_ganeval._version import __version__ as __version__
 
 _EXPORTS = {
     "FIDCallback": "callbacks",

@@ -21,8 +21,8 @@ eigenvalues as Σ₁ (Sylvester's law of inertia, for an invertible factor), so 
 
 Eigenvalues below a numerical-rank tolerance (λ_max · d · ε for Σ₂, the ``np.linalg.matrix_rank`` convention;
 λ_max · √r · ε for Qᵀ Σ₁ Q, or ε ‖Σ₁‖_F ‖Σ₂‖_F when larger: the rounding of Σ₁'s entries in its null space,
-carried through the factor of Σ₂) are treated as exactly 0. They are rounding noise of size ~ε‖Σ‖, and their square roots
-(~1e-8 √‖Σ‖ each) would otherwise add up: for singular covariances (fewer samples than features) this keeps
+carried through the factor of Σ₂) are treated as exactly 0. They are rounding noise of size ~ε‖Σ‖, and their square
+roots (~1e-8 √‖Σ‖ each) would otherwise add up: for singular covariances (fewer samples than features) this keeps
 the result within ~1e-14 relative of the closed form instead of ~1e-8, and identical statistics at ~1e-9
 instead of ~1e-5.
 

@@ -111,7 +111,9 @@ def test_every_module_is_in_the_table() -> None:
     top_level = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"} | {
         p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()
     }
-    assert top_level - {"callbacks", "__main__", "_version"} <= set(ALLOWED_INTERNAL), sorted(top_level - set(ALLOWED_INTERNAL))
+    assert top_level - {"callbacks", "__main__", "_version"} <= set(ALLOWED_INTERNAL), sorted(
+        top_level - set(ALLOWED_INTERNAL)
+    )
 
 
 def test_plain_modules_load_without_lightning() -> None:
