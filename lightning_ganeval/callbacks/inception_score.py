@@ -28,13 +28,10 @@ class InceptionScoreCallback(_GenerativeMetricCallback):
         batch_size: Samples per generator call and Inception pass.
         every_n_epochs: Evaluate at the end of every ``every_n_epochs``-th training epoch (1 when neither this nor
             ``every_n_train_steps`` is given).
-        every_n_train_steps: Evaluate instead every ``every_n_train_steps`` optimizer steps (``trainer.global_step``,
-            what ``ModelCheckpoint(every_n_train_steps=...)`` counts: with gradient accumulation one step per
-            accumulated batch group, with manual optimization one per ``optimizer.step()``, so two per batch for a
-            GAN stepping a generator and a discriminator optimizer). Mutually exclusive with ``every_n_epochs``.
-        model_weights: With a ``WeightAveraging`` callback (e.g. ``EMAWeightAveraging``) in the Trainer:
-            ``"averaged"`` (default) scores its averaged copy, ``"current"`` the weights being trained, ``"both"``
-            logs both (the current ones as ``<key>_current``). Without one, the current weights are scored.
+        every_n_train_steps: Evaluate every this many optimizer steps instead; see
+            :class:`~lightning_ganeval.FIDCallback`.
+        model_weights: Which weights to score next to a ``WeightAveraging`` callback; see
+            :class:`~lightning_ganeval.FIDCallback`.
         latent_shape: Shape of one latent vector; default ``pl_module.hparams.latent_dim``.
         sample_fn: ``sample_fn(pl_module, z) -> images`` (or its import path) for other generators.
         value_range: ``(low, high)`` of the generated images; default: inferred from the training data.
