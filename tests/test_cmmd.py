@@ -315,7 +315,7 @@ def test_callback_in_a_trainer_logs_the_reference_value(clip, clip_weights: Path
     real = torch.rand(7, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
     loader = DataLoader(TensorDataset(real), batch_size=4)
     callback = CMMDCallback(
-        real=loader, num_samples=6, batch_size=4, latent_shape=4, clip_weights=clip_weights, progress=False
+        real=loader, num_samples=6, max_real=7, batch_size=4, latent_shape=4, clip_weights=clip_weights, progress=False
     )
     torch.manual_seed(0)
     model = Gen()
