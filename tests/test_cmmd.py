@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from PIL import Image
 
 import lightning_ganeval.metrics.cmmd as cmmd_module
@@ -369,3 +370,96 @@ def test_command_line_refuses_a_resize_clip_does_not_take(tmp_path: Path) -> Non
     line = _single_line_error(*run_cli("cmmd", a, a, "--resize", "tf1", "--no-progress"))
     assert "--resize tf1 does not apply to --network clip" in line
     assert os.environ.get("LIGHTNING_GANEVAL_CLIP_WEIGHTS") is None
+
+
+# --------------------------------------------------------------------------------------------- DDP
+
+
+class PooledFeatures(torch.nn.Module):
+    """A cheap feature network returning one (N, d) tensor, like CLIPExtractor (importable in spawned workers)."""
+
+    num_features = 12
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("w", torch.randn(48, 12, generator=torch.Generator().manual_seed(0)))
+        self.identity = "pooled-features/v1"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.adaptive_avg_pool2d(images.float() / 127.5 - 1, 4).flatten(1)
+        return torch.tanh(x @ self.w) + 0.5
+
+
+class RecordLast(Callback):
+    """Writes each rank's callback_metrics and last history entries (importable in spawned workers)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def on_train_end(self, trainer, pl_module) -> None:  # type: ignore[no-untyped-def]
+        import json
+
+        values = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        for cb in trainer.callbacks:
+            if getattr(cb, "history", None):
+                values.update({f"history_{k}": v for k, v in cb.history[-1].items()})
+        (self.root / f"rank{trainer.global_rank}.json").write_text(json.dumps(values))
+
+
+def _ddp_run(root: Path, devices: int) -> dict[str, float]:
+    import json
+
+    import lightning.pytorch as pl
+    from test_metrics_callbacks_ddp import TinyGAN
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_ganeval import CMMDCallback, VendiScoreCallback
+
+    real = (torch.rand(13, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1) / 4
+    network = PooledFeatures()
+    common = {"num_samples": 14, "batch_size": 4, "progress": False, "feature_extractor": network}
+    callbacks = [
+        CMMDCallback(real=DataLoader(TensorDataset(real), batch_size=4), max_real=13, cache_dir=root / "c", **common),
+        CMMDCallback(
+            real=DataLoader(TensorDataset(real), batch_size=4), max_real=13, estimator="unbiased", name="cmmd_u",
+            cache_dir=root / "c", **common,
+        ),
+        VendiScoreCallback(**common),
+        RecordLast(root),
+    ]  # fmt: skip
+    torch.manual_seed(0)
+    trainer = pl.Trainer(
+        default_root_dir=root,
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        max_epochs=1,
+        limit_train_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(TinyGAN(), DataLoader(TensorDataset(real), batch_size=4))
+    ranks = [json.loads((root / f"rank{r}.json").read_text()) for r in range(devices)]
+    assert all(rank == ranks[0] for rank in ranks[1:])  # every rank logged the same values
+    return ranks[0]
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_one_two_and_three_processes_log_the_same_cmmd_and_vendi(tmp_path: Path) -> None:
+    """14 samples in batches of 4 (unequal shares, one rank of 3 gets 1 batch), 13 real images."""
+    runs = {devices: _ddp_run(tmp_path / f"w{devices}", devices) for devices in (1, 2, 3)}
+    single = runs[1]
+    for key in ("cmmd", "cmmd_u", "vendi"):
+        assert single[f"history_{key}"] > 0
+    assert single["history_cmmd_num_samples"] == single["history_vendi_num_samples"] == 14
+    for devices in (2, 3):
+        for key in ("cmmd", "cmmd_u", "vendi"):
+            # The generated features are bit for bit those of the same global batches; the real ones come from other
+            # real batch compositions (float32 rounding) and Vendi's Gram sums merge in another order (float64).
+            assert runs[devices][f"history_{key}"] == pytest.approx(single[f"history_{key}"], rel=1e-6), (devices, key)
