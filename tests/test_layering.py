@@ -17,6 +17,7 @@ PLAIN_MODULES = [
     "images",
     "extractor",
     "dinov2",
+    "clip",
     "moments",
     "math",
     "reference",
@@ -28,6 +29,8 @@ PLAIN_MODULES = [
     "metrics.kid",
     "metrics.precision_recall",
     "metrics.extrapolation",
+    "metrics.cmmd",
+    "metrics.vendi",
     "networks",
     "real",
     "evaluator",
@@ -43,6 +46,7 @@ ALLOWED_INTERNAL = {
     "testing": {"weights"},
     "extractor": {"weights"},
     "dinov2": {"weights", "extractor"},
+    "clip": {"weights", "extractor"},
     "moments": {"math"},
     "sampling": {"images"},
     "reference": {"math", "moments", "images", "extractor", "weights", "sampling"},
@@ -50,7 +54,7 @@ ALLOWED_INTERNAL = {
     "networks": {"extractor"},
     "real": {"extractor", "images", "math", "metrics", "moments", "networks", "reference", "sampling"},
     "evaluator": {"images", "metrics", "networks", "real", "sampling"},
-    "cli": {"dinov2", "extractor", "images", "math", "metrics", "moments", "networks", "real", "reference", "weights"},
+    "cli": {"clip", "dinov2", "extractor", "images", "math", "metrics", "moments", "networks", "real", "reference", "weights"},
 }
 
 
