@@ -160,3 +160,47 @@ def test_command_line_vendi(tmp_path: Path, inception_weights_path: Path, extrac
     features = torch.cat([extractor(cli.read_image(p)[None]).pool for p in cli.list_images(a)])
     assert result["vendi"] == pytest.approx(_reference_score_x(features.double().numpy()), rel=1e-5)
     assert result["num_samples"] == 4
+
+
+@pytest.mark.slow
+def test_cmmd_and_vendi_resume_from_a_checkpoint(tmp_path: Path) -> None:
+    """The history survives a resume, and the resumed evaluation equals an uninterrupted run's."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from test_cmmd import PooledFeatures
+    from test_metrics_callbacks_ddp import TinyGAN
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_ganeval import CMMDCallback, VendiScoreCallback
+
+    real = (torch.rand(9, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1) / 4
+
+    def fit(root: Path, epochs: int, ckpt_path: str | None = None) -> tuple[CMMDCallback, VendiScoreCallback]:
+        network = PooledFeatures()
+        common = {"num_samples": 6, "batch_size": 3, "progress": False, "feature_extractor": network}
+        cmmd = CMMDCallback(real=DataLoader(TensorDataset(real), batch_size=3), cache_dir=root / "c", **common)
+        vendi = VendiScoreCallback(**common)
+        torch.manual_seed(0)
+        trainer = pl.Trainer(
+            default_root_dir=root,
+            max_epochs=epochs,
+            limit_train_batches=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[cmmd, vendi, ModelCheckpoint(dirpath=root / "ckpt", save_last=True)],
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(TinyGAN(), DataLoader(TensorDataset(real), batch_size=3), ckpt_path=ckpt_path)
+        return cmmd, vendi
+
+    fit(tmp_path / "a", 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cmmd, vendi = fit(tmp_path / "a", 2, ckpt_path=str(tmp_path / "a" / "ckpt" / "last.ckpt"))
+    assert not [w for w in caught if "has no state for" in str(w.message)]
+    straight_cmmd, straight_vendi = fit(tmp_path / "b", 2)
+    assert [h["epoch"] for h in cmmd.history] == [h["epoch"] for h in vendi.history] == [0, 1]
+    assert cmmd.history == straight_cmmd.history  # TinyGAN trains with lr 0: the same scores every epoch
+    assert vendi.history == straight_vendi.history
