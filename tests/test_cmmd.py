@@ -17,7 +17,7 @@ from PIL import Image
 import lightning_ganeval.metrics.cmmd as cmmd_module
 from lightning_ganeval.metrics.cmmd import CMMD, cmmd_from_features, rbf_kernel_sum
 
-PARITY_RTOL = 1e-6  # the bound; measured: ~1e-13 (float64 on both sides, other summation order)
+PARITY_RTOL = 1e-6  # the bound; measured: 0 to 8e-13 (float64 on both sides, other summation order)
 
 # --------------------------------------------------------------------------------------------- references
 
