@@ -54,7 +54,19 @@ ALLOWED_INTERNAL = {
     "networks": {"extractor"},
     "real": {"extractor", "images", "math", "metrics", "moments", "networks", "reference", "sampling"},
     "evaluator": {"images", "metrics", "networks", "real", "sampling"},
-    "cli": {"clip", "dinov2", "extractor", "images", "math", "metrics", "moments", "networks", "real", "reference", "weights"},
+    "cli": {
+        "clip",
+        "dinov2",
+        "extractor",
+        "images",
+        "math",
+        "metrics",
+        "moments",
+        "networks",
+        "real",
+        "reference",
+        "weights",
+    },
 }
 
 
