@@ -55,7 +55,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_ganeval.extractor import _check_images, _default_device
-from lightning_ganeval.weights import ResolvedWeights, WeightsSpec, file_sha256, resolve_weights
+from lightning_ganeval.weights import (
+    ResolvedWeights,
+    WeightsNotFoundError,
+    WeightsSpec,
+    file_sha256,
+    resolve_weights,
+)
 
 __all__ = [
     "CLIP_MEAN",
@@ -113,7 +119,7 @@ def _weights_file_in(folder: Path) -> Path:
     for name in (CLIP_FILENAME, "model.safetensors"):
         if (folder / name).is_file():
             return folder / name
-    raise FileNotFoundError(
+    raise WeightsNotFoundError(
         f"CLIP weights folder {folder} holds neither {CLIP_FILENAME} nor model.safetensors; pass the file itself."
     )
 

@@ -232,6 +232,8 @@ def test_weight_rules(clip_weights: Path, tmp_path: Path, monkeypatch: pytest.Mo
         warnings.simplefilter("ignore")
         # A folder (a hub snapshot or save_pretrained output) resolves to its pytorch_model.bin.
         assert clip_module.resolve_clip_weights(clip_weights.parent).path == clip_weights
+        with pytest.raises(WeightsNotFoundError, match=r"holds neither pytorch_model\.bin nor model\.safetensors"):
+            clip_module.resolve_clip_weights(tmp_path)
         monkeypatch.setenv(clip_module.CLIP_WEIGHTS_ENV_VAR, str(clip_weights))
         resolved = clip_module.resolve_clip_weights()
         assert (resolved.source, resolved.is_reference) == ("environment", False)
