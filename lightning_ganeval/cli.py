@@ -1,4 +1,4 @@
-"""The command line: FID, KID, Inception Score and precision/recall of image folders and statistics files.
+"""The command line: FID, KID, IS, precision/recall, CMMD and Vendi of image folders and statistics files.
 
 ::
 
@@ -722,7 +722,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog=PROG,
-        description="FID, KID, Inception Score and precision/recall of image folders and statistics files, with "
+        description="FID, KID, Inception Score, precision/recall, CMMD and Vendi of image folders and statistics "
+        "files, with "
         "the pipeline of the lightning_ganeval callbacks. A is the evaluated (generated) set, B the reference "
         "(real) set. Under torchrun the files are sharded over the processes.",
     )
