@@ -1,9 +1,9 @@
-"""FID, Inception Score, KID and precision/recall for PyTorch Lightning GAN training.
+"""FID, Inception Score, KID, precision/recall, CMMD and Vendi for PyTorch Lightning GAN training.
 
 The callbacks (:class:`FIDCallback`, :class:`InceptionScoreCallback`, :class:`KIDCallback`,
-:class:`PrecisionRecallCallback`) are loaded on first access, so that the plain-torch parts (the
-:class:`Evaluator` and its metrics, extractors, accumulators, math, statistics files) can be imported without
-Lightning.
+:class:`PrecisionRecallCallback`, :class:`CMMDCallback`, :class:`VendiScoreCallback`) are loaded on first access,
+so that the plain-torch parts (the :class:`Evaluator` and its metrics, extractors, accumulators, math, statistics
+files) can be imported without Lightning.
 """
 
 from __future__ import annotations
@@ -46,12 +46,20 @@ _EXPORTS = {
     "WeightsError": "weights",
     "resolve_weights": "weights",
     "WEIGHTS_ENV_VAR": "weights",
+    "CMMDCallback": "callbacks",
+    "VendiScoreCallback": "callbacks",
+    "CMMD": "metrics",
+    "VendiScore": "metrics",
+    "CLIPExtractor": "clip",
 }
 
 __all__ = [
+    "CMMD",
     "FID",
     "KID",
     "WEIGHTS_ENV_VAR",
+    "CLIPExtractor",
+    "CMMDCallback",
     "ConvertedImages",
     "DINOv2Extractor",
     "EvaluationResult",
@@ -71,6 +79,8 @@ __all__ = [
     "PixelSpace",
     "PrecisionRecall",
     "PrecisionRecallCallback",
+    "VendiScore",
+    "VendiScoreCallback",
     "WeightsError",
     "compute_real_stats",
     "frechet_distance",
@@ -98,13 +108,21 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from lightning_ganeval.callbacks import FIDCallback, InceptionScoreCallback, KIDCallback, PrecisionRecallCallback
+    from lightning_ganeval.callbacks import (
+        CMMDCallback,
+        FIDCallback,
+        InceptionScoreCallback,
+        KIDCallback,
+        PrecisionRecallCallback,
+        VendiScoreCallback,
+    )
+    from lightning_ganeval.clip import CLIPExtractor
     from lightning_ganeval.dinov2 import DINOv2Extractor
     from lightning_ganeval.evaluator import EvaluationResult, Evaluator
     from lightning_ganeval.extractor import InceptionExtractor, InceptionFeatures, get_extractor
     from lightning_ganeval.images import ConvertedImages, PixelSpace, infer_pixel_space, to_uint8_rgb
     from lightning_ganeval.math import FrechetReference, GaussianStats, frechet_distance, inception_score
-    from lightning_ganeval.metrics import FID, KID, GenerativeMetric, InceptionScore, PrecisionRecall
+    from lightning_ganeval.metrics import CMMD, FID, KID, GenerativeMetric, InceptionScore, PrecisionRecall, VendiScore
     from lightning_ganeval.moments import FIDMoments, ISMarginals
     from lightning_ganeval.reference import compute_real_stats, load_stats, save_stats
     from lightning_ganeval.weights import WEIGHTS_ENV_VAR, InceptionWeights, WeightsError, resolve_weights

@@ -1,4 +1,4 @@
-"""The command line: FID, KID, Inception Score and precision/recall of image folders and statistics files.
+"""The command line: FID, KID, IS, precision/recall, CMMD and Vendi of image folders and statistics files.
 
 ::
 
@@ -7,6 +7,8 @@
     lightning-ganeval kid generated/ real/          # KID (per-sample features: folders only)
     lightning-ganeval is generated/                 # Inception Score
     lightning-ganeval pr generated/ real/           # precision, recall, density, coverage
+    lightning-ganeval cmmd generated/ real/         # CMMD on CLIP ViT-L/14-336 embeddings (needs transformers)
+    lightning-ganeval vendi generated/              # Vendi score (diversity) on Inception pool3 features
     torchrun --nproc-per-node=8 -m lightning_ganeval fid generated/ real/
 
 ``python -m lightning_ganeval`` is the same program. It runs the callbacks' pipeline on image files: the same
@@ -26,8 +28,8 @@ them at 255. Images of different sizes may share a folder: a batch is split into
 is one forward pass (the network resizes every image to its input size on its own, so the features do not depend
 on the grouping); a folder of mixed sizes costs more forward passes, never a wrong stack.
 
-Memory stays flat in the number of images for FID and IS (float64 moments and split marginals); KID and
-precision/recall keep the feature rows (N x d float32 on the CPU), as they need them.
+Memory stays flat in the number of images for FID and IS (float64 moments and split marginals); KID,
+precision/recall, CMMD and Vendi keep the feature rows (N x d float32 on the CPU).
 
 Under ``torchrun`` each process reads the files ``rank, rank + W, ...`` (its own share, no duplicates), on
 ``cuda:LOCAL_RANK`` with NCCL or on the CPU with gloo, and the accumulators merge exactly as under DDP training:
@@ -398,6 +400,8 @@ def _resize(args: argparse.Namespace) -> str:
 
 
 def _build_network(args: argparse.Namespace, device: torch.device) -> nn.Module:
+    if args.network == "clip":
+        return _clip_network(args, device)
     resize = _resize(args)
     if args.network == "inception":
         return get_extractor(device, weights=args.inception_weights, resize=resize)
@@ -560,12 +564,70 @@ def _stats(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, 
     return result
 
 
+def _clip_network(args: argparse.Namespace, device: torch.device) -> nn.Module:
+    """CLIP ViT-L/14-336 (``--network clip``; the default of ``cmmd``), with the reference's Pillow resize."""
+    resize = args.resize or "pil"
+    if resize not in ("pil", "bicubic"):
+        raise InputError(f"--resize {resize} does not apply to --network clip; it takes pil (default) or bicubic.")
+    try:
+        from lightning_ganeval.clip import CLIPExtractor
+    except ImportError as err:
+        raise InputError(f"--network clip needs transformers (pip install 'lightning-ganeval[clip]'): {err}") from None
+    try:
+        return CLIPExtractor(args.clip_weights, resize=resize, device=device, progress=not args.no_progress)
+    except ImportError as err:
+        raise InputError(f"--network clip needs transformers (pip install 'lightning-ganeval[clip]'): {err}") from None
+    except ValueError as err:
+        raise InputError(f"--clip-weights: {err}") from None
+
+
+def _cmmd(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, Any]:
+    """CMMD of folder A against folder B (CLIP embeddings by default; rows normalised, RBF σ = 10, × 1000)."""
+    from lightning_ganeval.metrics.cmmd import cmmd_from_features
+
+    minimum = 2 if args.estimator == "unbiased" else 1
+    a = _source(args.a, "A", "cmmd", allow_stats=False, limit=args.num_samples)
+    b = _source(args.b, "B", "cmmd", allow_stats=False, limit=args.num_samples)
+    for source in (a, b):
+        _need(source, minimum, f"the {args.estimator} estimator")
+    run = make_run()
+    fake = _extract(a, run, features=True).features
+    real = _extract(b, run, features=True).features
+    assert fake is not None
+    assert real is not None
+    value = cmmd_from_features(real, fake, estimator=args.estimator, device=run.device)
+    return {
+        "cmmd": value,
+        "cmmd_estimator": args.estimator,
+        "num_samples_a": len(fake),
+        "num_samples_b": len(real),
+        "network": network_provenance(run.network, _layer(run.network))["extractor"],
+    }
+
+
+def _vendi(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, Any]:
+    """Vendi score of folder A (Inception pool3 by default; cosine kernel, computed through the d x d dual)."""
+    from lightning_ganeval.metrics.vendi import vendi_score
+
+    a = _source(args.a, "A", "vendi", allow_stats=False, limit=args.num_samples)
+    run = make_run()
+    features = _extract(a, run, features=True).features
+    assert features is not None
+    return {
+        "vendi": vendi_score(features.to(run.device)),
+        "num_samples": len(features),
+        "network": network_provenance(run.network, _layer(run.network))["extractor"],
+    }
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Callable[[], _Run]], dict[str, Any]]] = {
     "stats": _stats,
     "fid": _fid,
     "kid": _kid,
     "is": _is,
     "pr": _pr,
+    "cmmd": _cmmd,
+    "vendi": _vendi,
 }
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -615,9 +677,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--network",
-        choices=("inception", "dinov2"),
-        default="inception",
-        help="feature network: the FID Inception v3 (default) or DINOv2 ViT-L/14 (FD_DINOv2; needs timm)",
+        choices=("inception", "dinov2", "clip"),
+        default=None,
+        help="feature network: the FID Inception v3 (default; clip for cmmd), DINOv2 ViT-L/14 (FD_DINOv2; needs "
+        "timm) or CLIP ViT-L/14-336 (CMMD; needs transformers)",
     )
     group.add_argument(
         "--resize",
@@ -643,6 +706,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="DINOv2 backbone (FD_DINOv2 is defined with vitl14, the default)",
     )
     group.add_argument(
+        "--clip-weights",
+        metavar="PATH",
+        help="CLIP weights file or folder (default: $LIGHTNING_GANEVAL_CLIP_WEIGHTS, the Hugging Face and torch hub "
+        "caches, download)",
+    )
+    group.add_argument(
         "--num-samples",
         type=_positive,
         metavar="N",
@@ -653,7 +722,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog=PROG,
-        description="FID, KID, Inception Score and precision/recall of image folders and statistics files, with "
+        description="FID, KID, Inception Score, precision/recall, CMMD and Vendi of image folders and statistics "
+        "files, with "
         "the pipeline of the lightning_ganeval callbacks. A is the evaluated (generated) set, B the reference "
         "(real) set. Under torchrun the files are sharded over the processes.",
     )
@@ -690,6 +760,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("a", metavar="A", help="image folder (evaluated)")
     pr.add_argument("b", metavar="B", help="image folder (reference)")
     pr.add_argument("--k", type=_positive, default=3, help="k-th nearest neighbour radius (default 3)")
+
+    cmmd = commands.add_parser("cmmd", parents=[common], help="CMMD between A and B (CLIP embeddings)")
+    cmmd.add_argument("a", metavar="A", help="image folder (evaluated)")
+    cmmd.add_argument("b", metavar="B", help="image folder (reference)")
+    cmmd.add_argument(
+        "--estimator",
+        choices=("biased", "unbiased"),
+        default="biased",
+        help="biased: the reference code's V-statistic (default); unbiased: the U-statistic",
+    )
+    vendi = commands.add_parser("vendi", parents=[common], help="Vendi score (diversity) of A")
+    vendi.add_argument("a", metavar="A", help="image folder")
     return parser
 
 
@@ -719,6 +801,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    if args.network is None:
+        args.network = "clip" if args.command == "cmmd" else "inception"
     env_rank = _env_int("RANK", 0)
     created = False
     rank = env_rank

@@ -8,7 +8,8 @@ so that the logits have a spread of a few units (:data:`LOGIT_STD`) on such imag
 never underflows, so the Inception Score of torch-fidelity and torchmetrics stays finite.
 
 :func:`write_random_dinov2_weights` does the same for the official DINOv2 backbone checkpoints
-(``dinov2_vitl14_pretrain.pth`` and its smaller siblings).
+(``dinov2_vitl14_pretrain.pth`` and its smaller siblings), and :func:`write_random_clip_weights` for the CMMD
+CLIP ViT-L/14-336 (``pytorch_model.bin`` of ``openai/clip-vit-large-patch14-336``), also in a tiny configuration.
 
 Scores computed with such a file are **not** comparable with published numbers.
 """
@@ -25,9 +26,11 @@ from torch import nn
 
 __all__ = [
     "LOGIT_STD",
+    "build_random_clip_state_dict",
     "build_random_dinov2_state_dict",
     "build_random_inception_state_dict",
     "cached_random_inception_weights",
+    "write_random_clip_weights",
     "write_random_dinov2_weights",
     "write_random_inception_weights",
 ]
@@ -235,6 +238,106 @@ def write_random_dinov2_weights(path: str | os.PathLike[str], seed: int = 0, *, 
         The destination as a :class:`~pathlib.Path`.
     """
     state = build_random_dinov2_state_dict(seed, size=size)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+# Vision (width, depth, MLP width, projection), text (width, depth) of the CLIP checkpoints written below; written
+# out here rather than read from transformers, so that the layout comes from a second description. 64 channels per
+# head, patch 14, 336 x 336 input (577 positions) in both, so that the tiny one exercises the reference resize.
+_CLIP_SIZES = {"large": (1024, 24, 4096, 768, 768, 12), "tiny": (64, 2, 128, 32, 32, 1)}
+_CLIP_PATCH = 14
+_CLIP_POSITIONS = (336 // 14) ** 2 + 1
+_CLIP_VOCAB = 49408
+_CLIP_CONTEXT = 77
+
+
+def build_random_clip_state_dict(seed: int = 0, *, size: str = "tiny") -> dict[str, torch.Tensor]:
+    """Build a seeded random state dict in the layout of ``openai/clip-vit-large-patch14-336``'s ``pytorch_model.bin``.
+
+    The full ``CLIPModel`` layout as the hub file has it: vision tower, visual projection, text tower, text
+    projection, ``logit_scale`` and the ``position_ids`` buffers that transformers < 4.31 saved. Linear weights
+    have CLIP's initial scale (std 0.02, attention projections ``width**-0.5``), LayerNorm gains around 1, so that
+    the embeddings vary with the input.
+
+    Args:
+        seed: Seed for the values.
+        size: ``"large"`` (the CMMD network's shapes: ViT-L/14 at 336 px, 768-d projection; a 1.7 GB file) or
+            ``"tiny"`` (width 64, 2 layers, 32-d projection, same 336 px input and patch 14; for fast tests).
+
+    Returns:
+        A float32 state dict (int64 position ids).
+    """
+    if size not in _CLIP_SIZES:
+        raise ValueError(f"size must be one of {', '.join(map(repr, _CLIP_SIZES))}, got {size!r}.")
+    width, depth, mlp, projection, text_width, text_depth = _CLIP_SIZES[size]
+    generator = torch.Generator().manual_seed(seed)
+
+    def normal(*shape: int, std: float, mean: float = 0.0) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator) * std + mean
+
+    def layers(prefix: str, dim: int, hidden: int, count: int) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for i in range(count):
+            p = f"{prefix}.encoder.layers.{i}."
+            for name in ("k_proj", "v_proj", "q_proj", "out_proj"):
+                out[p + f"self_attn.{name}.weight"] = normal(dim, dim, std=dim**-0.5)
+                out[p + f"self_attn.{name}.bias"] = normal(dim, std=0.02)
+            out[p + "layer_norm1.weight"] = normal(dim, std=0.1, mean=1.0)
+            out[p + "layer_norm1.bias"] = normal(dim, std=0.02)
+            out[p + "mlp.fc1.weight"] = normal(hidden, dim, std=dim**-0.5)
+            out[p + "mlp.fc1.bias"] = normal(hidden, std=0.02)
+            out[p + "mlp.fc2.weight"] = normal(dim, hidden, std=hidden**-0.5)
+            out[p + "mlp.fc2.bias"] = normal(dim, std=0.02)
+            out[p + "layer_norm2.weight"] = normal(dim, std=0.1, mean=1.0)
+            out[p + "layer_norm2.bias"] = normal(dim, std=0.02)
+        return out
+
+    state: dict[str, torch.Tensor] = {
+        "logit_scale": torch.tensor(4.6052),
+        "text_model.embeddings.position_ids": torch.arange(_CLIP_CONTEXT).unsqueeze(0),
+        "text_model.embeddings.token_embedding.weight": normal(_CLIP_VOCAB, text_width, std=0.02),
+        "text_model.embeddings.position_embedding.weight": normal(_CLIP_CONTEXT, text_width, std=0.01),
+        **layers("text_model", text_width, 4 * text_width, text_depth),
+        "text_model.final_layer_norm.weight": normal(text_width, std=0.1, mean=1.0),
+        "text_model.final_layer_norm.bias": normal(text_width, std=0.02),
+        "vision_model.embeddings.class_embedding": normal(width, std=width**-0.5),
+        "vision_model.embeddings.position_ids": torch.arange(_CLIP_POSITIONS).unsqueeze(0),
+        "vision_model.embeddings.patch_embedding.weight": normal(
+            width, 3, _CLIP_PATCH, _CLIP_PATCH, std=(3 * _CLIP_PATCH * _CLIP_PATCH) ** -0.5
+        ),
+        "vision_model.embeddings.position_embedding.weight": normal(_CLIP_POSITIONS, width, std=0.02),
+        "vision_model.pre_layrnorm.weight": normal(width, std=0.1, mean=1.0),
+        "vision_model.pre_layrnorm.bias": normal(width, std=0.02),
+        **layers("vision_model", width, mlp, depth),
+        "vision_model.post_layernorm.weight": normal(width, std=0.1, mean=1.0),
+        "vision_model.post_layernorm.bias": normal(width, std=0.02),
+        "visual_projection.weight": normal(projection, width, std=width**-0.5),
+        "text_projection.weight": normal(projection, text_width, std=text_width**-0.5),
+    }
+    return state
+
+
+def write_random_clip_weights(path: str | os.PathLike[str], seed: int = 0, *, size: str = "tiny") -> Path:
+    """Write a seeded random-weight file in the layout of the CMMD CLIP ``pytorch_model.bin`` and return its path.
+
+    :class:`~lightning_ganeval.clip.CLIPExtractor` reads the architecture from the shapes, so the ``"tiny"`` file
+    loads as a small CLIP with the reference's 336 px input and preprocessing. Written to a temporary name and
+    renamed, so a reader never sees half a file.
+
+    Args:
+        path: Destination file.
+        seed: Seed for the values.
+        size: ``"tiny"`` (default, fast) or ``"large"``; see :func:`build_random_clip_state_dict`.
+
+    Returns:
+        The destination as a :class:`~pathlib.Path`.
+    """
+    state = build_random_clip_state_dict(seed, size=size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -1,8 +1,17 @@
 """The Lightning layer: one thin callback per metric over a shared evaluation pass (see ``base.py``)."""
 
+from lightning_ganeval.callbacks.cmmd import CMMDCallback
 from lightning_ganeval.callbacks.fid import FIDCallback
 from lightning_ganeval.callbacks.inception_score import InceptionScoreCallback
 from lightning_ganeval.callbacks.kid import KIDCallback
 from lightning_ganeval.callbacks.precision_recall import PrecisionRecallCallback
+from lightning_ganeval.callbacks.vendi import VendiScoreCallback
 
-__all__ = ["FIDCallback", "InceptionScoreCallback", "KIDCallback", "PrecisionRecallCallback"]
+__all__ = [
+    "CMMDCallback",
+    "FIDCallback",
+    "InceptionScoreCallback",
+    "KIDCallback",
+    "PrecisionRecallCallback",
+    "VendiScoreCallback",
+]

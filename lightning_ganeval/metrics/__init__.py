@@ -5,9 +5,21 @@ here, and (for Lightning) a thin callback in ``lightning_ganeval/callbacks/``.
 """
 
 from lightning_ganeval.metrics.base import GenerativeMetric, RealData, RealRequest
+from lightning_ganeval.metrics.cmmd import CMMD
 from lightning_ganeval.metrics.fid import FID
 from lightning_ganeval.metrics.inception_score import InceptionScore
 from lightning_ganeval.metrics.kid import KID
 from lightning_ganeval.metrics.precision_recall import PrecisionRecall
+from lightning_ganeval.metrics.vendi import VendiScore
 
-__all__ = ["FID", "KID", "GenerativeMetric", "InceptionScore", "PrecisionRecall", "RealData", "RealRequest"]
+__all__ = [
+    "CMMD",
+    "FID",
+    "KID",
+    "GenerativeMetric",
+    "InceptionScore",
+    "PrecisionRecall",
+    "RealData",
+    "RealRequest",
+    "VendiScore",
+]
