@@ -1,9 +1,9 @@
 """FID, Inception Score, KID and precision/recall for PyTorch Lightning GAN training.
 
 The callbacks (:class:`FIDCallback`, :class:`InceptionScoreCallback`, :class:`KIDCallback`,
-:class:`PrecisionRecallCallback`) are loaded on first access, so that the plain-torch parts (the
-:class:`Evaluator` and its metrics, extractors, accumulators, math, statistics files) can be imported without
-Lightning.
+:class:`PrecisionRecallCallback`, :class:`MemorizationCallback`) are loaded on first access, so that the
+plain-torch parts (the :class:`Evaluator` and its metrics, extractors, accumulators, math, statistics files) can
+be imported without Lightning.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ _EXPORTS = {
     "FIDCallback": "callbacks",
     "InceptionScoreCallback": "callbacks",
     "KIDCallback": "callbacks",
+    "MemorizationCallback": "callbacks",
     "PrecisionRecallCallback": "callbacks",
     "Evaluator": "evaluator",
     "EvaluationResult": "evaluator",
     "FID": "metrics",
     "InceptionScore": "metrics",
     "KID": "metrics",
+    "Memorization": "metrics",
     "PrecisionRecall": "metrics",
     "GenerativeMetric": "metrics",
     "PixelSpace": "images",
@@ -68,6 +70,8 @@ __all__ = [
     "InceptionScoreCallback",
     "InceptionWeights",
     "KIDCallback",
+    "Memorization",
+    "MemorizationCallback",
     "PixelSpace",
     "PrecisionRecall",
     "PrecisionRecallCallback",
@@ -98,13 +102,19 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from lightning_ganeval.callbacks import FIDCallback, InceptionScoreCallback, KIDCallback, PrecisionRecallCallback
+    from lightning_ganeval.callbacks import (
+        FIDCallback,
+        InceptionScoreCallback,
+        KIDCallback,
+        MemorizationCallback,
+        PrecisionRecallCallback,
+    )
     from lightning_ganeval.dinov2 import DINOv2Extractor
     from lightning_ganeval.evaluator import EvaluationResult, Evaluator
     from lightning_ganeval.extractor import InceptionExtractor, InceptionFeatures, get_extractor
     from lightning_ganeval.images import ConvertedImages, PixelSpace, infer_pixel_space, to_uint8_rgb
     from lightning_ganeval.math import FrechetReference, GaussianStats, frechet_distance, inception_score
-    from lightning_ganeval.metrics import FID, KID, GenerativeMetric, InceptionScore, PrecisionRecall
+    from lightning_ganeval.metrics import FID, KID, GenerativeMetric, InceptionScore, Memorization, PrecisionRecall
     from lightning_ganeval.moments import FIDMoments, ISMarginals
     from lightning_ganeval.reference import compute_real_stats, load_stats, save_stats
     from lightning_ganeval.weights import WEIGHTS_ENV_VAR, InceptionWeights, WeightsError, resolve_weights

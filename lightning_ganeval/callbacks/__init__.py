@@ -3,6 +3,13 @@
 from lightning_ganeval.callbacks.fid import FIDCallback
 from lightning_ganeval.callbacks.inception_score import InceptionScoreCallback
 from lightning_ganeval.callbacks.kid import KIDCallback
+from lightning_ganeval.callbacks.memorization import MemorizationCallback
 from lightning_ganeval.callbacks.precision_recall import PrecisionRecallCallback
 
-__all__ = ["FIDCallback", "InceptionScoreCallback", "KIDCallback", "PrecisionRecallCallback"]
+__all__ = [
+    "FIDCallback",
+    "InceptionScoreCallback",
+    "KIDCallback",
+    "MemorizationCallback",
+    "PrecisionRecallCallback",
+]

@@ -62,6 +62,7 @@ __all__ = [
     "memorization_scores",
     "nearest_neighbours",
     "prepare_reference",
+    "seeded_split",
 ]
 
 #: dgm-eval's constants (``metrics/ct.py``): PCA width, k-means cells and initialisations, τ = CT_TAU_COUNT / m.
@@ -420,7 +421,8 @@ def memorization_scores(
     if reference.ct_problem is not None and reference.ct_problem != "no test rows":
         warnings.warn(f"C_T is undefined: {reference.ct_problem}; `ct` is NaN.", UserWarning, stacklevel=2)
     elif reference.centres is not None:
-        assert reference.train_cells is not None and reference.test_cells is not None
+        assert reference.train_cells is not None
+        assert reference.test_cells is not None
         assert reference.test_distance is not None
         t = reference.project(x)
         q = reference.project(g)
@@ -443,6 +445,25 @@ def memorization_scores(
         top = block.topk(kept, dim=1, largest=False, sorted=True).indices
         found = NearestTraining(generated=order.cpu(), distance=distance[order].cpu(), training=top.cpu())
     return scores, found
+
+
+def seeded_split(n: int, fraction: float, seed: int, *, what: str = "memorization") -> tuple[Tensor, Tensor]:
+    """Positions of the training rows and of the held-out test rows when ``fraction`` of ``n`` rows are split off.
+
+    The test rows are the first ``round(fraction * n)`` of ``torch.randperm(n)`` drawn from a CPU generator seeded
+    with ``seed`` (the same on every rank and machine); both position lists are returned sorted.
+
+    Raises:
+        ValueError: no test row, or fewer than 2 training rows, would be left.
+    """
+    count = round(fraction * n)
+    if count < 1 or n - count < 2:
+        raise ValueError(
+            f"{what}: test_fraction={fraction} of {n} real samples leaves no test or too few training samples; use"
+            " more real data or pass held-out data."
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[count:].sort().values, order[:count].sort().values
 
 
 class Memorization(PerSampleMetric):
@@ -534,7 +555,8 @@ class Memorization(PerSampleMetric):
     def describe(self) -> dict[str, object]:
         return {
             **super().describe(),
-            "test": "given" if self.test is not None else f"split {self.test_fraction} seed {self.split_seed}",
+            "test_fraction": self.test_fraction,
+            "split_seed": self.split_seed,
             "quantile": self.quantile,
             "kmeans_seed": self.kmeans_seed,
         }
@@ -560,14 +582,7 @@ class Memorization(PerSampleMetric):
         n = len(self.real_features())
         if self.test is not None or self.test_fraction == 0:
             return torch.arange(n), None
-        count = round(self.test_fraction * n)
-        if count < 1 or n - count < 2:
-            raise ValueError(
-                f"`{self.name}`: test_fraction={self.test_fraction} of {n} real samples leaves no test or too few"
-                " training samples; use more real data or pass held-out data (`real_test=`)."
-            )
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
-        return order[count:].sort().values, order[:count].sort().values
+        return seeded_split(n, self.test_fraction, self.split_seed, what=f"`{self.name}`")
 
     def reset(self, num_samples: int, device: torch.device) -> None:
         super().reset(num_samples, device)
