@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import warnings
@@ -455,3 +456,62 @@ def test_one_two_and_three_processes_give_identical_values(tmp_path: Path) -> No
             assert record["generated"] == single["generated"]
             assert record["training"] == single["training"]
             assert record["distance"] == single["distance"]
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+
+def _write_pngs(folder: Path, images: torch.Tensor) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for i, array in enumerate(pixels):
+        Image.fromarray(array).save(folder / f"{i:04d}.png")
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("copying", [True, False])
+def test_command_line_prints_the_numbers_and_writes_the_grid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copying: bool
+) -> None:
+    from test_loggers import read_png
+
+    from lightning_ganeval import cli
+
+    # The mirror-symmetric network instead of Inception (same pipeline; Inception on CPU would take minutes).
+    monkeypatch.setattr(cli, "_build_network", lambda args, device: MirrorFeatures())
+    train, test = uniform_images(200, 0), uniform_images(100, 1)
+    generated = train[torch.randperm(200, generator=torch.Generator().manual_seed(2))[:90]] if copying else None
+    generated = uniform_images(90, 3) if generated is None else generated
+    folders = {k: _write_pngs(tmp_path / k, v) for k, v in {"gen": generated, "train": train, "test": test}.items()}
+    grid_path = tmp_path / "grid.png"
+    out = tmp_path / "out.json"
+    argv = ["memorization", folders["gen"], folders["train"], "--test", folders["test"], "--grid", grid_path]
+    argv += ["--nearest", "4", "--neighbours", "2", "--json", "--no-progress", "--device", "cpu", "--workers", "0"]
+    with open(out, "w") as handle, contextlib.redirect_stdout(handle):
+        assert cli.main([str(a) for a in argv]) == 0
+    result = json.loads(out.read_text())
+    assert result["num_samples_generated"] == 90
+    assert result["num_train"] == 200
+    assert result["num_test"] == 100
+    if copying:
+        assert result["authpct"] == 0.0
+        assert result["memorized_fraction"] == 1.0
+        assert result["ct"] < -3
+    else:
+        assert result["authpct"] > 50
+        assert result["memorized_fraction"] < 0.1
+        assert result["ct"] > -2.5
+    # The same numbers as the function on the same features (the CLI adds only the file reading).
+    features = {
+        k: MirrorFeatures()(torch.stack([cli.read_image(p) for p in cli.list_images(f)])) for k, f in folders.items()
+    }
+    expected, _ = memorization_scores(features["train"], features["gen"], features["test"])
+    assert {k: result[k] for k in expected} == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    grid = read_png(grid_path)
+    assert grid.shape == (3, 4 * 10 + 2, 3 * 10 + 2)
+    if copying:
+        tiles = _tiles(grid, 4, 3)
+        assert all(torch.equal(tiles[row, 0], tiles[row, 1]) for row in range(4))
