@@ -352,32 +352,49 @@ def test_nearest_training_grid_reaches_tensorboard_and_csv(tmp_path: Path, itera
 
 
 @pytest.mark.slow
-def test_seeded_split_is_announced_and_gives_ct(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_seeded_split_is_announced_and_the_grid_maps_back_to_the_dataset(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+    from test_loggers import read_png
+
     train = uniform_images(300, 0)
     callback = MemorizationCallback(
         real=DataLoader(TensorDataset(train), batch_size=50),
         num_samples=120,
         batch_size=40,
         feature_extractor=MirrorFeatures(),
-        log_nearest=0,
+        log_nearest=4,
+        neighbours=1,
         cache_dir=tmp_path / "cache",
         progress=False,
     )
+    logger = CSVLogger(tmp_path, name="csv")
     trainer = pl.Trainer(
         max_epochs=1,
         limit_train_batches=1,
         accelerator="cpu",
-        logger=False,
+        logger=logger,
+        callbacks=[callback],
         enable_progress_bar=False,
         enable_checkpointing=False,
         enable_model_summary=False,
     )
-    trainer.callbacks.append(callback)
     with warnings.catch_warnings(), caplog.at_level("INFO"):
         warnings.simplefilter("ignore")
-        trainer.fit(CopyingOrFreshGAN(train, mode="fresh"), DataLoader(TensorDataset(train), batch_size=50))
+        trainer.fit(CopyingOrFreshGAN(train, mode="copy"), DataLoader(TensorDataset(train), batch_size=50))
     assert "splits 60 of the 300 real samples off as held-out data" in caplog.text
-    assert math.isfinite(callback.history[0]["ct"])
+    (entry,) = callback.history
+    # About a fifth of the copies are of split-off images, which now count as fresh: flagged, not at the bounds.
+    assert entry["authpct"] < 30
+    assert 0.6 < entry["memorized_fraction"] < 1
+    assert entry["ct"] < -3
+    # Neighbour positions among the training rows map back to dataset indices: the copy beside its original.
+    nearest = callback._metric.nearest
+    assert not set(nearest.training.flatten().tolist()) & set(seeded_split(300, 0.2, 0)[1].tolist())
+    (png,) = (Path(logger.log_dir) / "images").glob("memorization_nearest_training_step_*.png")
+    tiles = _tiles(read_png(png), 4, 2)
+    assert all(torch.equal(tiles[row, 0], tiles[row, 1]) for row in range(4))
 
 
 # ------------------------------------------------------------------------------------------------ DDP
