@@ -160,7 +160,9 @@ def fit_pca(x: Tensor, dims: int) -> tuple[Tensor, Tensor]:
 
 
 def _assign(x: Tensor, centres: Tensor) -> tuple[Tensor, Tensor]:
-    sq = torch.cdist(x, centres).square()
+    """Nearest centre of each row and the squared distance to it (a matrix product: ``torch.cdist`` is slow here)."""
+    sq = torch.addmm(centres.square().sum(dim=1).unsqueeze(0), x, centres.T, beta=1.0, alpha=-2.0)
+    sq.add_(x.square().sum(dim=1, keepdim=True)).clamp_min_(0.0)
     best, label = sq.min(dim=1)
     return label, best
 
@@ -195,8 +197,9 @@ def fit_kmeans(
         c = torch.stack(centres)
         for _ in range(max_iter):
             labels, _ = _assign(x, c)
-            sums = torch.zeros_like(c).index_add_(0, labels, x)
-            counts = torch.bincount(labels, minlength=cells).to(x.dtype)
+            members = torch.nn.functional.one_hot(labels, cells).to(x.dtype)  # (n, cells): sums by one product
+            sums = members.T @ x
+            counts = members.sum(dim=0)
             moved = torch.where(counts.unsqueeze(1) > 0, sums / counts.clamp_min(1).unsqueeze(1), c)
             shift = float((moved - c).square().sum())
             c = moved
