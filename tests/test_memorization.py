@@ -95,19 +95,19 @@ def clusters(n: int, d: int, seed: int, spread: float = 1.0) -> torch.Tensor:
 
 
 def test_copies_are_flagged_and_fresh_draws_are_not() -> None:
-    # 600 training rows, 300 test rows, 300 generated rows; about 1 s on one CPU core.
-    train, test, fresh = clusters(600, 100, 1), clusters(300, 100, 2), clusters(300, 100, 3)
-    copies = train[torch.randperm(600, generator=torch.Generator().manual_seed(4))[:300]]
+    # 400 training rows, 200 test rows, 200 generated rows; under a second on an idle CPU core.
+    train, test, fresh = clusters(400, 100, 1), clusters(200, 100, 2), clusters(200, 100, 3)
+    copies = train[torch.randperm(400, generator=torch.Generator().manual_seed(4))[:200]]
     noisy = copies + 0.05 * torch.randn(copies.shape, generator=torch.Generator().manual_seed(5))
     fresh_scores, _ = memorization_scores(train, fresh, test)
     copy_scores, found = memorization_scores(train, copies, test, nearest=4)
     noisy_scores, _ = memorization_scores(train, noisy, test)
     # Exact copies: no copy is farther from its training row than that row from its neighbour.
     assert copy_scores == {"authpct": 0.0, "ct": pytest.approx(copy_scores["ct"]), "memorized_fraction": 1.0}
-    assert copy_scores["ct"] < -10
+    assert copy_scores["ct"] < -5
     assert noisy_scores["authpct"] < 5
     assert noisy_scores["memorized_fraction"] > 0.95
-    assert noisy_scores["ct"] < -10
+    assert noisy_scores["ct"] < -5
     # Fresh draws: authentic mostly, C_T within sampling noise of 0, about 1 % below the 1 % quantile.
     assert fresh_scores["authpct"] > 60
     assert abs(fresh_scores["ct"]) < 3
@@ -132,8 +132,8 @@ def test_authpct_equals_dgm_eval_transcription() -> None:
 @pytest.mark.parametrize(("d", "shift"), [(100, 0.0), (100, -0.5), (32, 0.3)])
 def test_ct_equals_dgm_eval_transcription(d: int, shift: float) -> None:
     # d = 100 goes through the PCA to 64; d = 32 does not. shift < 0 pulls generated rows towards training rows.
-    train, test = clusters(600, d, 1), clusters(300, d, 2)
-    gen = clusters(300, d, 3)
+    train, test = clusters(400, d, 1), clusters(200, d, 2)
+    gen = clusters(200, d, 3)
     nearest_train = train[torch.cdist(gen, train).argmin(dim=1)]
     gen = gen + (-shift) * (nearest_train - gen) if shift < 0 else gen * (1 + shift)
     ours, _ = memorization_scores(train, gen, test)
