@@ -1,9 +1,9 @@
-"""FID, Inception Score, KID, precision/recall, CMMD and Vendi for PyTorch Lightning GAN training.
+"""FID, Inception Score, KID, precision/recall, CMMD, Vendi and memorization for PyTorch Lightning GAN training.
 
 The callbacks (:class:`FIDCallback`, :class:`InceptionScoreCallback`, :class:`KIDCallback`,
-:class:`PrecisionRecallCallback`, :class:`CMMDCallback`, :class:`VendiScoreCallback`) are loaded on first access,
-so that the plain-torch parts (the :class:`Evaluator` and its metrics, extractors, accumulators, math, statistics
-files) can be imported without Lightning.
+:class:`PrecisionRecallCallback`, :class:`CMMDCallback`, :class:`VendiScoreCallback`,
+:class:`MemorizationCallback`) are loaded on first access, so that the plain-torch parts (the :class:`Evaluator`
+and its metrics, extractors, accumulators, math, statistics files) can be imported without Lightning.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ _EXPORTS = {
     "FIDCallback": "callbacks",
     "InceptionScoreCallback": "callbacks",
     "KIDCallback": "callbacks",
+    "MemorizationCallback": "callbacks",
     "PrecisionRecallCallback": "callbacks",
     "Evaluator": "evaluator",
     "EvaluationResult": "evaluator",
     "FID": "metrics",
     "InceptionScore": "metrics",
     "KID": "metrics",
+    "Memorization": "metrics",
     "PrecisionRecall": "metrics",
     "GenerativeMetric": "metrics",
     "PixelSpace": "images",
@@ -76,6 +78,8 @@ __all__ = [
     "InceptionScoreCallback",
     "InceptionWeights",
     "KIDCallback",
+    "Memorization",
+    "MemorizationCallback",
     "PixelSpace",
     "PrecisionRecall",
     "PrecisionRecallCallback",
@@ -113,6 +117,7 @@ if TYPE_CHECKING:
         FIDCallback,
         InceptionScoreCallback,
         KIDCallback,
+        MemorizationCallback,
         PrecisionRecallCallback,
         VendiScoreCallback,
     )
@@ -122,7 +127,16 @@ if TYPE_CHECKING:
     from lightning_ganeval.extractor import InceptionExtractor, InceptionFeatures, get_extractor
     from lightning_ganeval.images import ConvertedImages, PixelSpace, infer_pixel_space, to_uint8_rgb
     from lightning_ganeval.math import FrechetReference, GaussianStats, frechet_distance, inception_score
-    from lightning_ganeval.metrics import CMMD, FID, KID, GenerativeMetric, InceptionScore, PrecisionRecall, VendiScore
+    from lightning_ganeval.metrics import (
+        CMMD,
+        FID,
+        KID,
+        GenerativeMetric,
+        InceptionScore,
+        Memorization,
+        PrecisionRecall,
+        VendiScore,
+    )
     from lightning_ganeval.moments import FIDMoments, ISMarginals
     from lightning_ganeval.reference import compute_real_stats, load_stats, save_stats
     from lightning_ganeval.weights import WEIGHTS_ENV_VAR, InceptionWeights, WeightsError, resolve_weights

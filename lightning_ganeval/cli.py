@@ -9,6 +9,7 @@
     lightning-ganeval pr generated/ real/           # precision, recall, density, coverage
     lightning-ganeval cmmd generated/ real/         # CMMD on CLIP ViT-L/14-336 embeddings (needs transformers)
     lightning-ganeval vendi generated/              # Vendi score (diversity) on Inception pool3 features
+    lightning-ganeval memorization generated/ train/ --test test/   # AuthPct, C_T, memorised fraction + grid
     torchrun --nproc-per-node=8 -m lightning_ganeval fid generated/ real/
 
 ``python -m lightning_ganeval`` is the same program. It runs the callbacks' pipeline on image files: the same
@@ -620,6 +621,122 @@ def _vendi(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, 
     }
 
 
+def _memorization(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, Any]:
+    """``memorization GENERATED TRAIN [--test TEST]``: AuthPct, C_T, the memorised fraction and the evidence grid.
+
+    Self-contained (its heavy imports are inside), next to :func:`_memorization_parser`, its arguments.
+    """
+    from torchvision.utils import make_grid
+
+    from lightning_ganeval.metrics.memorization import memorization_scores, seeded_split
+
+    gen = _source(args.a, "GENERATED", "memorization", allow_stats=False, limit=args.num_samples)
+    train = _source(args.b, "TRAIN", "memorization", allow_stats=False, limit=args.num_samples)
+    test = (
+        _source(args.test, "--test", "memorization", allow_stats=False, limit=args.num_samples) if args.test else None
+    )
+    _need(train, 3 if test is None else 2, "a nearest other training image (and a test split)")
+    if not 0 <= args.quantile <= 1:
+        raise InputError(f"--quantile must lie in [0, 1], got {args.quantile}.")
+    if not 0 <= args.test_fraction < 1:
+        raise InputError(f"--test-fraction must lie in [0, 1), got {args.test_fraction}.")
+    assert train.files is not None
+    train_pos = torch.arange(len(train.files))
+    test_pos = None
+    if test is None and args.test_fraction > 0:
+        try:
+            train_pos, test_pos = seeded_split(len(train.files), args.test_fraction, args.split_seed, what="TRAIN")
+        except ValueError as err:
+            raise InputError(str(err)) from None
+    run = make_run()
+    fake = _extract(gen, run, features=True).features
+    real = _extract(train, run, features=True).features
+    held_out = _extract(test, run, features=True).features if test is not None else None
+    assert fake is not None
+    assert real is not None
+    if test_pos is not None:
+        held_out = real[test_pos]
+    values, found = memorization_scores(
+        real[train_pos],
+        fake,
+        held_out,
+        quantile=args.quantile,
+        device=run.device,
+        nearest=args.nearest,
+        neighbours=args.neighbours,
+    )
+    result: dict[str, Any] = {
+        **values,
+        "quantile": args.quantile,
+        "test": args.test
+        if test is not None
+        else (f"split {args.test_fraction} seed {args.split_seed}" if test_pos is not None else None),
+        "num_samples_generated": len(fake),
+        "num_train": len(train_pos),
+        "num_test": 0 if held_out is None else len(held_out),
+        "network": network_provenance(run.network, _layer(run.network))["extractor"],
+    }
+    if found is not None and args.grid and run.rank == 0:
+        assert gen.files is not None
+        # One row per generated image (closest to the training set first), then its nearest training images.
+        tiles = []
+        for row in range(len(found.generated)):
+            shown = read_image(gen.files[int(found.generated[row])])
+            tiles.append(shown)
+            for column in found.training[row].tolist():
+                image = read_image(train.files[int(train_pos[column])])
+                if image.shape != shown.shape:
+                    image = (
+                        torch.nn.functional.interpolate(
+                            image[None].float(), size=shown.shape[-2:], mode="bilinear", antialias=True
+                        )[0]
+                        .round()
+                        .clamp(0, 255)
+                        .to(torch.uint8)
+                    )
+                tiles.append(image)
+        grid = make_grid(torch.stack(tiles), nrow=1 + found.training.shape[1], padding=2)
+        from PIL import Image
+
+        try:
+            Image.fromarray(grid.permute(1, 2, 0).contiguous().numpy()).save(args.grid, format="PNG")
+        except (OSError, ValueError) as err:
+            raise InputError(f"--grid: cannot write {args.grid!r} ({err}).") from None
+        result["grid"] = str(args.grid)
+        if args.json:  # which files sit closest to the training set, for scripts
+            result["nearest_generated"] = [str(gen.files[int(i)]) for i in found.generated]
+            result["nearest_distance"] = found.distance.tolist()
+    return result
+
+
+def _memorization_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    """The ``memorization`` subcommand's arguments (see :func:`_memorization`)."""
+    mem = commands.add_parser(
+        "memorization",
+        parents=[common],
+        help="does GENERATED copy TRAIN? AuthPct, C_T, memorised fraction, nearest-training grid",
+        description=(
+            "AuthPct (dgm-eval), C_T (Meehan et al. 2020, dgm-eval constants; needs held-out real images: --test, or"
+            " a seeded split of TRAIN) and the memorised fraction (generated images at or below the --quantile of"
+            " the training images' own nearest-neighbour distances), plus a PNG grid of the generated images"
+            " closest to TRAIN, each beside its nearest training images."
+        ),
+    )
+    mem.add_argument("a", metavar="GENERATED", help="image folder (evaluated)")
+    mem.add_argument("b", metavar="TRAIN", help="image folder of the training images")
+    mem.add_argument("--test", metavar="TEST", help="image folder of held-out real images, for C_T")
+    mem.add_argument(
+        "--test-fraction", type=float, default=0.2, help="without --test: share of TRAIN split off for C_T (0.2)"
+    )
+    mem.add_argument("--split-seed", type=_non_negative, default=0, help="seed of that split (default 0)")
+    mem.add_argument("--quantile", type=float, default=0.01, help="memorised-fraction threshold quantile (0.01)")
+    mem.add_argument(
+        "--grid", metavar="OUT.png", default="nearest_training.png", help="write the grid here ('' for none)"
+    )
+    mem.add_argument("--nearest", type=_non_negative, default=8, help="generated images in the grid (default 8)")
+    mem.add_argument("--neighbours", type=_positive, default=3, help="training images beside each (default 3)")
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Callable[[], _Run]], dict[str, Any]]] = {
     "stats": _stats,
     "fid": _fid,
@@ -628,6 +745,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Callable[[], _Run]], dict[str
     "pr": _pr,
     "cmmd": _cmmd,
     "vendi": _vendi,
+    "memorization": _memorization,
 }
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -772,6 +890,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vendi = commands.add_parser("vendi", parents=[common], help="Vendi score (diversity) of A")
     vendi.add_argument("a", metavar="A", help="image folder")
+    _memorization_parser(commands, common)
     return parser
 
 

@@ -4,6 +4,7 @@ from lightning_ganeval.callbacks.cmmd import CMMDCallback
 from lightning_ganeval.callbacks.fid import FIDCallback
 from lightning_ganeval.callbacks.inception_score import InceptionScoreCallback
 from lightning_ganeval.callbacks.kid import KIDCallback
+from lightning_ganeval.callbacks.memorization import MemorizationCallback
 from lightning_ganeval.callbacks.precision_recall import PrecisionRecallCallback
 from lightning_ganeval.callbacks.vendi import VendiScoreCallback
 
@@ -12,6 +13,7 @@ __all__ = [
     "FIDCallback",
     "InceptionScoreCallback",
     "KIDCallback",
+    "MemorizationCallback",
     "PrecisionRecallCallback",
     "VendiScoreCallback",
 ]

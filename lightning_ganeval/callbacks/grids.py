@@ -18,16 +18,17 @@ from lightning_ganeval.callbacks._compat import lightning_classes
 __all__ = ["log_grid"]
 
 
-def make_grid(images: Tensor) -> Tensor:
-    """uint8 ``N x 3 x H x W`` → one ``3 x H' x W'`` uint8 grid, as square as possible."""
+def make_grid(images: Tensor, nrow: int | None = None) -> Tensor:
+    """uint8 ``N x 3 x H x W`` → one ``3 x H' x W'`` uint8 grid, ``nrow`` images per row (default: about square)."""
     from torchvision.utils import make_grid as torchvision_grid
 
-    return torchvision_grid(images, nrow=max(1, math.ceil(math.sqrt(len(images)))), padding=2)
+    nrow = nrow if nrow is not None else max(1, math.ceil(math.sqrt(len(images))))
+    return torchvision_grid(images, nrow=nrow, padding=2)
 
 
-def log_grid(loggers: list[Any], tag: str, images: Tensor, step: int) -> list[str]:
+def log_grid(loggers: list[Any], tag: str, images: Tensor, step: int, *, nrow: int | None = None) -> list[str]:
     """Send the grid of ``images`` to every logger that can show it; returns the kinds it was sent to."""
-    grid = make_grid(images)
+    grid = make_grid(images, nrow)
     sent = []
     tensorboard = lightning_classes("loggers", "TensorBoardLogger")
     wandb = lightning_classes("loggers", "WandbLogger")

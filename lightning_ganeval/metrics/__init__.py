@@ -9,6 +9,7 @@ from lightning_ganeval.metrics.cmmd import CMMD
 from lightning_ganeval.metrics.fid import FID
 from lightning_ganeval.metrics.inception_score import InceptionScore
 from lightning_ganeval.metrics.kid import KID
+from lightning_ganeval.metrics.memorization import Memorization
 from lightning_ganeval.metrics.precision_recall import PrecisionRecall
 from lightning_ganeval.metrics.vendi import VendiScore
 
@@ -18,6 +19,7 @@ __all__ = [
     "KID",
     "GenerativeMetric",
     "InceptionScore",
+    "Memorization",
     "PrecisionRecall",
     "RealData",
     "RealRequest",
