@@ -19,7 +19,10 @@ streaming accumulators (:class:`~lightning_ganeval.moments.FIDMoments`, :class:`
 :func:`~lightning_ganeval.metrics.precision_recall.precision_recall_density_coverage`).
 
 Folders: every ``.png``, ``.jpg`` and ``.jpeg`` file below the folder (any case, recursively; hidden files and
-folders, whose names start with a dot, are skipped), in sorted order of their path relative to the folder. Each
+folders, whose names start with a dot, are skipped), in sorted order of their path relative to the folder.
+Symbolic links to folders are followed; a folder reached a second time (a link back to an ancestor, or two links
+to one folder) is searched once, so that a loop ends and no image is read twice through folder links. Every
+result has a ``files`` line: the images read from each folder and the entries skipped, by reason. Each
 file is decoded with Pillow and converted to RGB as torch-fidelity and pytorch-fid do (grayscale tiled, alpha
 dropped), except 16-bit grayscale PNGs, which are scaled to 8 bits (value / 257, rounded) where those two clip
 them at 255. Images of different sizes may share a folder: a batch is split into groups of one size, each group
@@ -34,7 +37,14 @@ Under ``torchrun`` each process reads the files ``rank, rank + W, ...`` (its own
 the result equals the single-process one up to float64 rounding of the merge. Only rank 0 prints and writes.
 
 Exit status: 0 on success, 2 on bad input (a missing or empty folder, an unreadable image, a bad option, a
-statistics file where per-sample features are needed), reported as one line on stderr.
+statistics file where per-sample features are needed, a weights or statistics file that cannot be used), reported
+as one line on stderr that names the file or the flag. Library messages are translated to the flags of the
+command line (``--inception-weights``, not ``inception_weights=``), and library warnings are one line each.
+
+This module imports only the standard library at the top: ``--help`` and the errors found in the arguments and
+the folders answer before torch (and numpy, Pillow, torchmetrics, timm) is imported; each command imports what it
+needs when it needs it. A new command is one entry of :data:`COMMANDS`: a function adding its arguments and a
+function computing its result.
 """
 
 from __future__ import annotations
@@ -42,32 +52,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import numpy as np
-import torch
-import torch.distributed as dist
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+# Only the standard library here (tests/test_cli_subprocess.py checks it): torch and the package's numeric modules
+# are imported inside the functions that need them, so that `--help` and argument errors answer at once.
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
-from lightning_ganeval.extractor import NUM_FEATURES, NUM_LOGITS, InceptionExtractor, get_extractor
-from lightning_ganeval.images import PixelSpace, to_uint8_rgb
-from lightning_ganeval.math import GaussianStats, frechet_distance
-from lightning_ganeval.metrics.kid import kid_from_features
-from lightning_ganeval.metrics.precision_recall import precision_recall_density_coverage
-from lightning_ganeval.moments import FeatureBank, FIDMoments, ISMarginals
-from lightning_ganeval.networks import run_network
-from lightning_ganeval.real import network_provenance
-from lightning_ganeval.reference import default_max_workers, load_stats, save_stats
-from lightning_ganeval.weights import WeightsError
+    from lightning_ganeval.images import PixelSpace
+    from lightning_ganeval.math import GaussianStats
 
-__all__ = ["IMAGE_SUFFIXES", "ImageFolderDataset", "InputError", "list_images", "main", "read_image"]
+__all__ = [
+    "COMMANDS",
+    "IMAGE_SUFFIXES",
+    "Command",
+    "ImageFolderDataset",
+    "ImageListing",
+    "InputError",
+    "build_parser",
+    "list_images",
+    "main",
+    "read_image",
+    "scan_images",
+]
 
 PROG = "lightning-ganeval"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -76,7 +91,7 @@ EXIT_BAD_INPUT = 2
 _MAX_DEFAULT_WORKERS = 8
 _INCEPTION_RESIZE = ("tf1", "antialias")
 _DINOV2_RESIZE = ("bicubic", "pil")
-_UINT8_SPACE = PixelSpace.from_value_range(0.0, 255.0)  # ignored for uint8 images; named for the record
+_KID_SUBSET_SIZE = 1000  # KIDCallback's default: one rule for the library and the command line
 
 
 class InputError(Exception):
@@ -93,27 +108,124 @@ class _OtherRankFailed(Exception):
 
 # --------------------------------------------------------------------------------------------- reading files
 
+# Why an entry of a folder was not read, as the `files` line and the JSON "skipped_by_reason" say it.
+SKIP_REASONS = {
+    "not_image": "not .png/.jpg/.jpeg",
+    "hidden": "hidden (name starts with a dot; a hidden folder is not searched)",
+    "repeated_folder": "folder link to a folder searched already (a loop or a second link)",
+    "broken_link": "broken link",
+    "not_a_file": "not a regular file",
+    "unreadable_folder": "folder that cannot be listed",
+}
+
+
+@dataclass
+class ImageListing:
+    """The image files of a folder and what was skipped.
+
+    Attributes:
+        files: The image files, in sorted order of their path relative to the folder.
+        skipped: Entries not read, by reason (a key of :data:`SKIP_REASONS`).
+    """
+
+    files: list[Path]
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+def scan_images(folder: str | os.PathLike[str]) -> ImageListing:
+    """The image files of a folder, recursively, following links to folders, with what was skipped and why.
+
+    Folders are searched depth first in sorted name order, real sub-folders before links to folders, so that an
+    image is found under its own path when a link also leads to it. A folder whose real path was searched already
+    (a link to an ancestor, or a second link to one folder) is skipped: a loop ends, and no image is read twice
+    through folder links. Links to files are read as files.
+
+    Args:
+        folder: The folder to search.
+
+    Returns:
+        The files (``.png``, ``.jpg``, ``.jpeg`` in any case, hidden files and folders skipped) in sorted order of
+        their path relative to ``folder``, and the skipped entries counted by reason.
+
+    Raises:
+        OSError: ``folder`` itself cannot be listed.
+    """
+    root = Path(folder)
+    skipped: Counter[str] = Counter()
+    found: list[tuple[str, Path]] = []
+    searched: set[str] = set()
+    links: list[tuple[str, str]] = []  # (path, real path) of folder links, searched after the real tree
+
+    def search(directory: str, real: str, top: bool = False) -> None:
+        searched.add(real)
+        try:
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            if top:
+                raise
+            skipped["unreadable_folder"] += 1
+            return
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                skipped["hidden"] += 1
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows links
+                is_file = not is_dir and entry.is_file()
+                is_link = entry.is_symlink()
+            except OSError:
+                skipped["not_a_file"] += 1
+                continue
+            if is_dir:
+                if is_link:
+                    links.append((entry.path, os.path.realpath(entry.path)))
+                else:
+                    subfolders.append((entry.path, os.path.join(real, entry.name)))
+            elif is_file:
+                if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    path = Path(entry.path)
+                    found.append((path.relative_to(root).as_posix(), path))
+                else:
+                    skipped["not_image"] += 1
+            elif is_link and not os.path.exists(entry.path):
+                skipped["broken_link"] += 1
+            else:
+                skipped["not_a_file"] += 1
+        for path, sub_real in subfolders:
+            # Searched already: only when this folder was itself reached through a link, whose target holds a
+            # folder that another link led to first.
+            if sub_real in searched:
+                skipped["repeated_folder"] += 1
+            else:
+                search(path, sub_real)
+
+    search(str(root), os.path.realpath(root), top=True)
+    # Links last, in the order they were met; a link found inside a linked folder joins the queue.
+    position = 0
+    while position < len(links):
+        path, real = links[position]
+        position += 1
+        if real in searched:
+            skipped["repeated_folder"] += 1
+        else:
+            search(path, real)
+    found.sort(key=lambda item: item[0])
+    return ImageListing([path for _, path in found], skipped)
+
 
 def list_images(folder: str | os.PathLike[str], limit: int | None = None) -> list[Path]:
     """The image files of a folder, recursively, in sorted order of their path relative to ``folder``.
 
     Args:
-        folder: The folder to search.
+        folder: The folder to search (see :func:`scan_images`).
         limit: Keep only the first ``limit`` files of that order (``None``: all).
 
     Returns:
         Paths of the ``.png``, ``.jpg`` and ``.jpeg`` files (any case), hidden files and folders skipped.
     """
-    root = Path(folder)
-    found: list[tuple[str, Path]] = []
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = [name for name in subdirs if not name.startswith(".")]
-        for name in files:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
-                path = Path(directory, name)
-                found.append((path.relative_to(root).as_posix(), path))
-    found.sort(key=lambda item: item[0])
-    paths = [path for _, path in found]
+    paths = scan_images(folder).files
     return paths if limit is None else paths[:limit]
 
 
@@ -123,7 +235,9 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
     Raises:
         OSError, ValueError, PIL.UnidentifiedImageError: The file cannot be decoded.
     """
-    from PIL import Image  # torchvision's dependency; imported here so that `--help` stays fast
+    import numpy as np
+    import torch
+    from PIL import Image  # torchvision's dependency
 
     with Image.open(path) as image:
         if image.mode in ("I", "I;16", "I;16B", "I;16L"):
@@ -136,11 +250,12 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
     return torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1).contiguous()
 
 
-class ImageFolderDataset(Dataset):
+class ImageFolderDataset:
     """Decoded images of a list of files; an unreadable file gives a message string instead of a tensor.
 
     Returning the message (rather than raising in a loader worker, which wraps the error in a traceback) lets
-    the command line report it as one line.
+    the command line report it as one line. A map-style dataset for ``DataLoader`` (``__len__`` and
+    ``__getitem__``; not a ``torch.utils.data.Dataset`` subclass, so that defining it imports no torch).
 
     Args:
         paths: The image files, in sample order.
@@ -167,6 +282,8 @@ def _as_list(items: list[Tensor | str]) -> list[Tensor | str]:
 
 def _same_size_groups(items: list[Tensor], indices: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
     """``(images, global indices)`` for each image size in the batch, in order of first appearance."""
+    import torch
+
     groups: dict[tuple[int, ...], list[int]] = {}
     for position, image in enumerate(items):
         groups.setdefault(tuple(image.shape), []).append(position)
@@ -184,10 +301,22 @@ class _Source:
     text: str
     argument: str
     files: list[Path] | None
+    listing: ImageListing | None = None
 
     @property
     def is_stats(self) -> bool:
         return self.files is None
+
+    def counts(self) -> dict[str, Any]:
+        """What was read of the folder and what was skipped, for the ``files`` line and the JSON output."""
+        assert self.files is not None
+        assert self.listing is not None
+        return {
+            "read": len(self.files),
+            "found": len(self.listing.files),
+            "skipped": sum(self.listing.skipped.values()),
+            "skipped_by_reason": dict(sorted(self.listing.skipped.items())),
+        }
 
 
 def _source(text: str, argument: str, command: str, *, allow_stats: bool, limit: int | None) -> _Source:
@@ -206,14 +335,17 @@ def _source(text: str, argument: str, command: str, *, allow_stats: bool, limit:
     if not path.is_dir():
         raise InputError(f"{argument}: {text!r} is neither a folder nor a .npz statistics file.")
     try:
-        files = list_images(path, limit)
+        listing = scan_images(path)
     except OSError as err:
         raise InputError(f"{argument}: cannot list folder {text!r} ({err}).") from err
-    if not files:
+    if not listing.files:
+        skipped = _describe_skipped(listing.skipped)
         raise InputError(
-            f"{argument}: no images in folder {text!r} (searched recursively for {', '.join(IMAGE_SUFFIXES)} files)."
+            f"{argument}: no images in folder {text!r} (searched recursively for {', '.join(IMAGE_SUFFIXES)} files"
+            f"{'; skipped ' + skipped if skipped else ''})."
         )
-    return _Source(text, argument, files)
+    files = listing.files if limit is None else listing.files[:limit]
+    return _Source(text, argument, files, listing)
 
 
 def _need(source: _Source, minimum: int, why: str) -> None:
@@ -222,6 +354,15 @@ def _need(source: _Source, minimum: int, why: str) -> None:
         raise InputError(
             f"{source.argument}: {why} needs at least {minimum} images, folder {source.text!r} has {len(source.files)}."
         )
+
+
+def _describe_skipped(skipped: Counter[str]) -> str:
+    return ", ".join(f"{count} {SKIP_REASONS[reason]}" for reason, count in sorted(skipped.items()))
+
+
+def _files(*sources: _Source) -> dict[str, Any]:
+    """The ``files`` entry of a result: read and skipped counts of each folder among ``sources``."""
+    return {"files": {s.argument: s.counts() for s in sources if not s.is_stats}}
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -241,6 +382,9 @@ class _Run:
 
     @property
     def collective_device(self) -> torch.device:
+        import torch
+        import torch.distributed as dist
+
         # NCCL moves CUDA tensors only; gloo moves CPU tensors.
         return self.device if self.world_size > 1 and dist.get_backend() == "nccl" else torch.device("cpu")
 
@@ -254,11 +398,15 @@ class _Extracted:
 
 
 def _layer(network: nn.Module) -> str:
+    from lightning_ganeval.extractor import InceptionExtractor
+
     return "pool" if isinstance(network, InceptionExtractor) else "features"
 
 
 def _width(network: nn.Module, layer: str) -> int:
     """The layer's width, known on every rank (also one whose share of the files is empty)."""
+    from lightning_ganeval.extractor import NUM_FEATURES, NUM_LOGITS, InceptionExtractor
+
     if isinstance(network, InceptionExtractor):
         return NUM_FEATURES if layer == "pool" else NUM_LOGITS
     return int(network.num_features)  # type: ignore[arg-type]
@@ -268,6 +416,9 @@ def _agree(error: BaseException | None, run: _Run) -> None:
     """Raise on every rank when any rank failed, so that no rank waits forever in the next collective."""
     failed = error is not None
     if run.world_size > 1:
+        import torch
+        import torch.distributed as dist
+
         flag = torch.tensor([float(failed)], device=run.collective_device)
         dist.all_reduce(flag)
         failed = bool(flag.item() > 0)
@@ -277,15 +428,30 @@ def _agree(error: BaseException | None, run: _Run) -> None:
         raise _OtherRankFailed
 
 
+def _uint8_space() -> PixelSpace:
+    from lightning_ganeval.images import PixelSpace
+
+    return PixelSpace.from_value_range(0.0, 255.0)  # ignored for uint8 images; named for the record
+
+
 def _extract(
     source: _Source, run: _Run, *, moments: bool = False, features: bool = False, is_splits: int | None = None
 ) -> _Extracted:
     """One pass over this rank's share of a folder, feeding the requested accumulators; merged over ranks."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from lightning_ganeval.images import to_uint8_rgb
+    from lightning_ganeval.moments import FeatureBank, FIDMoments, ISMarginals
+    from lightning_ganeval.networks import run_network
+
     assert source.files is not None
     total = len(source.files)
     layer = _layer(run.network)
     shard = list(range(run.rank, total, run.world_size))
     width = _width(run.network, layer)
+    space = _uint8_space()
     moment_acc = FIDMoments(num_features=width).to(run.device) if moments else None
     bank = FeatureBank(num_features=width) if features else None
     marginals = (
@@ -294,7 +460,7 @@ def _extract(
         else None
     )
     loader = DataLoader(
-        ImageFolderDataset(source.files),
+        ImageFolderDataset(source.files),  # type: ignore[arg-type]
         batch_size=run.batch_size,
         sampler=shard,
         collate_fn=_as_list,
@@ -320,7 +486,7 @@ def _extract(
                     if isinstance(item, str):
                         raise _ShardError(f"{source.argument}: {item}")
                 for images, rows in _same_size_groups(items, indices):  # type: ignore[arg-type]
-                    converted = to_uint8_rgb(images, _UINT8_SPACE, side="real")
+                    converted = to_uint8_rgb(images, space, side="real")
                     outputs = run_network(run.network, converted.images.to(run.device, non_blocking=True))
                     if moment_acc is not None:
                         moment_acc.update(outputs[layer])
@@ -348,6 +514,46 @@ def _extract(
     return result
 
 
+# --------------------------------------------------------------------------------------------- messages
+
+# The library names its own arguments (`inception_weights=` of FIDCallback, `subset_size`); on the command line the
+# same setting is a flag. Applied to every library message and warning shown here.
+_TRANSLATIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"`inception_weights=`(?: of [\w /]+?)?(?: or `weights=` of [\w /]+)?(?=[).,;:]|$)", "--inception-weights"),
+        (r"`weights=` of DINOv2Extractor", "--dinov2-weights"),
+        (r"`weights=` of (?:InceptionExtractor|get_extractor)[\w /]*", "--inception-weights"),
+        (r"`?\bsubset_size\b`?=?", "--subset-size"),
+        (r"`?\bsubsets\b`?=", "--subsets"),
+        (r"`?\bsplits\b`?=", "--splits"),
+        (r"\bresize=(['\"])(\w+)\1", r"--resize \2"),
+        (r"`?\bresize\b`?=", "--resize"),
+    )
+)
+_MAX_MESSAGE = 400  # characters: a load_state_dict error lists hundreds of keys
+
+
+def _translate(message: str) -> str:
+    """A library message in the command line's terms, on one line (long ones cut)."""
+    for pattern, replacement in _TRANSLATIONS:
+        message = pattern.sub(replacement, message)
+    message = " ".join(message.split())
+    if len(message) > _MAX_MESSAGE:
+        message = message[: _MAX_MESSAGE - 1].rstrip() + "…"
+    return message
+
+
+def _one_line_warnings(prefix: str, enabled: bool) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints each library warning as one translated line (or nothing)."""
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if enabled:
+            print(f"{prefix}: warning: {_translate(str(message))}", file=sys.stderr)
+
+    return show
+
+
 # --------------------------------------------------------------------------------------------- setup
 
 
@@ -358,7 +564,13 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+# torch's device types (`torch.device("gpu")` fails); checked without torch so that a typo answers at once.
+_DEVICE_PATTERN = re.compile(r"(cpu|cuda|mps|xpu|hpu|npu|mtia|meta|xla|ipu|hip|ve|vulkan|privateuseone)(:\d+)?")
+
+
 def _device(text: str | None, local_rank: int | None) -> torch.device:
+    import torch
+
     if text is None:
         text = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -375,6 +587,9 @@ def _device(text: str | None, local_rank: int | None) -> torch.device:
 
 def _start_distributed(device: torch.device) -> tuple[int, int, bool]:
     """Join the torchrun process group (from its environment variables); ``(rank, world_size, created)``."""
+    import torch
+    import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), False
     if _env_int("WORLD_SIZE", 1) <= 1:
@@ -397,25 +612,119 @@ def _resize(args: argparse.Namespace) -> str:
     return args.resize
 
 
-def _build_network(args: argparse.Namespace, device: torch.device) -> nn.Module:
-    resize = _resize(args)
+def _check_options(args: argparse.Namespace) -> None:
+    """The checks of the evaluation options that need no file contents and no torch (every command runs them)."""
+    if args.device is not None and not _DEVICE_PATTERN.fullmatch(args.device):
+        raise InputError(f"--device: {args.device!r} is not a device (e.g. cpu, cuda, cuda:1).")
+    _resize(args)
     if args.network == "inception":
-        return get_extractor(device, weights=args.inception_weights, resize=resize)
-    try:
-        from lightning_ganeval.dinov2 import DINOv2Extractor
-    except ImportError as err:
-        raise InputError(f"--network dinov2 needs timm (pip install 'lightning-ganeval[dinov2]'): {err}") from None
-    return DINOv2Extractor(args.dinov2_weights, model=args.dinov2_model, resize=resize, device=device)
+        flag, path, other, other_path = (
+            "--inception-weights",
+            args.inception_weights,
+            "--dinov2-weights",
+            args.dinov2_weights,
+        )
+    else:
+        flag, path, other, other_path = (
+            "--dinov2-weights",
+            args.dinov2_weights,
+            "--inception-weights",
+            args.inception_weights,
+        )
+    if other_path is not None:
+        # Ignoring it would hide a mix-up (which network was meant?).
+        raise InputError(f"{other} does not apply to --network {args.network}; give {flag} instead.")
+    if path is not None:
+        # The file's contents are checked when the network is built (that needs torch); these are checked now.
+        if not os.path.exists(path):
+            raise InputError(f"{flag}: {path!r} does not exist.")
+        if not os.path.isfile(path):
+            raise InputError(f"{flag}: {path!r} is not a file.")
+        if os.path.getsize(path) == 0:
+            raise InputError(f"{flag}: {path!r} is empty (0 bytes), not a weights file.")
+
+
+def _weights_flag(args: argparse.Namespace) -> str:
+    """Where the network's weights came from, for a message: the flag, else its environment variable or cache."""
+    if args.network == "inception":
+        flag, given, variable = "--inception-weights", args.inception_weights, "LIGHTNING_GANEVAL_INCEPTION_WEIGHTS"
+    else:
+        # As dinov2_weights_spec names them: one variable per model.
+        model = "" if args.dinov2_model == "vitl14" else f"_{args.dinov2_model.upper()}"
+        flag, given, variable = "--dinov2-weights", args.dinov2_weights, f"LIGHTNING_GANEVAL_DINOV2{model}_WEIGHTS"
+    if given is not None:
+        return f"{flag} {given}"
+    if os.environ.get(variable):
+        return f"{flag} (from ${variable})"
+    return f"{flag} (not given: the torch hub cache or a download)"
+
+
+def _weights_problem(err: BaseException) -> str:
+    """What is wrong with a weights file that failed to load, short (the flag and the path are said already)."""
+    message = str(err)
+    if "torch.load(weights_only=True) failed" in message:
+        # torch's own text is a paragraph about the weights_only default; the kind of failure is what helps.
+        cause = type(err.__cause__).__name__ if err.__cause__ is not None else "error"
+        return (
+            f"not a PyTorch state dict of tensors (torch.load(weights_only=True) fails with {cause}): a corrupt or "
+            "truncated file, or a pickled object other than a state dict."
+        )
+    # The extractors start with "weights file <path> ...": the path is in the message already.
+    return _translate(re.sub(r"^weights file .*? (is not|does not|has) ", r"\1 ", message, count=1))
+
+
+def _build_network(args: argparse.Namespace, device: torch.device) -> nn.Module:
+    import pickle
+
+    from lightning_ganeval.weights import WeightsError
+
+    resize = _resize(args)
+    if args.network == "dinov2":
+        try:
+            import timm  # noqa: F401  (DINOv2Extractor builds its network with timm)
+        except ImportError as err:
+            raise InputError(f"--network dinov2 needs timm (pip install 'lightning-ganeval[dinov2]'): {err}") from None
+    # Warnings of a file that then fails to load (e.g. "not the reference digest") would only add noise to the
+    # error: they are shown once the network is built.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if args.network == "inception":
+                from lightning_ganeval.extractor import get_extractor
+
+                network: nn.Module = get_extractor(device, weights=args.inception_weights, resize=resize)
+            else:
+                from lightning_ganeval.dinov2 import DINOv2Extractor
+
+                network = DINOv2Extractor(args.dinov2_weights, model=args.dinov2_model, resize=resize, device=device)
+        except WeightsError as err:
+            raise InputError(_translate(str(err))) from None
+        except (ValueError, TypeError, RuntimeError, KeyError, OSError, EOFError, pickle.UnpicklingError) as err:
+            # A weights file that exists but is not the network's: corrupt, truncated, another architecture.
+            raise InputError(f"{_weights_flag(args)}: cannot load the weights: {_weights_problem(err)}") from None
+    for warning in caught:
+        warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    return network
 
 
 def _load_stats(source: _Source, expect: dict[str, Any] | None) -> tuple[GaussianStats, dict[str, Any]]:
+    from lightning_ganeval.reference import load_stats
+
     try:
         return load_stats(source.text, expect=expect)
     except (OSError, ValueError) as err:
-        raise InputError(f"{source.argument}: {err}") from None
+        raise InputError(f"{source.argument}: {_translate(str(err))}") from None
+
+
+def _provenance(run: _Run, layer: str | None = None) -> dict[str, Any]:
+    from lightning_ganeval.real import network_provenance
+
+    return network_provenance(run.network, _layer(run.network) if layer is None else layer)
 
 
 # --------------------------------------------------------------------------------------------- commands
+
+Runner = Callable[[argparse.Namespace, Callable[[], _Run]], dict[str, Any]]
 
 
 def _fid(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, Any]:
@@ -433,7 +742,7 @@ def _fid(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, An
         result["network"] = provenance.get("extractor")
     else:
         run = make_run()
-        expect = network_provenance(run.network, _layer(run.network))
+        expect = _provenance(run)
         pair = []
         for source in (a, b):
             if source.is_stats:
@@ -449,11 +758,13 @@ def _fid(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, An
             f"A has {stats_a.num_features} features per sample and B has {stats_b.num_features}: they come from "
             "different networks or layers."
         )
+    from lightning_ganeval.math import frechet_distance
+
     try:
         value = frechet_distance(stats_a.mean, stats_a.cov, stats_b.mean, stats_b.cov)
     except ValueError as err:
-        raise InputError(f"cannot compute the Fréchet distance: {err}") from None
-    return {"fid": value, "num_samples_a": stats_a.n, "num_samples_b": stats_b.n, **result}
+        raise InputError(f"cannot compute the Fréchet distance: {_translate(str(err))}") from None
+    return {"fid": value, "num_samples_a": stats_a.n, "num_samples_b": stats_b.n, **result, **_files(a, b)}
 
 
 def _kid(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, Any]:
@@ -461,29 +772,47 @@ def _kid(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, An
     b = _source(args.b, "B", "kid", allow_stats=False, limit=args.num_samples)
     assert a.files is not None
     assert b.files is not None
-    smaller = min(len(a.files), len(b.files))
-    subset_size = min(1000, smaller) if args.subset_size is None else args.subset_size
-    if subset_size < 2 or subset_size > smaller:
-        raise InputError(
-            f"--subset-size must lie in [2, {smaller}] (the smaller folder has {smaller} images), got {subset_size}."
-        )
+    # KIDCallback's rule: each subset draws subset_size distinct images per side, and a larger subset_size than
+    # there are images is refused, never capped (a capped size makes every subset hold every image: kid_std 0).
+    subset_size = _KID_SUBSET_SIZE if args.subset_size is None else args.subset_size
+    given = f"--subset-size {subset_size}" + (" (the default, as KIDCallback's)" if args.subset_size is None else "")
+    if subset_size < 2:
+        raise InputError(f"{given}: a subset needs at least 2 images per side.")
+    for source in (a, b):
+        if len(source.files) < subset_size:  # type: ignore[arg-type]
+            raise InputError(
+                f"{given} is more than the {len(source.files)} images of {source.argument} "  # type: ignore[arg-type]
+                f"({source.text!r}): each subset draws {subset_size} distinct images per side; pass "
+                f"--subset-size {min(len(a.files), len(b.files))} or less, or use more images."
+            )
     run = make_run()
     fake = _extract(a, run, features=True).features
     real = _extract(b, run, features=True).features
     assert fake is not None
     assert real is not None
-    mean, std = kid_from_features(
-        real.to(run.device), fake.to(run.device), subsets=args.subsets, subset_size=subset_size, seed=args.seed
-    )
-    return {
+    from lightning_ganeval.metrics.kid import kid_from_features
+
+    try:
+        mean, std = kid_from_features(
+            real.to(run.device), fake.to(run.device), subsets=args.subsets, subset_size=subset_size, seed=args.seed
+        )
+    except ValueError as err:
+        raise InputError(_translate(str(err))) from None
+    result = {
         "kid": mean,
         "kid_std": std,
         "kid_subsets": args.subsets,
         "kid_subset_size": subset_size,
         "num_samples_a": len(fake),
         "num_samples_b": len(real),
-        "network": network_provenance(run.network, _layer(run.network))["extractor"],
+        "network": _provenance(run)["extractor"],
     }
+    if len(fake) == len(real) == subset_size:
+        result["note"] = (
+            f"every subset holds all {subset_size} images of both folders: the {args.subsets} subsets are the same "
+            "and kid_std is 0 by construction; a smaller --subset-size gives a spread"
+        )
+    return {**result, **_files(a, b)}
 
 
 def _pr(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, Any]:
@@ -496,13 +825,16 @@ def _pr(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, Any
     real = _extract(b, run, features=True).features
     assert fake is not None
     assert real is not None
+    from lightning_ganeval.metrics.precision_recall import precision_recall_density_coverage
+
     values = precision_recall_density_coverage(real, fake, k=args.k, device=run.device)
     return {
         **values,
         "k": args.k,
         "num_samples_a": len(fake),
         "num_samples_b": len(real),
-        "network": network_provenance(run.network, _layer(run.network))["extractor"],
+        "network": _provenance(run)["extractor"],
+        **_files(a, b),
     }
 
 
@@ -520,7 +852,8 @@ def _is(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, Any
         "is_std": std,
         "is_splits": args.splits,
         "num_samples": extracted.count,
-        "network": network_provenance(run.network, "logits")["extractor"],
+        "network": _provenance(run, "logits")["extractor"],
+        **_files(a),
     }
 
 
@@ -538,9 +871,9 @@ def _stats(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, 
         assert extracted.stats is not None
         stats = extracted.stats
         provenance = {
-            **network_provenance(run.network, _layer(run.network)),
+            **_provenance(run),
             "source": str(Path(src.text).resolve()),
-            "pixel_space": _UINT8_SPACE.to_json(),
+            "pixel_space": _uint8_space().to_json(),
             "count": extracted.count,
         }
     result: dict[str, Any] = {
@@ -550,6 +883,8 @@ def _stats(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, 
     }
     if args.output is not None:
         if rank == 0:
+            from lightning_ganeval.reference import save_stats
+
             try:
                 written = save_stats(args.output, stats, provenance)
             except OSError as err:
@@ -557,16 +892,77 @@ def _stats(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, 
         else:
             written = Path(args.output)
         result["output"] = str(written)
-    return result
+    return {**result, **_files(src)}
 
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace, Callable[[], _Run]], dict[str, Any]]] = {
-    "stats": _stats,
-    "fid": _fid,
-    "kid": _kid,
-    "is": _is,
-    "pr": _pr,
+def _stats_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", metavar="SRC", help="image folder or .npz statistics file")
+    parser.add_argument("-o", "--output", metavar="OUT.npz", help="write the statistics here")
+
+
+def _fid_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", metavar="A", help="image folder or .npz statistics file (evaluated)")
+    parser.add_argument("b", metavar="B", help="image folder or .npz statistics file (reference)")
+
+
+def _kid_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", metavar="A", help="image folder (evaluated)")
+    parser.add_argument("b", metavar="B", help="image folder (reference)")
+    parser.add_argument("--subsets", type=_positive, default=100, help="random subsets (default 100)")
+    parser.add_argument(
+        "--subset-size",
+        type=_positive,
+        default=None,
+        help=f"distinct images per subset and side (default {_KID_SUBSET_SIZE}, as KIDCallback); more than a "
+        "folder holds is refused, not capped",
+    )
+    parser.add_argument("--seed", type=_non_negative, default=0, help="seed of the subset draws (default 0)")
+
+
+def _is_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", metavar="A", help="image folder")
+    parser.add_argument("--splits", type=_positive, default=10, help="splits, in file order (default 10)")
+
+
+def _pr_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", metavar="A", help="image folder (evaluated)")
+    parser.add_argument("b", metavar="B", help="image folder (reference)")
+    parser.add_argument("--k", type=_positive, default=3, help="k-th nearest neighbour radius (default 3)")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help, its arguments and what it computes.
+
+    Attributes:
+        help: One line for the list of commands in ``--help``.
+        add_arguments: Adds the command's own arguments (the evaluation options are added for every command).
+        run: ``run(args, make_run)`` returns the result (printed as a table or JSON); ``make_run()`` loads the
+            network and joins the process group, so a command calls it only after checking its inputs. Bad input
+            raises :class:`InputError`. Heavy modules are imported inside ``run``.
+        description: The command's ``--help`` text (default: ``help``).
+    """
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Runner
+    description: str | None = None
+
+
+COMMANDS: dict[str, Command] = {
+    "stats": Command(
+        "FID statistics (mu, sigma) of a folder, as a .npz",
+        _stats_arguments,
+        _stats,
+        "Mean and covariance of a folder's features (or a summary of a .npz); with -o, written as an .npz that "
+        "pytorch-fid, `fid` and FIDCallback(real=...) read.",
+    ),
+    "fid": Command("Fréchet distance between A and B", _fid_arguments, _fid),
+    "kid": Command("kernel Inception distance between A and B", _kid_arguments, _kid),
+    "is": Command("Inception Score of A", _is_arguments, _is),
+    "pr": Command("precision, recall, density and coverage of A against B", _pr_arguments, _pr),
 }
+"""The subcommands, in ``--help`` order."""
 
 # --------------------------------------------------------------------------------------------- parsing
 
@@ -655,41 +1051,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="FID, KID, Inception Score and precision/recall of image folders and statistics files, with "
         "the pipeline of the lightning_ganeval callbacks. A is the evaluated (generated) set, B the reference "
-        "(real) set. Under torchrun the files are sharded over the processes.",
+        "(real) set. Folders are searched recursively, following links to folders. Under torchrun the files are "
+        "sharded over the processes.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    stats = commands.add_parser(
-        "stats", parents=[common], help="FID statistics (mu, sigma) of a folder, as a .npz", description=(
-            "Mean and covariance of a folder's features (or a summary of a .npz); with -o, written as an .npz that "
-            "pytorch-fid, `fid` and FIDCallback(real=...) read."
-        ),
-    )  # fmt: skip
-    stats.add_argument("src", metavar="SRC", help="image folder or .npz statistics file")
-    stats.add_argument("-o", "--output", metavar="OUT.npz", help="write the statistics here")
-
-    fid = commands.add_parser("fid", parents=[common], help="Fréchet distance between A and B")
-    fid.add_argument("a", metavar="A", help="image folder or .npz statistics file (evaluated)")
-    fid.add_argument("b", metavar="B", help="image folder or .npz statistics file (reference)")
-
-    kid = commands.add_parser("kid", parents=[common], help="kernel Inception distance between A and B")
-    kid.add_argument("a", metavar="A", help="image folder (evaluated)")
-    kid.add_argument("b", metavar="B", help="image folder (reference)")
-    kid.add_argument("--subsets", type=_positive, default=100, help="random subsets (default 100)")
-    kid.add_argument(
-        "--subset-size", type=_positive, default=None, help="images per subset and side (default min(1000, sizes))"
-    )
-    kid.add_argument("--seed", type=_non_negative, default=0, help="seed of the subset draws (default 0)")
-
-    isc = commands.add_parser("is", parents=[common], help="Inception Score of A")
-    isc.add_argument("a", metavar="A", help="image folder")
-    isc.add_argument("--splits", type=_positive, default=10, help="splits, in file order (default 10)")
-
-    pr = commands.add_parser("pr", parents=[common], help="precision, recall, density and coverage of A against B")
-    pr.add_argument("a", metavar="A", help="image folder (evaluated)")
-    pr.add_argument("b", metavar="B", help="image folder (reference)")
-    pr.add_argument("--k", type=_positive, default=3, help="k-th nearest neighbour radius (default 3)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        sub = subparsers.add_parser(
+            name, parents=[common], help=command.help, description=command.description or command.help
+        )
+        command.add_arguments(sub)
     return parser
 
 
@@ -697,12 +1068,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _format(result: dict[str, Any]) -> str:
-    width = max(len(key) for key in result)
-    lines = []
+    rows = []
     for key, value in result.items():
-        shown = f"{value:.6g}" if isinstance(value, float) else ("-" if value is None else str(value))
-        lines.append(f"{key:<{width}}  {shown}")
-    return "\n".join(lines)
+        if key == "files":
+            shown = "; ".join(_describe_counts(argument, counts) for argument, counts in value.items())
+        else:
+            shown = f"{value:.6g}" if isinstance(value, float) else ("-" if value is None else str(value))
+        rows.append((key, shown))
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{key:<{width}}  {shown}" for key, shown in rows)
+
+
+def _describe_counts(argument: str, counts: dict[str, Any]) -> str:
+    """``A: read 10 of 12 (--num-samples), skipped 2 (1 not .png/.jpg/.jpeg, ...)``."""
+    text = f"{argument}: read {counts['read']}"
+    if counts["read"] != counts["found"]:
+        text += f" of {counts['found']} (--num-samples)"
+    text += f", skipped {counts['skipped']}"
+    if counts["skipped"]:
+        text += " (" + _describe_skipped(Counter(counts["skipped_by_reason"])) + ")"
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -722,9 +1107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     env_rank = _env_int("RANK", 0)
     created = False
     rank = env_rank
+    prefix = f"{PROG} {args.command}"
 
     def make_run() -> _Run:
         nonlocal created, rank
+        from lightning_ganeval.reference import default_max_workers
+
         local_rank = _env_int("LOCAL_RANK", 0)
         device = _device(args.device, local_rank if _env_int("WORLD_SIZE", 1) > 1 else None)
         rank, world_size, created = _start_distributed(device)
@@ -736,24 +1124,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _Run(network, device, rank, world_size, args.batch_size, workers, not args.no_progress)
 
     try:
-        result = _COMMANDS[args.command](args, make_run)
+        with warnings.catch_warnings():
+            # Library warnings as one line each, in the command line's terms (rank 0 only, as the result).
+            warnings.showwarning = _one_line_warnings(prefix, env_rank == 0)
+            _check_options(args)
+            result = COMMANDS[args.command].run(args, make_run)
     except InputError as err:
         # Errors found before the pass are the same on every rank: rank 0 reports them. Errors of a pass (an
         # unreadable file) are found by one rank: it reports them (the others stop as `_OtherRankFailed`).
         if rank == 0 or isinstance(err, _ShardError):
-            print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except WeightsError as err:
-        if rank == 0:
-            print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
+            print(f"{prefix}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except _OtherRankFailed:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
     finally:
-        if created and dist.is_initialized():
-            dist.destroy_process_group()
+        if created:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
     if rank == 0:
         print(json.dumps(result) if args.json else _format(result), flush=True)
     return EXIT_OK
