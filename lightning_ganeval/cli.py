@@ -716,6 +716,23 @@ def _load_stats(source: _Source, expect: dict[str, Any] | None) -> tuple[Gaussia
         raise InputError(f"{source.argument}: {_translate(str(err))}") from None
 
 
+def _check_stats_file(source: _Source) -> None:
+    """Refuse a statistics file that cannot be used before the network is loaded (seconds), cheaply.
+
+    Only the archive's directory is read; on any doubt the full :func:`~lightning_ganeval.reference.load_stats`
+    runs, so that the message is the library's. The file is read in full (and its provenance checked) later.
+    """
+    import numpy as np
+
+    try:
+        with np.load(source.text, allow_pickle=False) as data:
+            usable = {"mu", "sigma"} <= set(data.files)
+    except Exception:  # any failure to open: load_stats says what is wrong
+        usable = False
+    if not usable:
+        _load_stats(source, None)
+
+
 def _provenance(run: _Run, layer: str | None = None) -> dict[str, Any]:
     from lightning_ganeval.real import network_provenance
 
@@ -741,6 +758,9 @@ def _fid(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, An
         stats_b, _ = _load_stats(b, {k: provenance[k] for k in keys if k in provenance})
         result["network"] = provenance.get("extractor")
     else:
+        for source in (a, b):
+            if source.is_stats:
+                _check_stats_file(source)
         run = make_run()
         expect = _provenance(run)
         pair = []

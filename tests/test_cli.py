@@ -176,7 +176,25 @@ def tiny(tmp_path: Path) -> dict[str, Path]:
     np.savez(stats, mu=np.zeros(3), sigma=np.eye(3))
     text = tmp_path / "x.txt"
     text.write_text("x")
-    return {"A": a, "empty": empty, "npz": stats, "txt": text, "missing": tmp_path / "missing"}
+    (tmp_path / "w0").write_bytes(b"")
+    torch.save(torch.zeros(3), tmp_path / "t.pth")  # a tensor, not a state dict
+    torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "fc.pth")  # a state dict of another network
+    (tmp_path / "bad.npz").write_bytes(b"PK not a zip")
+    np.savez(tmp_path / "nokeys.npz", m=np.zeros(3))
+    np.savez(tmp_path / "s4.npz", mu=np.zeros(4), sigma=np.eye(4))
+    return {
+        "A": a,
+        "empty": empty,
+        "npz": stats,
+        "txt": text,
+        "missing": tmp_path / "missing",
+        "empty_file": tmp_path / "w0",
+        "tensor": tmp_path / "t.pth",
+        "wrong": tmp_path / "fc.pth",
+        "bad_npz": tmp_path / "bad.npz",
+        "nokeys": tmp_path / "nokeys.npz",
+        "npz4": tmp_path / "s4.npz",
+    }
 
 
 @pytest.mark.parametrize(
@@ -190,7 +208,46 @@ def tiny(tmp_path: Path) -> dict[str, Path]:
         (["is", "{npz}"], "A: '.*s.npz' is a statistics file, but `is` compares per-sample features"),
         (["is", "{A}"], r"A: --splits 10 \(one image per split at least\) needs at least 10 images, .* has 3"),
         (["pr", "{A}", "{A}", "--k", "3"], r"A: --k 3 .* needs at least 4 images, folder .* has 3"),
-        (["kid", "{A}", "{A}", "--subset-size", "4"], r"--subset-size must lie in \[2, 3\] .* got 4"),
+        (
+            ["kid", "{A}", "{A}", "--subset-size", "4"],
+            r"--subset-size 4 is more than the 3 images of A .* pass --subset-size 3",
+        ),
+        # The default is KIDCallback's 1000, refused as KIDCallback refuses it (no silent cap to the folder size).
+        (["kid", "{A}", "{A}"], r"--subset-size 1000 \(the default, as KIDCallback's\) is more than the 3 images of A"),
+        (["kid", "{A}", "{A}", "--subset-size", "1"], r"--subset-size 1: a subset needs at least 2 images per side"),
+        (["fid", "{A}", "{A}", "--inception-weights", "{missing}"], r"--inception-weights: '.*missing' does not exist"),
+        (["fid", "{A}", "{A}", "--inception-weights", "{A}"], r"--inception-weights: '.*A' is not a file"),
+        (
+            ["fid", "{A}", "{A}", "--inception-weights", "{empty_file}"],
+            r"--inception-weights: '.*w0' is empty \(0 bytes\)",
+        ),
+        (["fid", "{A}", "{A}", "--dinov2-weights", "{txt}"], "--dinov2-weights does not apply to --network inception"),
+        (["fid", "{A}", "{A}", "--network", "dinov2", "--inception-weights", "{txt}"], "--inception-weights does not"),
+        (
+            ["fid", "{A}", "{A}", "--network", "dinov2", "--dinov2-weights", "{empty_file}"],
+            "--dinov2-weights: .* empty",
+        ),
+        (
+            ["fid", "{A}", "{A}", "--inception-weights", "{txt}"],
+            "--inception-weights .*x.txt: cannot load the weights: not a",
+        ),
+        (
+            ["fid", "{A}", "{A}", "--inception-weights", "{tensor}"],
+            "--inception-weights .*t.pth: cannot load the weights",
+        ),
+        (
+            ["fid", "{A}", "{A}", "--inception-weights", "{wrong}"],
+            "--inception-weights .*fc.pth: cannot load the weights: does not hold the FID Inception v3",
+        ),
+        (["fid", "{A}", "{bad_npz}"], r"B: Statistics file '.*bad.npz': cannot be read as .npz"),
+        (["fid", "{npz}", "{nokeys}"], r"B: Statistics file '.*nokeys.npz': missing key\(s\) \['mu', 'sigma'\]"),
+        (["fid", "{npz}", "{npz4}"], "A has 3 features per sample and B has 4"),
+        (["stats", "{A}", "--batch-size", "x"], "argument --batch-size: expected a positive integer, got 'x'"),
+        (["stats", "{A}", "--workers", "-1"], "argument --workers: expected an integer >= 0, got '-1'"),
+        (["kid", "{A}", "{A}", "--subsets", "0"], "argument --subsets: expected a positive integer, got '0'"),
+        (["fid", "{A}", "{A}", "--num-samples", "0"], "argument --num-samples: expected a positive integer, got '0'"),
+        (["fid", "{A}"], "the following arguments are required: B"),
+        (["fid", "{A}", "{A}", "--bogus"], "unrecognized arguments: --bogus"),
         (["fid", "{A}", "{A}", "--num-samples", "1"], r"A: FID \(a covariance\) needs at least 2 images"),
         (["fid", "{A}", "{A}", "--batch-size", "0"], "argument --batch-size: expected a positive integer, got '0'"),
         (["fid", "{A}", "{A}", "--network", "vgg"], "argument --network: invalid choice: 'vgg'"),
