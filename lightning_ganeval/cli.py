@@ -534,13 +534,13 @@ _TRANSLATIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 _MAX_MESSAGE = 400  # characters: a load_state_dict error lists hundreds of keys
 
 
-def _translate(message: str) -> str:
-    """A library message in the command line's terms, on one line (long ones cut)."""
+def _translate(message: str, limit: int | None = None) -> str:
+    """A library message in the command line's terms, on one line (cut to ``limit`` characters, if given)."""
     for pattern, replacement in _TRANSLATIONS:
         message = pattern.sub(replacement, message)
     message = " ".join(message.split())
-    if len(message) > _MAX_MESSAGE:
-        message = message[: _MAX_MESSAGE - 1].rstrip() + "…"
+    if limit is not None and len(message) > limit:
+        message = message[: limit - 1].rstrip() + "…"
     return message
 
 
@@ -670,7 +670,7 @@ def _weights_problem(err: BaseException) -> str:
             "truncated file, or a pickled object other than a state dict."
         )
     # The extractors start with "weights file <path> ...": the path is in the message already.
-    return _translate(re.sub(r"^weights file .*? (is not|does not|has) ", r"\1 ", message, count=1))
+    return _translate(re.sub(r"^weights file .*? (is not|does not|has) ", r"\1 ", message, count=1), _MAX_MESSAGE)
 
 
 def _build_network(args: argparse.Namespace, device: torch.device) -> nn.Module:

@@ -113,6 +113,53 @@ def test_list_images_recursive_sorted_and_filtered(tmp_path: Path) -> None:
     assert [p.name for p in cli.list_images(tmp_path, limit=2)] == ["a.JPG", "a0.png"]
 
 
+def _touch(root: Path, *names: str) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+
+
+def test_symlinked_folders_are_followed_once_and_skips_counted(tmp_path: Path) -> None:
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    _touch(data, "a.png", "real/b.png", "notes.txt", ".hidden.png", ".git/c.png")
+    _touch(elsewhere, "c.png", "inner/d.png")
+    (data / "linked").symlink_to(elsewhere)  # a folder kept elsewhere: its 2 images count
+    (data / "again").symlink_to(elsewhere)  # a second link to it: searched once, not read twice
+    (data / "real" / "loop").symlink_to(data)  # a link back to an ancestor: must not loop
+    (data / "inner_again").symlink_to(elsewhere / "inner")  # searched already, through "again"
+    (data / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (data / "file_link.png").symlink_to(elsewhere / "c.png")  # a link to a file is a file
+    listing = cli.scan_images(data)
+    found = [p.relative_to(data).as_posix() for p in listing.files]
+    # "again" sorts before "linked": the first link met leads to the folder, later ones are skipped.
+    assert found == ["a.png", "again/c.png", "again/inner/d.png", "file_link.png", "real/b.png"]
+    assert listing.skipped == {
+        "hidden": 2,  # .hidden.png and the folder .git (not searched)
+        "not_image": 1,
+        "broken_link": 1,
+        "repeated_folder": 3,  # linked, inner_again, real/loop
+    }
+
+
+def test_listing_without_links_is_unchanged(tmp_path: Path) -> None:
+    # The order and contents for a plain tree are os.walk's sorted ones, as before links were followed.
+    _touch(tmp_path, "z/a.png", "a-b.png", "a/b.png", "a.png", "A.png", "x/y/z.JPEG")
+    expected = sorted(Path(d, f).relative_to(tmp_path).as_posix() for d, _, files in os.walk(tmp_path) for f in files)
+    assert [p.relative_to(tmp_path).as_posix() for p in cli.scan_images(tmp_path).files] == expected
+    assert cli.scan_images(tmp_path).skipped == {}
+
+
+def test_images_behind_a_linked_folder_count_from_the_command_line(tmp_path: Path) -> None:
+    # From the user's side, without a network: the image count of the folder is in the message. On main, the 3
+    # images behind the link were skipped without a word ("has 1").
+    data = _write_images(tmp_path / "data", 1, seed=0, size=(8, 8))
+    _write_images(tmp_path / "kept_elsewhere", 3, seed=1, size=(8, 8))
+    (data / "more").symlink_to(tmp_path / "kept_elsewhere")
+    line = _single_line_error(*run_cli("is", data, "--splits", 10))
+    assert "needs at least 10 images, folder" in line
+    assert line.endswith("has 4.")
+
+
 def test_read_image_converts_like_pil_rgb(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
@@ -278,6 +325,81 @@ def test_unreadable_image_is_one_line(tiny: dict[str, Path], inception_weights_p
     line = _single_line_error(*run_cli(*argv))
     assert "A: cannot read image" in line
     assert "000-bad.png" in line
+
+
+@pytest.mark.slow
+def test_files_line_and_json_counts(tmp_path: Path, inception_weights_path: Path, extractor: Any) -> None:
+    data = _write_images(tmp_path / "data", 2, seed=0, size=(8, 8))
+    _write_images(tmp_path / "elsewhere", 2, seed=1, size=(8, 8))
+    (data / "linked").symlink_to(tmp_path / "elsewhere")
+    (data / "loop").symlink_to(data)
+    (data / "notes.txt").write_text("not an image")
+    (data / ".DS_Store").write_bytes(b"")
+    result = run_json("stats", data, "--inception-weights", inception_weights_path, "--workers", 0, "--num-samples", 3)
+    assert result["num_samples"] == 3
+    assert result["files"] == {
+        "SRC": {
+            "read": 3,
+            "found": 4,
+            "skipped": 3,
+            "skipped_by_reason": {"hidden": 1, "not_image": 1, "repeated_folder": 1},
+        }
+    }
+    # The text output (without --json) formats the same result.
+    files = [line for line in cli._format(result).splitlines() if line.startswith("files")]
+    assert files == [
+        "files         SRC: read 3 of 4 (--num-samples), skipped 3 (1 hidden (name starts with a dot; a hidden "
+        "folder is not searched), 1 not .png/.jpg/.jpeg, 1 folder link to a folder searched already (a loop or a "
+        "second link))"
+    ]
+
+
+@pytest.mark.slow
+def test_kid_subset_size_rule_is_kid_callbacks(tmp_path: Path, inception_weights_path: Path, extractor: Any) -> None:
+    from lightning_ganeval import KIDCallback
+
+    a = _write_images(tmp_path / "A", 3, seed=0, size=(8, 8))
+    b = _write_images(tmp_path / "B", 4, seed=1, size=(8, 8))
+    w = ("--inception-weights", inception_weights_path, "--workers", 0)
+    # More than there are images: refused by both (the command line capped it silently to 3 before).
+    with pytest.raises(ValueError, match=r"`subset_size` \(4\) must not exceed `num_samples` \(3\)"):
+        KIDCallback(num_samples=3, subset_size=4)
+    line = _single_line_error(*run_cli("kid", a, b, "--subset-size", 4, *w))
+    assert "--subset-size 4 is more than the 3 images of A" in line
+    # As many as the smaller folder holds: accepted by both, and the output says what it means for kid_std.
+    KIDCallback(num_samples=3, subset_size=3)
+    result = run_json("kid", a, b, "--subset-size", 3, "--subsets", 5, *w)
+    assert result["kid_subset_size"] == 3
+    assert result["kid_subsets"] == 5
+    assert "note" not in result  # B has 4 images: its subsets differ
+    result = run_json("kid", a, a, "--subset-size", 3, "--subsets", 5, *w)
+    assert result["kid_std"] == pytest.approx(0.0, abs=1e-12)  # 5 identical subsets
+    assert "the 5 subsets are the same and kid_std is 0 by construction" in result["note"]
+
+
+def test_library_messages_name_the_flags(tmp_path: Path) -> None:
+    from lightning_ganeval.dinov2 import resolve_dinov2_weights
+    from lightning_ganeval.weights import WeightsError, resolve_weights
+
+    messages = []
+    for call in (
+        lambda: resolve_weights(tmp_path / "missing.pth"),
+        lambda: resolve_weights(None, url=None, cache_dir=tmp_path),  # "... pass the path as <argument>."
+        lambda: resolve_dinov2_weights(tmp_path / "missing.pth"),
+    ):
+        with pytest.raises(WeightsError) as caught:
+            call()
+        messages.append(cli._translate(str(caught.value)))
+    assert "(from --inception-weights) does not exist" in messages[0]
+    assert messages[1].endswith("- pass the path as --inception-weights.")
+    assert "(from --dinov2-weights) does not exist" in messages[2]
+    for message in messages:
+        assert "\n" not in message
+        assert "weights=" not in message
+    assert cli._translate("lower `subset_size` or feed more samples") == "lower --subset-size or feed more samples"
+    assert cli._translate("was made with resize='tf1', but resize='antialias' is expected") == (
+        "was made with --resize tf1, but --resize antialias is expected"
+    )
 
 
 def test_console_script_and_module_entry_point() -> None:
