@@ -362,7 +362,8 @@ def _describe_skipped(skipped: Counter[str]) -> str:
 
 def _files(*sources: _Source) -> dict[str, Any]:
     """The ``files`` entry of a result: read and skipped counts of each folder among ``sources``."""
-    return {"files": {s.argument: s.counts() for s in sources if not s.is_stats}}
+    folders = {s.argument: s.counts() for s in sources if not s.is_stats}
+    return {"files": folders} if folders else {}
 
 
 # --------------------------------------------------------------------------------------------- the run
