@@ -136,9 +136,9 @@ def scan_images(folder: str | os.PathLike[str]) -> ImageListing:
     """The image files of a folder, recursively, following links to folders, with what was skipped and why.
 
     Folders are searched depth first in sorted name order, every real sub-folder before the links to folders, so
-    that an image is found under its own path when a link also leads to it. A folder whose real path was searched already
-    (a link to an ancestor, or a second link to one folder) is skipped: a loop ends, and no image is read twice
-    through folder links. Links to files are read as files.
+    that an image is found under its own path when a link also leads to it. A folder whose real path was searched
+    already (a link to an ancestor, or a second link to one folder) is skipped: a loop ends, and no image is read
+    twice through folder links. Links to files are read as files.
 
     Args:
         folder: The folder to search.
