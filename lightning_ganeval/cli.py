@@ -1,4 +1,4 @@
-"""The command line: FID, KID, IS, precision/recall, CMMD and Vendi of image folders and statistics files.
+"""The command line: FID, KID, IS, precision/recall, CMMD, Vendi and memorization of image folders.
 
 ::
 
@@ -22,22 +22,32 @@ streaming accumulators (:class:`~lightning_ganeval.moments.FIDMoments`, :class:`
 :func:`~lightning_ganeval.metrics.precision_recall.precision_recall_density_coverage`).
 
 Folders: every ``.png``, ``.jpg`` and ``.jpeg`` file below the folder (any case, recursively; hidden files and
-folders, whose names start with a dot, are skipped), in sorted order of their path relative to the folder. Each
+folders, whose names start with a dot, are skipped), in sorted order of their path relative to the folder.
+Symbolic links to folders are followed; a folder reached a second time (a link back to an ancestor, or two links
+to one folder) is searched once, so that a loop ends and no image is read twice through folder links. Every
+result has a ``files`` line: the images read from each folder and the entries skipped, by reason. Each
 file is decoded with Pillow and converted to RGB as torch-fidelity and pytorch-fid do (grayscale tiled, alpha
 dropped), except 16-bit grayscale PNGs, which are scaled to 8 bits (value / 257, rounded) where those two clip
 them at 255. Images of different sizes may share a folder: a batch is split into groups of one size, each group
 is one forward pass (the network resizes every image to its input size on its own, so the features do not depend
 on the grouping); a folder of mixed sizes costs more forward passes, never a wrong stack.
 
-Memory stays flat in the number of images for FID and IS (float64 moments and split marginals); KID,
-precision/recall, CMMD and Vendi keep the feature rows (N x d float32 on the CPU).
+Memory stays flat in the number of images for FID and IS (float64 moments and split marginals); KID and
+precision/recall keep the feature rows (N x d float32 on the CPU), as they need them.
 
 Under ``torchrun`` each process reads the files ``rank, rank + W, ...`` (its own share, no duplicates), on
 ``cuda:LOCAL_RANK`` with NCCL or on the CPU with gloo, and the accumulators merge exactly as under DDP training:
 the result equals the single-process one up to float64 rounding of the merge. Only rank 0 prints and writes.
 
 Exit status: 0 on success, 2 on bad input (a missing or empty folder, an unreadable image, a bad option, a
-statistics file where per-sample features are needed), reported as one line on stderr.
+statistics file where per-sample features are needed, a weights or statistics file that cannot be used), reported
+as one line on stderr that names the file or the flag. Library messages are translated to the flags of the
+command line (``--inception-weights``, not ``inception_weights=``), and library warnings are one line each.
+
+This module imports only the standard library at the top: ``--help`` and the errors found in the arguments and
+the folders answer before torch (and numpy, Pillow, torchmetrics, timm) is imported; each command imports what it
+needs when it needs it. A new command is one entry of :data:`COMMANDS`: a function adding its arguments and a
+function computing its result.
 """
 
 from __future__ import annotations
@@ -45,32 +55,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import numpy as np
-import torch
-import torch.distributed as dist
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+# Only the standard library here (tests/test_cli_subprocess.py checks it): torch and the package's numeric modules
+# are imported inside the functions that need them, so that `--help` and argument errors answer at once.
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
-from lightning_ganeval.extractor import NUM_FEATURES, NUM_LOGITS, InceptionExtractor, get_extractor
-from lightning_ganeval.images import PixelSpace, to_uint8_rgb
-from lightning_ganeval.math import GaussianStats, frechet_distance
-from lightning_ganeval.metrics.kid import kid_from_features
-from lightning_ganeval.metrics.precision_recall import precision_recall_density_coverage
-from lightning_ganeval.moments import FeatureBank, FIDMoments, ISMarginals
-from lightning_ganeval.networks import run_network
-from lightning_ganeval.real import network_provenance
-from lightning_ganeval.reference import default_max_workers, load_stats, save_stats
-from lightning_ganeval.weights import WeightsError
+    from lightning_ganeval.images import PixelSpace
+    from lightning_ganeval.math import GaussianStats
 
-__all__ = ["IMAGE_SUFFIXES", "ImageFolderDataset", "InputError", "list_images", "main", "read_image"]
+__all__ = [
+    "COMMANDS",
+    "IMAGE_SUFFIXES",
+    "Command",
+    "ImageFolderDataset",
+    "ImageListing",
+    "InputError",
+    "build_parser",
+    "list_images",
+    "main",
+    "read_image",
+    "scan_images",
+]
 
 PROG = "lightning-ganeval"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -79,7 +94,14 @@ EXIT_BAD_INPUT = 2
 _MAX_DEFAULT_WORKERS = 8
 _INCEPTION_RESIZE = ("tf1", "antialias")
 _DINOV2_RESIZE = ("bicubic", "pil")
-_UINT8_SPACE = PixelSpace.from_value_range(0.0, 255.0)  # ignored for uint8 images; named for the record
+_CLIP_RESIZE = ("pil", "bicubic")  # pil: the reference's Pillow bicubic resize (default)
+# Per network: its --resize values (the first is the default), its weights flag and the variable that stands in.
+_NETWORKS = {
+    "inception": (_INCEPTION_RESIZE, "--inception-weights", "inception_weights", "LIGHTNING_GANEVAL_INCEPTION_WEIGHTS"),
+    "dinov2": (_DINOV2_RESIZE, "--dinov2-weights", "dinov2_weights", "LIGHTNING_GANEVAL_DINOV2_WEIGHTS"),
+    "clip": (_CLIP_RESIZE, "--clip-weights", "clip_weights", "LIGHTNING_GANEVAL_CLIP_WEIGHTS"),
+}
+_KID_SUBSET_SIZE = 1000  # KIDCallback's default: one rule for the library and the command line
 
 
 class InputError(Exception):
@@ -96,27 +118,124 @@ class _OtherRankFailed(Exception):
 
 # --------------------------------------------------------------------------------------------- reading files
 
+# Why an entry of a folder was not read, as the `files` line and the JSON "skipped_by_reason" say it.
+SKIP_REASONS = {
+    "not_image": "not .png/.jpg/.jpeg",
+    "hidden": "hidden (name starts with a dot; a hidden folder is not searched)",
+    "repeated_folder": "folder link to a folder searched already (a loop or a second link)",
+    "broken_link": "broken link",
+    "not_a_file": "not a regular file",
+    "unreadable_folder": "folder that cannot be listed",
+}
+
+
+@dataclass
+class ImageListing:
+    """The image files of a folder and what was skipped.
+
+    Attributes:
+        files: The image files, in sorted order of their path relative to the folder.
+        skipped: Entries not read, by reason (a key of :data:`SKIP_REASONS`).
+    """
+
+    files: list[Path]
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+def scan_images(folder: str | os.PathLike[str]) -> ImageListing:
+    """The image files of a folder, recursively, following links to folders, with what was skipped and why.
+
+    Folders are searched depth first in sorted name order, every real sub-folder before the links to folders, so
+    that an image is found under its own path when a link also leads to it. A folder whose real path was searched
+    already (a link to an ancestor, or a second link to one folder) is skipped: a loop ends, and no image is read
+    twice through folder links. Links to files are read as files.
+
+    Args:
+        folder: The folder to search.
+
+    Returns:
+        The files (``.png``, ``.jpg``, ``.jpeg`` in any case, hidden files and folders skipped) in sorted order of
+        their path relative to ``folder``, and the skipped entries counted by reason.
+
+    Raises:
+        OSError: ``folder`` itself cannot be listed.
+    """
+    root = Path(folder)
+    skipped: Counter[str] = Counter()
+    found: list[tuple[str, Path]] = []
+    searched: set[str] = set()
+    links: list[tuple[str, str]] = []  # (path, real path) of folder links, searched after the real tree
+
+    def search(directory: str, real: str, top: bool = False) -> None:
+        searched.add(real)
+        try:
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError:
+            if top:
+                raise
+            skipped["unreadable_folder"] += 1
+            return
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                skipped["hidden"] += 1
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows links
+                is_file = not is_dir and entry.is_file()
+                is_link = entry.is_symlink()
+            except OSError:
+                skipped["not_a_file"] += 1
+                continue
+            if is_dir:
+                if is_link:
+                    links.append((entry.path, os.path.realpath(entry.path)))
+                else:
+                    subfolders.append((entry.path, os.path.join(real, entry.name)))
+            elif is_file:
+                if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    path = Path(entry.path)
+                    found.append((path.relative_to(root).as_posix(), path))
+                else:
+                    skipped["not_image"] += 1
+            elif is_link and not os.path.exists(entry.path):
+                skipped["broken_link"] += 1
+            else:
+                skipped["not_a_file"] += 1
+        for path, sub_real in subfolders:
+            # Searched already: only when this folder was itself reached through a link, whose target holds a
+            # folder that another link led to first.
+            if sub_real in searched:
+                skipped["repeated_folder"] += 1
+            else:
+                search(path, sub_real)
+
+    search(str(root), os.path.realpath(root), top=True)
+    # Links last, in the order they were met; a link found inside a linked folder joins the queue.
+    position = 0
+    while position < len(links):
+        path, real = links[position]
+        position += 1
+        if real in searched:
+            skipped["repeated_folder"] += 1
+        else:
+            search(path, real)
+    found.sort(key=lambda item: item[0])
+    return ImageListing([path for _, path in found], skipped)
+
 
 def list_images(folder: str | os.PathLike[str], limit: int | None = None) -> list[Path]:
     """The image files of a folder, recursively, in sorted order of their path relative to ``folder``.
 
     Args:
-        folder: The folder to search.
+        folder: The folder to search (see :func:`scan_images`).
         limit: Keep only the first ``limit`` files of that order (``None``: all).
 
     Returns:
         Paths of the ``.png``, ``.jpg`` and ``.jpeg`` files (any case), hidden files and folders skipped.
     """
-    root = Path(folder)
-    found: list[tuple[str, Path]] = []
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = [name for name in subdirs if not name.startswith(".")]
-        for name in files:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
-                path = Path(directory, name)
-                found.append((path.relative_to(root).as_posix(), path))
-    found.sort(key=lambda item: item[0])
-    paths = [path for _, path in found]
+    paths = scan_images(folder).files
     return paths if limit is None else paths[:limit]
 
 
@@ -126,7 +245,9 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
     Raises:
         OSError, ValueError, PIL.UnidentifiedImageError: The file cannot be decoded.
     """
-    from PIL import Image  # torchvision's dependency; imported here so that `--help` stays fast
+    import numpy as np
+    import torch
+    from PIL import Image  # torchvision's dependency
 
     with Image.open(path) as image:
         if image.mode in ("I", "I;16", "I;16B", "I;16L"):
@@ -139,11 +260,12 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
     return torch.from_numpy(np.array(array, copy=True)).permute(2, 0, 1).contiguous()
 
 
-class ImageFolderDataset(Dataset):
+class ImageFolderDataset:
     """Decoded images of a list of files; an unreadable file gives a message string instead of a tensor.
 
     Returning the message (rather than raising in a loader worker, which wraps the error in a traceback) lets
-    the command line report it as one line.
+    the command line report it as one line. A map-style dataset for ``DataLoader`` (``__len__`` and
+    ``__getitem__``; not a ``torch.utils.data.Dataset`` subclass, so that defining it imports no torch).
 
     Args:
         paths: The image files, in sample order.
@@ -170,6 +292,8 @@ def _as_list(items: list[Tensor | str]) -> list[Tensor | str]:
 
 def _same_size_groups(items: list[Tensor], indices: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
     """``(images, global indices)`` for each image size in the batch, in order of first appearance."""
+    import torch
+
     groups: dict[tuple[int, ...], list[int]] = {}
     for position, image in enumerate(items):
         groups.setdefault(tuple(image.shape), []).append(position)
@@ -187,10 +311,22 @@ class _Source:
     text: str
     argument: str
     files: list[Path] | None
+    listing: ImageListing | None = None
 
     @property
     def is_stats(self) -> bool:
         return self.files is None
+
+    def counts(self) -> dict[str, Any]:
+        """What was read of the folder and what was skipped, for the ``files`` line and the JSON output."""
+        assert self.files is not None
+        assert self.listing is not None
+        return {
+            "read": len(self.files),
+            "found": len(self.listing.files),
+            "skipped": sum(self.listing.skipped.values()),
+            "skipped_by_reason": dict(sorted(self.listing.skipped.items())),
+        }
 
 
 def _source(text: str, argument: str, command: str, *, allow_stats: bool, limit: int | None) -> _Source:
@@ -209,14 +345,17 @@ def _source(text: str, argument: str, command: str, *, allow_stats: bool, limit:
     if not path.is_dir():
         raise InputError(f"{argument}: {text!r} is neither a folder nor a .npz statistics file.")
     try:
-        files = list_images(path, limit)
+        listing = scan_images(path)
     except OSError as err:
         raise InputError(f"{argument}: cannot list folder {text!r} ({err}).") from err
-    if not files:
+    if not listing.files:
+        skipped = _describe_skipped(listing.skipped)
         raise InputError(
-            f"{argument}: no images in folder {text!r} (searched recursively for {', '.join(IMAGE_SUFFIXES)} files)."
+            f"{argument}: no images in folder {text!r} (searched recursively for {', '.join(IMAGE_SUFFIXES)} files"
+            f"{'; skipped ' + skipped if skipped else ''})."
         )
-    return _Source(text, argument, files)
+    files = listing.files if limit is None else listing.files[:limit]
+    return _Source(text, argument, files, listing)
 
 
 def _need(source: _Source, minimum: int, why: str) -> None:
@@ -225,6 +364,16 @@ def _need(source: _Source, minimum: int, why: str) -> None:
         raise InputError(
             f"{source.argument}: {why} needs at least {minimum} images, folder {source.text!r} has {len(source.files)}."
         )
+
+
+def _describe_skipped(skipped: Counter[str]) -> str:
+    return ", ".join(f"{count} {SKIP_REASONS[reason]}" for reason, count in sorted(skipped.items()))
+
+
+def _files(*sources: _Source) -> dict[str, Any]:
+    """The ``files`` entry of a result: read and skipped counts of each folder among ``sources``."""
+    folders = {s.argument: s.counts() for s in sources if not s.is_stats}
+    return {"files": folders} if folders else {}
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -244,6 +393,9 @@ class _Run:
 
     @property
     def collective_device(self) -> torch.device:
+        import torch
+        import torch.distributed as dist
+
         # NCCL moves CUDA tensors only; gloo moves CPU tensors.
         return self.device if self.world_size > 1 and dist.get_backend() == "nccl" else torch.device("cpu")
 
@@ -257,11 +409,15 @@ class _Extracted:
 
 
 def _layer(network: nn.Module) -> str:
+    from lightning_ganeval.extractor import InceptionExtractor
+
     return "pool" if isinstance(network, InceptionExtractor) else "features"
 
 
 def _width(network: nn.Module, layer: str) -> int:
     """The layer's width, known on every rank (also one whose share of the files is empty)."""
+    from lightning_ganeval.extractor import NUM_FEATURES, NUM_LOGITS, InceptionExtractor
+
     if isinstance(network, InceptionExtractor):
         return NUM_FEATURES if layer == "pool" else NUM_LOGITS
     return int(network.num_features)  # type: ignore[arg-type]
@@ -271,6 +427,9 @@ def _agree(error: BaseException | None, run: _Run) -> None:
     """Raise on every rank when any rank failed, so that no rank waits forever in the next collective."""
     failed = error is not None
     if run.world_size > 1:
+        import torch
+        import torch.distributed as dist
+
         flag = torch.tensor([float(failed)], device=run.collective_device)
         dist.all_reduce(flag)
         failed = bool(flag.item() > 0)
@@ -280,15 +439,30 @@ def _agree(error: BaseException | None, run: _Run) -> None:
         raise _OtherRankFailed
 
 
+def _uint8_space() -> PixelSpace:
+    from lightning_ganeval.images import PixelSpace
+
+    return PixelSpace.from_value_range(0.0, 255.0)  # ignored for uint8 images; named for the record
+
+
 def _extract(
     source: _Source, run: _Run, *, moments: bool = False, features: bool = False, is_splits: int | None = None
 ) -> _Extracted:
     """One pass over this rank's share of a folder, feeding the requested accumulators; merged over ranks."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from lightning_ganeval.images import to_uint8_rgb
+    from lightning_ganeval.moments import FeatureBank, FIDMoments, ISMarginals
+    from lightning_ganeval.networks import run_network
+
     assert source.files is not None
     total = len(source.files)
     layer = _layer(run.network)
     shard = list(range(run.rank, total, run.world_size))
     width = _width(run.network, layer)
+    space = _uint8_space()
     moment_acc = FIDMoments(num_features=width).to(run.device) if moments else None
     bank = FeatureBank(num_features=width) if features else None
     marginals = (
@@ -297,7 +471,7 @@ def _extract(
         else None
     )
     loader = DataLoader(
-        ImageFolderDataset(source.files),
+        ImageFolderDataset(source.files),  # type: ignore[arg-type]
         batch_size=run.batch_size,
         sampler=shard,
         collate_fn=_as_list,
@@ -323,7 +497,7 @@ def _extract(
                     if isinstance(item, str):
                         raise _ShardError(f"{source.argument}: {item}")
                 for images, rows in _same_size_groups(items, indices):  # type: ignore[arg-type]
-                    converted = to_uint8_rgb(images, _UINT8_SPACE, side="real")
+                    converted = to_uint8_rgb(images, space, side="real")
                     outputs = run_network(run.network, converted.images.to(run.device, non_blocking=True))
                     if moment_acc is not None:
                         moment_acc.update(outputs[layer])
@@ -351,6 +525,46 @@ def _extract(
     return result
 
 
+# --------------------------------------------------------------------------------------------- messages
+
+# The library names its own arguments (`inception_weights=` of FIDCallback, `subset_size`); on the command line the
+# same setting is a flag. Applied to every library message and warning shown here.
+_TRANSLATIONS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), replacement)
+    for pattern, replacement in (
+        (r"`inception_weights=`(?: of [\w /]+?)?(?: or `weights=` of [\w /]+)?(?=[).,;:]|$)", "--inception-weights"),
+        (r"`weights=` of DINOv2Extractor", "--dinov2-weights"),
+        (r"`weights=` of (?:InceptionExtractor|get_extractor)[\w /]*", "--inception-weights"),
+        (r"`?\bsubset_size\b`?=?", "--subset-size"),
+        (r"`?\bsubsets\b`?=", "--subsets"),
+        (r"`?\bsplits\b`?=", "--splits"),
+        (r"\bresize=(['\"])(\w+)\1", r"--resize \2"),
+        (r"`?\bresize\b`?=", "--resize"),
+    )
+)
+_MAX_MESSAGE = 400  # characters: a load_state_dict error lists hundreds of keys
+
+
+def _translate(message: str, limit: int | None = None) -> str:
+    """A library message in the command line's terms, on one line (cut to ``limit`` characters, if given)."""
+    for pattern, replacement in _TRANSLATIONS:
+        message = pattern.sub(replacement, message)
+    message = " ".join(message.split())
+    if limit is not None and len(message) > limit:
+        message = message[: limit - 1].rstrip() + "…"
+    return message
+
+
+def _one_line_warnings(prefix: str, enabled: bool) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints each library warning as one translated line (or nothing)."""
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if enabled:
+            print(f"{prefix}: warning: {_translate(str(message))}", file=sys.stderr)
+
+    return show
+
+
 # --------------------------------------------------------------------------------------------- setup
 
 
@@ -361,7 +575,13 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+# torch's device types (`torch.device("gpu")` fails); checked without torch so that a typo answers at once.
+_DEVICE_PATTERN = re.compile(r"(cpu|cuda|mps|xpu|hpu|npu|mtia|meta|xla|ipu|hip|ve|vulkan|privateuseone)(:\d+)?")
+
+
 def _device(text: str | None, local_rank: int | None) -> torch.device:
+    import torch
+
     if text is None:
         text = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -378,6 +598,9 @@ def _device(text: str | None, local_rank: int | None) -> torch.device:
 
 def _start_distributed(device: torch.device) -> tuple[int, int, bool]:
     """Join the torchrun process group (from its environment variables); ``(rank, world_size, created)``."""
+    import torch
+    import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), False
     if _env_int("WORLD_SIZE", 1) <= 1:
@@ -389,7 +612,7 @@ def _start_distributed(device: torch.device) -> tuple[int, int, bool]:
 
 
 def _resize(args: argparse.Namespace) -> str:
-    allowed = _INCEPTION_RESIZE if args.network == "inception" else _DINOV2_RESIZE
+    allowed = _NETWORKS[args.network][0]
     if args.resize is None:
         return allowed[0]
     if args.resize not in allowed:
@@ -400,27 +623,137 @@ def _resize(args: argparse.Namespace) -> str:
     return args.resize
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """The checks of the evaluation options that need no file contents and no torch (every command runs them)."""
+    if args.device is not None and not _DEVICE_PATTERN.fullmatch(args.device):
+        raise InputError(f"--device: {args.device!r} is not a device (e.g. cpu, cuda, cuda:1).")
+    _resize(args)
+    _, flag, attribute, _ = _NETWORKS[args.network]
+    path = getattr(args, attribute)
+    for network, (_, other, other_attribute, _) in _NETWORKS.items():
+        if network != args.network and getattr(args, other_attribute) is not None:
+            # Ignoring it would hide a mix-up (which network was meant?).
+            raise InputError(f"{other} does not apply to --network {args.network}; give {flag} instead.")
+    if path is not None and not (args.network == "clip" and os.path.isdir(path)):  # CLIP also takes a folder
+        # The file's contents are checked when the network is built (that needs torch); these are checked now.
+        if not os.path.exists(path):
+            raise InputError(f"{flag}: {path!r} does not exist.")
+        if not os.path.isfile(path):
+            raise InputError(f"{flag}: {path!r} is not a file.")
+        if os.path.getsize(path) == 0:
+            raise InputError(f"{flag}: {path!r} is empty (0 bytes), not a weights file.")
+
+
+def _weights_flag(args: argparse.Namespace) -> str:
+    """Where the network's weights came from, for a message: the flag, else its environment variable or cache."""
+    if args.network in ("inception", "clip"):
+        _, flag, attribute, variable = _NETWORKS[args.network]
+        given = getattr(args, attribute)
+    else:
+        # As dinov2_weights_spec names them: one variable per model.
+        model = "" if args.dinov2_model == "vitl14" else f"_{args.dinov2_model.upper()}"
+        flag, given, variable = "--dinov2-weights", args.dinov2_weights, f"LIGHTNING_GANEVAL_DINOV2{model}_WEIGHTS"
+    if given is not None:
+        return f"{flag} {given}"
+    if os.environ.get(variable):
+        return f"{flag} (from ${variable})"
+    return f"{flag} (not given: the torch hub cache or a download)"
+
+
+def _weights_problem(err: BaseException) -> str:
+    """What is wrong with a weights file that failed to load, short (the flag and the path are said already)."""
+    message = str(err)
+    if "torch.load(weights_only=True) failed" in message:
+        # torch's own text is a paragraph about the weights_only default; the kind of failure is what helps.
+        cause = type(err.__cause__).__name__ if err.__cause__ is not None else "error"
+        return (
+            f"not a PyTorch state dict of tensors (torch.load(weights_only=True) fails with {cause}): a corrupt or "
+            "truncated file, or a pickled object other than a state dict."
+        )
+    # The extractors start with "weights file <path> ...": the path is in the message already.
+    return _translate(re.sub(r"^weights file .*? (is not|does not|has) ", r"\1 ", message, count=1), _MAX_MESSAGE)
+
+
 def _build_network(args: argparse.Namespace, device: torch.device) -> nn.Module:
-    if args.network == "clip":
-        return _clip_network(args, device)
+    import pickle
+
+    from lightning_ganeval.weights import WeightsError
+
     resize = _resize(args)
-    if args.network == "inception":
-        return get_extractor(device, weights=args.inception_weights, resize=resize)
-    try:
-        from lightning_ganeval.dinov2 import DINOv2Extractor
-    except ImportError as err:
-        raise InputError(f"--network dinov2 needs timm (pip install 'lightning-ganeval[dinov2]'): {err}") from None
-    return DINOv2Extractor(args.dinov2_weights, model=args.dinov2_model, resize=resize, device=device)
+    if args.network == "dinov2":
+        try:
+            import timm  # noqa: F401  (DINOv2Extractor builds its network with timm)
+        except ImportError as err:
+            raise InputError(f"--network dinov2 needs timm (pip install 'lightning-ganeval[dinov2]'): {err}") from None
+    if args.network == "clip":
+        try:
+            import transformers  # noqa: F401  (CLIPExtractor builds its network with transformers)
+        except ImportError as err:
+            raise InputError(
+                f"--network clip needs transformers (pip install 'lightning-ganeval[clip]'): {err}"
+            ) from None
+    # Warnings of a file that then fails to load (e.g. "not the reference digest") would only add noise to the
+    # error: they are shown once the network is built.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if args.network == "inception":
+                from lightning_ganeval.extractor import get_extractor
+
+                network: nn.Module = get_extractor(device, weights=args.inception_weights, resize=resize)
+            elif args.network == "clip":
+                from lightning_ganeval.clip import CLIPExtractor
+
+                network = CLIPExtractor(args.clip_weights, resize=resize, device=device, progress=not args.no_progress)
+            else:
+                from lightning_ganeval.dinov2 import DINOv2Extractor
+
+                network = DINOv2Extractor(args.dinov2_weights, model=args.dinov2_model, resize=resize, device=device)
+        except WeightsError as err:
+            raise InputError(_translate(str(err))) from None
+        except (ValueError, TypeError, RuntimeError, KeyError, OSError, EOFError, pickle.UnpicklingError) as err:
+            # A weights file that exists but is not the network's: corrupt, truncated, another architecture.
+            raise InputError(f"{_weights_flag(args)}: cannot load the weights: {_weights_problem(err)}") from None
+    for warning in caught:
+        warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    return network
 
 
 def _load_stats(source: _Source, expect: dict[str, Any] | None) -> tuple[GaussianStats, dict[str, Any]]:
+    from lightning_ganeval.reference import load_stats
+
     try:
         return load_stats(source.text, expect=expect)
     except (OSError, ValueError) as err:
-        raise InputError(f"{source.argument}: {err}") from None
+        raise InputError(f"{source.argument}: {_translate(str(err))}") from None
+
+
+def _check_stats_file(source: _Source) -> None:
+    """Refuse a statistics file that cannot be used before the network is loaded (seconds), cheaply.
+
+    Only the archive's directory is read; on any doubt the full :func:`~lightning_ganeval.reference.load_stats`
+    runs, so that the message is the library's. The file is read in full (and its provenance checked) later.
+    """
+    import numpy as np
+
+    try:
+        with np.load(source.text, allow_pickle=False) as data:
+            usable = {"mu", "sigma"} <= set(data.files)
+    except Exception:  # any failure to open: load_stats says what is wrong
+        usable = False
+    if not usable:
+        _load_stats(source, None)
+
+
+def _provenance(run: _Run, layer: str | None = None) -> dict[str, Any]:
+    from lightning_ganeval.real import network_provenance
+
+    return network_provenance(run.network, _layer(run.network) if layer is None else layer)
 
 
 # --------------------------------------------------------------------------------------------- commands
+
+Runner = Callable[[argparse.Namespace, Callable[[], _Run]], dict[str, Any]]
 
 
 def _fid(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, Any]:
@@ -437,8 +770,11 @@ def _fid(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, An
         stats_b, _ = _load_stats(b, {k: provenance[k] for k in keys if k in provenance})
         result["network"] = provenance.get("extractor")
     else:
+        for source in (a, b):
+            if source.is_stats:
+                _check_stats_file(source)
         run = make_run()
-        expect = network_provenance(run.network, _layer(run.network))
+        expect = _provenance(run)
         pair = []
         for source in (a, b):
             if source.is_stats:
@@ -454,11 +790,13 @@ def _fid(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, An
             f"A has {stats_a.num_features} features per sample and B has {stats_b.num_features}: they come from "
             "different networks or layers."
         )
+    from lightning_ganeval.math import frechet_distance
+
     try:
         value = frechet_distance(stats_a.mean, stats_a.cov, stats_b.mean, stats_b.cov)
     except ValueError as err:
-        raise InputError(f"cannot compute the Fréchet distance: {err}") from None
-    return {"fid": value, "num_samples_a": stats_a.n, "num_samples_b": stats_b.n, **result}
+        raise InputError(f"cannot compute the Fréchet distance: {_translate(str(err))}") from None
+    return {"fid": value, "num_samples_a": stats_a.n, "num_samples_b": stats_b.n, **result, **_files(a, b)}
 
 
 def _kid(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, Any]:
@@ -466,29 +804,47 @@ def _kid(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, An
     b = _source(args.b, "B", "kid", allow_stats=False, limit=args.num_samples)
     assert a.files is not None
     assert b.files is not None
-    smaller = min(len(a.files), len(b.files))
-    subset_size = min(1000, smaller) if args.subset_size is None else args.subset_size
-    if subset_size < 2 or subset_size > smaller:
-        raise InputError(
-            f"--subset-size must lie in [2, {smaller}] (the smaller folder has {smaller} images), got {subset_size}."
-        )
+    # KIDCallback's rule: each subset draws subset_size distinct images per side, and a larger subset_size than
+    # there are images is refused, never capped (a capped size makes every subset hold every image: kid_std 0).
+    subset_size = _KID_SUBSET_SIZE if args.subset_size is None else args.subset_size
+    given = f"--subset-size {subset_size}" + (" (the default, as KIDCallback's)" if args.subset_size is None else "")
+    if subset_size < 2:
+        raise InputError(f"{given}: a subset needs at least 2 images per side.")
+    for source in (a, b):
+        if len(source.files) < subset_size:  # type: ignore[arg-type]
+            raise InputError(
+                f"{given} is more than the {len(source.files)} images of {source.argument} "  # type: ignore[arg-type]
+                f"({source.text!r}): each subset draws {subset_size} distinct images per side; pass "
+                f"--subset-size {min(len(a.files), len(b.files))} or less, or use more images."
+            )
     run = make_run()
     fake = _extract(a, run, features=True).features
     real = _extract(b, run, features=True).features
     assert fake is not None
     assert real is not None
-    mean, std = kid_from_features(
-        real.to(run.device), fake.to(run.device), subsets=args.subsets, subset_size=subset_size, seed=args.seed
-    )
-    return {
+    from lightning_ganeval.metrics.kid import kid_from_features
+
+    try:
+        mean, std = kid_from_features(
+            real.to(run.device), fake.to(run.device), subsets=args.subsets, subset_size=subset_size, seed=args.seed
+        )
+    except ValueError as err:
+        raise InputError(_translate(str(err))) from None
+    result = {
         "kid": mean,
         "kid_std": std,
         "kid_subsets": args.subsets,
         "kid_subset_size": subset_size,
         "num_samples_a": len(fake),
         "num_samples_b": len(real),
-        "network": network_provenance(run.network, _layer(run.network))["extractor"],
+        "network": _provenance(run)["extractor"],
     }
+    if len(fake) == len(real) == subset_size:
+        result["note"] = (
+            f"every subset holds all {subset_size} images of both folders: the {args.subsets} subsets are the same "
+            "and kid_std is 0 by construction; a smaller --subset-size gives a spread"
+        )
+    return {**result, **_files(a, b)}
 
 
 def _pr(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, Any]:
@@ -501,13 +857,16 @@ def _pr(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, Any
     real = _extract(b, run, features=True).features
     assert fake is not None
     assert real is not None
+    from lightning_ganeval.metrics.precision_recall import precision_recall_density_coverage
+
     values = precision_recall_density_coverage(real, fake, k=args.k, device=run.device)
     return {
         **values,
         "k": args.k,
         "num_samples_a": len(fake),
         "num_samples_b": len(real),
-        "network": network_provenance(run.network, _layer(run.network))["extractor"],
+        "network": _provenance(run)["extractor"],
+        **_files(a, b),
     }
 
 
@@ -525,7 +884,8 @@ def _is(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, Any
         "is_std": std,
         "is_splits": args.splits,
         "num_samples": extracted.count,
-        "network": network_provenance(run.network, "logits")["extractor"],
+        "network": _provenance(run, "logits")["extractor"],
+        **_files(a),
     }
 
 
@@ -543,9 +903,9 @@ def _stats(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, 
         assert extracted.stats is not None
         stats = extracted.stats
         provenance = {
-            **network_provenance(run.network, _layer(run.network)),
+            **_provenance(run),
             "source": str(Path(src.text).resolve()),
-            "pixel_space": _UINT8_SPACE.to_json(),
+            "pixel_space": _uint8_space().to_json(),
             "count": extracted.count,
         }
     result: dict[str, Any] = {
@@ -555,6 +915,8 @@ def _stats(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, 
     }
     if args.output is not None:
         if rank == 0:
+            from lightning_ganeval.reference import save_stats
+
             try:
                 written = save_stats(args.output, stats, provenance)
             except OSError as err:
@@ -562,24 +924,7 @@ def _stats(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, 
         else:
             written = Path(args.output)
         result["output"] = str(written)
-    return result
-
-
-def _clip_network(args: argparse.Namespace, device: torch.device) -> nn.Module:
-    """CLIP ViT-L/14-336 (``--network clip``; the default of ``cmmd``), with the reference's Pillow resize."""
-    resize = args.resize or "pil"
-    if resize not in ("pil", "bicubic"):
-        raise InputError(f"--resize {resize} does not apply to --network clip; it takes pil (default) or bicubic.")
-    try:
-        from lightning_ganeval.clip import CLIPExtractor
-    except ImportError as err:
-        raise InputError(f"--network clip needs transformers (pip install 'lightning-ganeval[clip]'): {err}") from None
-    try:
-        return CLIPExtractor(args.clip_weights, resize=resize, device=device, progress=not args.no_progress)
-    except ImportError as err:
-        raise InputError(f"--network clip needs transformers (pip install 'lightning-ganeval[clip]'): {err}") from None
-    except ValueError as err:
-        raise InputError(f"--clip-weights: {err}") from None
+    return {**result, **_files(src)}
 
 
 def _cmmd(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, Any]:
@@ -596,13 +941,13 @@ def _cmmd(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, A
     real = _extract(b, run, features=True).features
     assert fake is not None
     assert real is not None
-    value = cmmd_from_features(real, fake, estimator=args.estimator, device=run.device)
     return {
-        "cmmd": value,
+        "cmmd": cmmd_from_features(real, fake, estimator=args.estimator, device=run.device),
         "cmmd_estimator": args.estimator,
         "num_samples_a": len(fake),
         "num_samples_b": len(real),
-        "network": network_provenance(run.network, _layer(run.network))["extractor"],
+        "network": _provenance(run)["extractor"],
+        **_files(a, b),
     }
 
 
@@ -617,29 +962,27 @@ def _vendi(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, 
     return {
         "vendi": vendi_score(features.to(run.device)),
         "num_samples": len(features),
-        "network": network_provenance(run.network, _layer(run.network))["extractor"],
+        "network": _provenance(run)["extractor"],
+        **_files(a),
     }
 
 
 def _memorization(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, Any]:
-    """``memorization GENERATED TRAIN [--test TEST]``: AuthPct, C_T, the memorised fraction and the evidence grid.
-
-    Self-contained (its heavy imports are inside), next to :func:`_memorization_parser`, its arguments.
-    """
-    from torchvision.utils import make_grid
-
-    from lightning_ganeval.metrics.memorization import memorization_scores, seeded_split
-
+    """``memorization GENERATED TRAIN [--test TEST]``: AuthPct, C_T, the memorised fraction and the evidence grid."""
+    if not 0 <= args.quantile <= 1:
+        raise InputError(f"--quantile must lie in [0, 1], got {args.quantile}.")
+    if not 0 <= args.test_fraction < 1:
+        raise InputError(f"--test-fraction must lie in [0, 1), got {args.test_fraction}.")
     gen = _source(args.a, "GENERATED", "memorization", allow_stats=False, limit=args.num_samples)
     train = _source(args.b, "TRAIN", "memorization", allow_stats=False, limit=args.num_samples)
     test = (
         _source(args.test, "--test", "memorization", allow_stats=False, limit=args.num_samples) if args.test else None
     )
     _need(train, 3 if test is None else 2, "a nearest other training image (and a test split)")
-    if not 0 <= args.quantile <= 1:
-        raise InputError(f"--quantile must lie in [0, 1], got {args.quantile}.")
-    if not 0 <= args.test_fraction < 1:
-        raise InputError(f"--test-fraction must lie in [0, 1), got {args.test_fraction}.")
+    import torch
+
+    from lightning_ganeval.metrics.memorization import memorization_scores, seeded_split
+
     assert train.files is not None
     train_pos = torch.arange(len(train.files))
     test_pos = None
@@ -674,79 +1017,158 @@ def _memorization(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dic
         "num_samples_generated": len(fake),
         "num_train": len(train_pos),
         "num_test": 0 if held_out is None else len(held_out),
-        "network": network_provenance(run.network, _layer(run.network))["extractor"],
+        "network": _provenance(run)["extractor"],
+        **_files(*(s for s in (gen, train, test) if s is not None)),
     }
     if found is not None and args.grid and run.rank == 0:
         assert gen.files is not None
-        # One row per generated image (closest to the training set first), then its nearest training images.
-        tiles = []
-        for row in range(len(found.generated)):
-            shown = read_image(gen.files[int(found.generated[row])])
-            tiles.append(shown)
-            for column in found.training[row].tolist():
-                image = read_image(train.files[int(train_pos[column])])
-                if image.shape != shown.shape:
-                    image = (
-                        torch.nn.functional.interpolate(
-                            image[None].float(), size=shown.shape[-2:], mode="bilinear", antialias=True
-                        )[0]
-                        .round()
-                        .clamp(0, 255)
-                        .to(torch.uint8)
-                    )
-                tiles.append(image)
-        grid = make_grid(torch.stack(tiles), nrow=1 + found.training.shape[1], padding=2)
-        from PIL import Image
-
-        try:
-            Image.fromarray(grid.permute(1, 2, 0).contiguous().numpy()).save(args.grid, format="PNG")
-        except (OSError, ValueError) as err:
-            raise InputError(f"--grid: cannot write {args.grid!r} ({err}).") from None
-        result["grid"] = str(args.grid)
+        result["grid"] = _write_nearest_grid(args.grid, gen.files, train.files, train_pos, found)
         if args.json:  # which files sit closest to the training set, for scripts
             result["nearest_generated"] = [str(gen.files[int(i)]) for i in found.generated]
             result["nearest_distance"] = found.distance.tolist()
     return result
 
 
-def _memorization_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    """The ``memorization`` subcommand's arguments (see :func:`_memorization`)."""
-    mem = commands.add_parser(
-        "memorization",
-        parents=[common],
-        help="does GENERATED copy TRAIN? AuthPct, C_T, memorised fraction, nearest-training grid",
-        description=(
-            "AuthPct (dgm-eval), C_T (Meehan et al. 2020, dgm-eval constants; needs held-out real images: --test, or"
-            " a seeded split of TRAIN) and the memorised fraction (generated images at or below the --quantile of"
-            " the training images' own nearest-neighbour distances), plus a PNG grid of the generated images"
-            " closest to TRAIN, each beside its nearest training images."
-        ),
+def _write_nearest_grid(path: str, generated: list[Path], train: list[Path], train_pos: Tensor, found: Any) -> str:
+    """One row per generated image (closest to the training set first), then its nearest training images."""
+    import torch
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    tiles = []
+    for row in range(len(found.generated)):
+        shown = read_image(generated[int(found.generated[row])])
+        tiles.append(shown)
+        for column in found.training[row].tolist():
+            image = read_image(train[int(train_pos[column])])
+            if image.shape != shown.shape:
+                image = (
+                    torch.nn.functional.interpolate(
+                        image[None].float(), size=shown.shape[-2:], mode="bilinear", antialias=True
+                    )[0]
+                    .round()
+                    .clamp(0, 255)
+                    .to(torch.uint8)
+                )
+            tiles.append(image)
+    grid = make_grid(torch.stack(tiles), nrow=1 + found.training.shape[1], padding=2)
+    try:
+        Image.fromarray(grid.permute(1, 2, 0).contiguous().numpy()).save(path, format="PNG")
+    except (OSError, ValueError) as err:
+        raise InputError(f"--grid: cannot write {path!r} ({err}).") from None
+    return str(path)
+
+
+def _stats_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", metavar="SRC", help="image folder or .npz statistics file")
+    parser.add_argument("-o", "--output", metavar="OUT.npz", help="write the statistics here")
+
+
+def _fid_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", metavar="A", help="image folder or .npz statistics file (evaluated)")
+    parser.add_argument("b", metavar="B", help="image folder or .npz statistics file (reference)")
+
+
+def _kid_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", metavar="A", help="image folder (evaluated)")
+    parser.add_argument("b", metavar="B", help="image folder (reference)")
+    parser.add_argument("--subsets", type=_positive, default=100, help="random subsets (default 100)")
+    parser.add_argument(
+        "--subset-size",
+        type=_positive,
+        default=None,
+        help=f"distinct images per subset and side (default {_KID_SUBSET_SIZE}, as KIDCallback); more than a "
+        "folder holds is refused, not capped",
     )
-    mem.add_argument("a", metavar="GENERATED", help="image folder (evaluated)")
-    mem.add_argument("b", metavar="TRAIN", help="image folder of the training images")
-    mem.add_argument("--test", metavar="TEST", help="image folder of held-out real images, for C_T")
-    mem.add_argument(
+    parser.add_argument("--seed", type=_non_negative, default=0, help="seed of the subset draws (default 0)")
+
+
+def _is_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", metavar="A", help="image folder")
+    parser.add_argument("--splits", type=_positive, default=10, help="splits, in file order (default 10)")
+
+
+def _pr_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", metavar="A", help="image folder (evaluated)")
+    parser.add_argument("b", metavar="B", help="image folder (reference)")
+    parser.add_argument("--k", type=_positive, default=3, help="k-th nearest neighbour radius (default 3)")
+
+
+def _cmmd_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", metavar="A", help="image folder (evaluated)")
+    parser.add_argument("b", metavar="B", help="image folder (reference)")
+    parser.add_argument(
+        "--estimator",
+        choices=("biased", "unbiased"),
+        default="biased",
+        help="biased: the reference code's V-statistic (default); unbiased: the U-statistic",
+    )
+
+
+def _vendi_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", metavar="A", help="image folder")
+
+
+def _memorization_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("a", metavar="GENERATED", help="image folder (evaluated)")
+    parser.add_argument("b", metavar="TRAIN", help="image folder of the training images")
+    parser.add_argument("--test", metavar="TEST", help="image folder of held-out real images, for C_T")
+    parser.add_argument(
         "--test-fraction", type=float, default=0.2, help="without --test: share of TRAIN split off for C_T (0.2)"
     )
-    mem.add_argument("--split-seed", type=_non_negative, default=0, help="seed of that split (default 0)")
-    mem.add_argument("--quantile", type=float, default=0.01, help="memorised-fraction threshold quantile (0.01)")
-    mem.add_argument(
+    parser.add_argument("--split-seed", type=_non_negative, default=0, help="seed of that split (default 0)")
+    parser.add_argument("--quantile", type=float, default=0.01, help="memorised-fraction threshold quantile (0.01)")
+    parser.add_argument(
         "--grid", metavar="OUT.png", default="nearest_training.png", help="write the grid here ('' for none)"
     )
-    mem.add_argument("--nearest", type=_non_negative, default=8, help="generated images in the grid (default 8)")
-    mem.add_argument("--neighbours", type=_positive, default=3, help="training images beside each (default 3)")
+    parser.add_argument("--nearest", type=_non_negative, default=8, help="generated images in the grid (default 8)")
+    parser.add_argument("--neighbours", type=_positive, default=3, help="training images beside each (default 3)")
 
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace, Callable[[], _Run]], dict[str, Any]]] = {
-    "stats": _stats,
-    "fid": _fid,
-    "kid": _kid,
-    "is": _is,
-    "pr": _pr,
-    "cmmd": _cmmd,
-    "vendi": _vendi,
-    "memorization": _memorization,
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help, its arguments and what it computes.
+
+    Attributes:
+        help: One line for the list of commands in ``--help``.
+        add_arguments: Adds the command's own arguments (the evaluation options are added for every command).
+        run: ``run(args, make_run)`` returns the result (printed as a table or JSON); ``make_run()`` loads the
+            network and joins the process group, so a command calls it only after checking its inputs. Bad input
+            raises :class:`InputError`. Heavy modules are imported inside ``run``.
+        description: The command's ``--help`` text (default: ``help``).
+    """
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Runner
+    description: str | None = None
+
+
+COMMANDS: dict[str, Command] = {
+    "stats": Command(
+        "FID statistics (mu, sigma) of a folder, as a .npz",
+        _stats_arguments,
+        _stats,
+        "Mean and covariance of a folder's features (or a summary of a .npz); with -o, written as an .npz that "
+        "pytorch-fid, `fid` and FIDCallback(real=...) read.",
+    ),
+    "fid": Command("Fréchet distance between A and B", _fid_arguments, _fid),
+    "kid": Command("kernel Inception distance between A and B", _kid_arguments, _kid),
+    "is": Command("Inception Score of A", _is_arguments, _is),
+    "pr": Command("precision, recall, density and coverage of A against B", _pr_arguments, _pr),
+    "cmmd": Command("CMMD between A and B (CLIP embeddings)", _cmmd_arguments, _cmmd),
+    "vendi": Command("Vendi score (diversity) of A", _vendi_arguments, _vendi),
+    "memorization": Command(
+        "does GENERATED copy TRAIN? AuthPct, C_T, memorised fraction, nearest-training grid",
+        _memorization_arguments,
+        _memorization,
+        "AuthPct (dgm-eval), C_T (Meehan et al. 2020, dgm-eval constants; needs held-out real images: --test, or"
+        " a seeded split of TRAIN) and the memorised fraction (generated images at or below the --quantile of"
+        " the training images' own nearest-neighbour distances), plus a PNG grid of the generated images"
+        " closest to TRAIN, each beside its nearest training images.",
+    ),
 }
+"""The subcommands, in ``--help`` order."""
 
 # --------------------------------------------------------------------------------------------- parsing
 
@@ -795,7 +1217,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--network",
-        choices=("inception", "dinov2", "clip"),
+        choices=tuple(_NETWORKS),
         default=None,
         help="feature network: the FID Inception v3 (default; clip for cmmd), DINOv2 ViT-L/14 (FD_DINOv2; needs "
         "timm) or CLIP ViT-L/14-336 (CMMD; needs transformers)",
@@ -805,7 +1227,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=(*_INCEPTION_RESIZE, *_DINOV2_RESIZE),
         default=None,
         help="resize to the network's input: tf1 (reference, default) or antialias for Inception; bicubic "
-        "(default) or pil for DINOv2",
+        "(default) or pil for DINOv2; pil (reference, default) or bicubic for CLIP",
     )
     group.add_argument(
         "--inception-weights",
@@ -840,57 +1262,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog=PROG,
-        description="FID, KID, Inception Score, precision/recall, CMMD and Vendi of image folders and statistics "
-        "files, with "
+        description="FID, KID, Inception Score, precision/recall, CMMD, Vendi and memorization of image folders and "
+        "statistics files, with "
         "the pipeline of the lightning_ganeval callbacks. A is the evaluated (generated) set, B the reference "
-        "(real) set. Under torchrun the files are sharded over the processes.",
+        "(real) set. Folders are searched recursively, following links to folders. Under torchrun the files are "
+        "sharded over the processes.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    stats = commands.add_parser(
-        "stats", parents=[common], help="FID statistics (mu, sigma) of a folder, as a .npz", description=(
-            "Mean and covariance of a folder's features (or a summary of a .npz); with -o, written as an .npz that "
-            "pytorch-fid, `fid` and FIDCallback(real=...) read."
-        ),
-    )  # fmt: skip
-    stats.add_argument("src", metavar="SRC", help="image folder or .npz statistics file")
-    stats.add_argument("-o", "--output", metavar="OUT.npz", help="write the statistics here")
-
-    fid = commands.add_parser("fid", parents=[common], help="Fréchet distance between A and B")
-    fid.add_argument("a", metavar="A", help="image folder or .npz statistics file (evaluated)")
-    fid.add_argument("b", metavar="B", help="image folder or .npz statistics file (reference)")
-
-    kid = commands.add_parser("kid", parents=[common], help="kernel Inception distance between A and B")
-    kid.add_argument("a", metavar="A", help="image folder (evaluated)")
-    kid.add_argument("b", metavar="B", help="image folder (reference)")
-    kid.add_argument("--subsets", type=_positive, default=100, help="random subsets (default 100)")
-    kid.add_argument(
-        "--subset-size", type=_positive, default=None, help="images per subset and side (default min(1000, sizes))"
-    )
-    kid.add_argument("--seed", type=_non_negative, default=0, help="seed of the subset draws (default 0)")
-
-    isc = commands.add_parser("is", parents=[common], help="Inception Score of A")
-    isc.add_argument("a", metavar="A", help="image folder")
-    isc.add_argument("--splits", type=_positive, default=10, help="splits, in file order (default 10)")
-
-    pr = commands.add_parser("pr", parents=[common], help="precision, recall, density and coverage of A against B")
-    pr.add_argument("a", metavar="A", help="image folder (evaluated)")
-    pr.add_argument("b", metavar="B", help="image folder (reference)")
-    pr.add_argument("--k", type=_positive, default=3, help="k-th nearest neighbour radius (default 3)")
-
-    cmmd = commands.add_parser("cmmd", parents=[common], help="CMMD between A and B (CLIP embeddings)")
-    cmmd.add_argument("a", metavar="A", help="image folder (evaluated)")
-    cmmd.add_argument("b", metavar="B", help="image folder (reference)")
-    cmmd.add_argument(
-        "--estimator",
-        choices=("biased", "unbiased"),
-        default="biased",
-        help="biased: the reference code's V-statistic (default); unbiased: the U-statistic",
-    )
-    vendi = commands.add_parser("vendi", parents=[common], help="Vendi score (diversity) of A")
-    vendi.add_argument("a", metavar="A", help="image folder")
-    _memorization_parser(commands, common)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        sub = subparsers.add_parser(
+            name, parents=[common], help=command.help, description=command.description or command.help
+        )
+        command.add_arguments(sub)
     return parser
 
 
@@ -898,12 +1282,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _format(result: dict[str, Any]) -> str:
-    width = max(len(key) for key in result)
-    lines = []
+    rows = []
     for key, value in result.items():
-        shown = f"{value:.6g}" if isinstance(value, float) else ("-" if value is None else str(value))
-        lines.append(f"{key:<{width}}  {shown}")
-    return "\n".join(lines)
+        if key == "files":
+            shown = "; ".join(_describe_counts(argument, counts) for argument, counts in value.items())
+        else:
+            shown = f"{value:.6g}" if isinstance(value, float) else ("-" if value is None else str(value))
+        rows.append((key, shown))
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{key:<{width}}  {shown}" for key, shown in rows)
+
+
+def _describe_counts(argument: str, counts: dict[str, Any]) -> str:
+    """``A: read 10 of 12 (--num-samples), skipped 2 (1 not .png/.jpg/.jpeg, ...)``."""
+    text = f"{argument}: read {counts['read']}"
+    if counts["read"] != counts["found"]:
+        text += f" of {counts['found']} (--num-samples)"
+    text += f", skipped {counts['skipped']}"
+    if counts["skipped"]:
+        text += " (" + _describe_skipped(Counter(counts["skipped_by_reason"])) + ")"
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -925,9 +1323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     env_rank = _env_int("RANK", 0)
     created = False
     rank = env_rank
+    prefix = f"{PROG} {args.command}"
 
     def make_run() -> _Run:
         nonlocal created, rank
+        from lightning_ganeval.reference import default_max_workers
+
         local_rank = _env_int("LOCAL_RANK", 0)
         device = _device(args.device, local_rank if _env_int("WORLD_SIZE", 1) > 1 else None)
         rank, world_size, created = _start_distributed(device)
@@ -939,24 +1340,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _Run(network, device, rank, world_size, args.batch_size, workers, not args.no_progress)
 
     try:
-        result = _COMMANDS[args.command](args, make_run)
+        with warnings.catch_warnings():
+            # Library warnings as one line each, in the command line's terms (rank 0 only, as the result).
+            warnings.showwarning = _one_line_warnings(prefix, env_rank == 0)
+            _check_options(args)
+            result = COMMANDS[args.command].run(args, make_run)
     except InputError as err:
         # Errors found before the pass are the same on every rank: rank 0 reports them. Errors of a pass (an
         # unreadable file) are found by one rank: it reports them (the others stop as `_OtherRankFailed`).
         if rank == 0 or isinstance(err, _ShardError):
-            print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except WeightsError as err:
-        if rank == 0:
-            print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
+            print(f"{prefix}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except _OtherRankFailed:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
     finally:
-        if created and dist.is_initialized():
-            dist.destroy_process_group()
+        if created:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
     if rank == 0:
         print(json.dumps(result) if args.json else _format(result), flush=True)
     return EXIT_OK

@@ -8,6 +8,7 @@ network (random weights) once.
 
 from __future__ import annotations
 
+import logging
 import math
 import pickle
 import re
@@ -462,6 +463,39 @@ def test_clashing_names_are_refused(tmp_path: Path, settings: dict, fake_extract
     trainer = make_trainer(tmp_path, [fid_callback(settings, None, name="is"), is_callback(settings)])
     with pytest.raises(ValueError, match=r"would both log `is`, `is_clamped`, `is_nonfinite`, `is_num_samples`"):
         fit(trainer, TinyGAN(), train_dataloaders=loader())
+
+
+class _NormalizedImages(TensorDataset):
+    """Images normalised already, with the torchvision transform that did it (the pixel-space inference reads it)."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        from torchvision import transforms
+
+        super().__init__(images)
+        self.transform = transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+@pytest.mark.slow
+def test_inferred_normalize_names_the_real_datas_transform(
+    tmp_path: Path, settings: dict, fake_extractor: FakeExtractor, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Lightning's loggers do not propagate to the root logger that caplog listens on; this one must.
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(logging.getLogger("lightning.pytorch"), "propagate", True)
+    real = DataLoader(_NormalizedImages(real_images()), batch_size=8)
+    trainer = make_trainer(tmp_path, [fid_callback(settings, real)], max_epochs=1)
+    try:
+        with caplog.at_level(logging.INFO):
+            fit(trainer, TinyGAN())
+    finally:
+        monkey.undo()
+    messages = [r.getMessage() for r in caplog.records if "inferred the pixel space" in r.getMessage()]
+    assert len(messages) == 1, messages
+    assert (
+        "from torchvision Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) in the real data's transform"
+        in (messages[0])
+    )
+    assert "the the" not in messages[0]
 
 
 class _Probe(Callback):

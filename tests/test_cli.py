@@ -113,6 +113,53 @@ def test_list_images_recursive_sorted_and_filtered(tmp_path: Path) -> None:
     assert [p.name for p in cli.list_images(tmp_path, limit=2)] == ["a.JPG", "a0.png"]
 
 
+def _touch(root: Path, *names: str) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+
+
+def test_symlinked_folders_are_followed_once_and_skips_counted(tmp_path: Path) -> None:
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    _touch(data, "a.png", "real/b.png", "notes.txt", ".hidden.png", ".git/c.png")
+    _touch(elsewhere, "c.png", "inner/d.png")
+    (data / "linked").symlink_to(elsewhere)  # a folder kept elsewhere: its 2 images count
+    (data / "again").symlink_to(elsewhere)  # a second link to it: searched once, not read twice
+    (data / "real" / "loop").symlink_to(data)  # a link back to an ancestor: must not loop
+    (data / "inner_again").symlink_to(elsewhere / "inner")  # searched already, through "again"
+    (data / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (data / "file_link.png").symlink_to(elsewhere / "c.png")  # a link to a file is a file
+    listing = cli.scan_images(data)
+    found = [p.relative_to(data).as_posix() for p in listing.files]
+    # "again" sorts before "linked": the first link met leads to the folder, later ones are skipped.
+    assert found == ["a.png", "again/c.png", "again/inner/d.png", "file_link.png", "real/b.png"]
+    assert listing.skipped == {
+        "hidden": 2,  # .hidden.png and the folder .git (not searched)
+        "not_image": 1,
+        "broken_link": 1,
+        "repeated_folder": 3,  # linked, inner_again, real/loop
+    }
+
+
+def test_listing_without_links_is_unchanged(tmp_path: Path) -> None:
+    # The order and contents for a plain tree are os.walk's sorted ones, as before links were followed.
+    _touch(tmp_path, "z/a.png", "a-b.png", "a/b.png", "a.png", "A.png", "x/y/z.JPEG")
+    expected = sorted(Path(d, f).relative_to(tmp_path).as_posix() for d, _, files in os.walk(tmp_path) for f in files)
+    assert [p.relative_to(tmp_path).as_posix() for p in cli.scan_images(tmp_path).files] == expected
+    assert cli.scan_images(tmp_path).skipped == {}
+
+
+def test_images_behind_a_linked_folder_count_from_the_command_line(tmp_path: Path) -> None:
+    # From the user's side, without a network: the image count of the folder is in the message. On main, the 3
+    # images behind the link were skipped without a word ("has 1").
+    data = _write_images(tmp_path / "data", 1, seed=0, size=(8, 8))
+    _write_images(tmp_path / "kept_elsewhere", 3, seed=1, size=(8, 8))
+    (data / "more").symlink_to(tmp_path / "kept_elsewhere")
+    line = _single_line_error(*run_cli("is", data, "--splits", 10))
+    assert "needs at least 10 images, folder" in line
+    assert line.endswith("has 4.")
+
+
 def test_read_image_converts_like_pil_rgb(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
@@ -176,7 +223,25 @@ def tiny(tmp_path: Path) -> dict[str, Path]:
     np.savez(stats, mu=np.zeros(3), sigma=np.eye(3))
     text = tmp_path / "x.txt"
     text.write_text("x")
-    return {"A": a, "empty": empty, "npz": stats, "txt": text, "missing": tmp_path / "missing"}
+    (tmp_path / "w0").write_bytes(b"")
+    torch.save(torch.zeros(3), tmp_path / "t.pth")  # a tensor, not a state dict
+    torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "fc.pth")  # a state dict of another network
+    (tmp_path / "bad.npz").write_bytes(b"PK not a zip")
+    np.savez(tmp_path / "nokeys.npz", m=np.zeros(3))
+    np.savez(tmp_path / "s4.npz", mu=np.zeros(4), sigma=np.eye(4))
+    return {
+        "A": a,
+        "empty": empty,
+        "npz": stats,
+        "txt": text,
+        "missing": tmp_path / "missing",
+        "empty_file": tmp_path / "w0",
+        "tensor": tmp_path / "t.pth",
+        "wrong": tmp_path / "fc.pth",
+        "bad_npz": tmp_path / "bad.npz",
+        "nokeys": tmp_path / "nokeys.npz",
+        "npz4": tmp_path / "s4.npz",
+    }
 
 
 @pytest.mark.parametrize(
@@ -190,7 +255,46 @@ def tiny(tmp_path: Path) -> dict[str, Path]:
         (["is", "{npz}"], "A: '.*s.npz' is a statistics file, but `is` compares per-sample features"),
         (["is", "{A}"], r"A: --splits 10 \(one image per split at least\) needs at least 10 images, .* has 3"),
         (["pr", "{A}", "{A}", "--k", "3"], r"A: --k 3 .* needs at least 4 images, folder .* has 3"),
-        (["kid", "{A}", "{A}", "--subset-size", "4"], r"--subset-size must lie in \[2, 3\] .* got 4"),
+        (
+            ["kid", "{A}", "{A}", "--subset-size", "4"],
+            r"--subset-size 4 is more than the 3 images of A .* pass --subset-size 3",
+        ),
+        # The default is KIDCallback's 1000, refused as KIDCallback refuses it (no silent cap to the folder size).
+        (["kid", "{A}", "{A}"], r"--subset-size 1000 \(the default, as KIDCallback's\) is more than the 3 images of A"),
+        (["kid", "{A}", "{A}", "--subset-size", "1"], r"--subset-size 1: a subset needs at least 2 images per side"),
+        (["fid", "{A}", "{A}", "--inception-weights", "{missing}"], r"--inception-weights: '.*missing' does not exist"),
+        (["fid", "{A}", "{A}", "--inception-weights", "{A}"], r"--inception-weights: '.*A' is not a file"),
+        (
+            ["fid", "{A}", "{A}", "--inception-weights", "{empty_file}"],
+            r"--inception-weights: '.*w0' is empty \(0 bytes\)",
+        ),
+        (["fid", "{A}", "{A}", "--dinov2-weights", "{txt}"], "--dinov2-weights does not apply to --network inception"),
+        (["fid", "{A}", "{A}", "--network", "dinov2", "--inception-weights", "{txt}"], "--inception-weights does not"),
+        (
+            ["fid", "{A}", "{A}", "--network", "dinov2", "--dinov2-weights", "{empty_file}"],
+            "--dinov2-weights: .* empty",
+        ),
+        (
+            ["fid", "{A}", "{A}", "--inception-weights", "{txt}"],
+            "--inception-weights .*x.txt: cannot load the weights: not a",
+        ),
+        (
+            ["fid", "{A}", "{A}", "--inception-weights", "{tensor}"],
+            "--inception-weights .*t.pth: cannot load the weights",
+        ),
+        (
+            ["fid", "{A}", "{A}", "--inception-weights", "{wrong}"],
+            "--inception-weights .*fc.pth: cannot load the weights: does not hold the FID Inception v3",
+        ),
+        (["fid", "{A}", "{bad_npz}"], r"B: Statistics file '.*bad.npz': cannot be read as .npz"),
+        (["fid", "{npz}", "{nokeys}"], r"B: Statistics file '.*nokeys.npz': missing key\(s\) \['mu', 'sigma'\]"),
+        (["fid", "{npz}", "{npz4}"], "A has 3 features per sample and B has 4"),
+        (["stats", "{A}", "--batch-size", "x"], "argument --batch-size: expected a positive integer, got 'x'"),
+        (["stats", "{A}", "--workers", "-1"], "argument --workers: expected an integer >= 0, got '-1'"),
+        (["kid", "{A}", "{A}", "--subsets", "0"], "argument --subsets: expected a positive integer, got '0'"),
+        (["fid", "{A}", "{A}", "--num-samples", "0"], "argument --num-samples: expected a positive integer, got '0'"),
+        (["fid", "{A}"], "the following arguments are required: B"),
+        (["fid", "{A}", "{A}", "--bogus"], "unrecognized arguments: --bogus"),
         (["fid", "{A}", "{A}", "--num-samples", "1"], r"A: FID \(a covariance\) needs at least 2 images"),
         (["fid", "{A}", "{A}", "--batch-size", "0"], "argument --batch-size: expected a positive integer, got '0'"),
         (["fid", "{A}", "{A}", "--network", "vgg"], "argument --network: invalid choice: 'vgg'"),
@@ -221,6 +325,81 @@ def test_unreadable_image_is_one_line(tiny: dict[str, Path], inception_weights_p
     line = _single_line_error(*run_cli(*argv))
     assert "A: cannot read image" in line
     assert "000-bad.png" in line
+
+
+@pytest.mark.slow
+def test_files_line_and_json_counts(tmp_path: Path, inception_weights_path: Path, extractor: Any) -> None:
+    data = _write_images(tmp_path / "data", 2, seed=0, size=(8, 8))
+    _write_images(tmp_path / "elsewhere", 2, seed=1, size=(8, 8))
+    (data / "linked").symlink_to(tmp_path / "elsewhere")
+    (data / "loop").symlink_to(data)
+    (data / "notes.txt").write_text("not an image")
+    (data / ".DS_Store").write_bytes(b"")
+    result = run_json("stats", data, "--inception-weights", inception_weights_path, "--workers", 0, "--num-samples", 3)
+    assert result["num_samples"] == 3
+    assert result["files"] == {
+        "SRC": {
+            "read": 3,
+            "found": 4,
+            "skipped": 3,
+            "skipped_by_reason": {"hidden": 1, "not_image": 1, "repeated_folder": 1},
+        }
+    }
+    # The text output (without --json) formats the same result.
+    files = [line for line in cli._format(result).splitlines() if line.startswith("files")]
+    assert files == [
+        "files         SRC: read 3 of 4 (--num-samples), skipped 3 (1 hidden (name starts with a dot; a hidden "
+        "folder is not searched), 1 not .png/.jpg/.jpeg, 1 folder link to a folder searched already (a loop or a "
+        "second link))"
+    ]
+
+
+@pytest.mark.slow
+def test_kid_subset_size_rule_is_kid_callbacks(tmp_path: Path, inception_weights_path: Path, extractor: Any) -> None:
+    from lightning_ganeval import KIDCallback
+
+    a = _write_images(tmp_path / "A", 3, seed=0, size=(8, 8))
+    b = _write_images(tmp_path / "B", 4, seed=1, size=(8, 8))
+    w = ("--inception-weights", inception_weights_path, "--workers", 0)
+    # More than there are images: refused by both (the command line capped it silently to 3 before).
+    with pytest.raises(ValueError, match=r"`subset_size` \(4\) must not exceed `num_samples` \(3\)"):
+        KIDCallback(num_samples=3, subset_size=4)
+    line = _single_line_error(*run_cli("kid", a, b, "--subset-size", 4, *w))
+    assert "--subset-size 4 is more than the 3 images of A" in line
+    # As many as the smaller folder holds: accepted by both, and the output says what it means for kid_std.
+    KIDCallback(num_samples=3, subset_size=3)
+    result = run_json("kid", a, b, "--subset-size", 3, "--subsets", 5, *w)
+    assert result["kid_subset_size"] == 3
+    assert result["kid_subsets"] == 5
+    assert "note" not in result  # B has 4 images: its subsets differ
+    result = run_json("kid", a, a, "--subset-size", 3, "--subsets", 5, *w)
+    assert result["kid_std"] == pytest.approx(0.0, abs=1e-12)  # 5 identical subsets
+    assert "the 5 subsets are the same and kid_std is 0 by construction" in result["note"]
+
+
+def test_library_messages_name_the_flags(tmp_path: Path) -> None:
+    from lightning_ganeval.dinov2 import resolve_dinov2_weights
+    from lightning_ganeval.weights import WeightsError, resolve_weights
+
+    messages = []
+    for call in (
+        lambda: resolve_weights(tmp_path / "missing.pth"),
+        lambda: resolve_weights(None, url=None, cache_dir=tmp_path),  # "... pass the path as <argument>."
+        lambda: resolve_dinov2_weights(tmp_path / "missing.pth"),
+    ):
+        with pytest.raises(WeightsError) as caught:
+            call()
+        messages.append(cli._translate(str(caught.value)))
+    assert "(from --inception-weights) does not exist" in messages[0]
+    assert messages[1].endswith("- pass the path as --inception-weights.")
+    assert "(from --dinov2-weights) does not exist" in messages[2]
+    for message in messages:
+        assert "\n" not in message
+        assert "weights=" not in message
+    assert cli._translate("lower `subset_size` or feed more samples") == "lower --subset-size or feed more samples"
+    assert cli._translate("was made with resize='tf1', but resize='antialias' is expected") == (
+        "was made with --resize tf1, but --resize antialias is expected"
+    )
 
 
 def test_console_script_and_module_entry_point() -> None:
@@ -439,7 +618,7 @@ def test_two_statistics_files_need_no_network(ours: dict[str, Any], tmp_path: Pa
         {**provenance, "resize": "antialias"})))  # fmt: skip
     line = _single_line_error(*run_cli("fid", path, other))
     assert "B: Statistics file" in line
-    assert "resize='antialias'" in line
+    assert "was made with --resize antialias, but --resize tf1 is expected" in line  # in the flags' terms
 
 
 @pytest.mark.slow

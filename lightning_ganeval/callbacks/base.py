@@ -186,7 +186,7 @@ class _SharedEvaluation:
                 max_workers=0,
             )
             batches = [images for images, _ in itertools.islice(stream, 2)]
-            return infer_pixel_space(getattr(source, "dataset", None), batches, dataset_name="the real data")
+            return infer_pixel_space(getattr(source, "dataset", None), batches, dataset_name="real data")
 
         space, reason = trainer.strategy.broadcast(_all_ranks(trainer, infer, "Inferring the pixel space"), src=0)
         rank_zero_info(
