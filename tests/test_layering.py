@@ -28,6 +28,8 @@ PLAIN_MODULES = [
     "metrics.kid",
     "metrics.precision_recall",
     "metrics.extrapolation",
+    "metrics.ppl",
+    "lpips",
     "networks",
     "real",
     "evaluator",
@@ -46,7 +48,8 @@ ALLOWED_INTERNAL = {
     "moments": {"math"},
     "sampling": {"images"},
     "reference": {"math", "moments", "images", "extractor", "weights", "sampling"},
-    "metrics": {"math", "moments", "metrics"},
+    "metrics": {"math", "moments", "metrics", "lpips", "images", "sampling"},  # ppl: LPIPS, pixel space, pair bank
+    "lpips": {"weights"},
     "networks": {"extractor"},
     "real": {"extractor", "images", "math", "metrics", "moments", "networks", "reference", "sampling"},
     "evaluator": {"images", "metrics", "networks", "real", "sampling"},
