@@ -46,11 +46,15 @@ _EXPORTS = {
     "WeightsError": "weights",
     "resolve_weights": "weights",
     "WEIGHTS_ENV_VAR": "weights",
+    "PPLCallback": "callbacks",
+    "PerceptualPathLength": "metrics",
+    "LPIPSVGG16": "lpips",
 }
 
 __all__ = [
     "FID",
     "KID",
+    "LPIPSVGG16",
     "WEIGHTS_ENV_VAR",
     "ConvertedImages",
     "DINOv2Extractor",
@@ -68,6 +72,8 @@ __all__ = [
     "InceptionScoreCallback",
     "InceptionWeights",
     "KIDCallback",
+    "PPLCallback",
+    "PerceptualPathLength",
     "PixelSpace",
     "PrecisionRecall",
     "PrecisionRecallCallback",
@@ -98,13 +104,27 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from lightning_ganeval.callbacks import FIDCallback, InceptionScoreCallback, KIDCallback, PrecisionRecallCallback
+    from lightning_ganeval.callbacks import (
+        FIDCallback,
+        InceptionScoreCallback,
+        KIDCallback,
+        PPLCallback,
+        PrecisionRecallCallback,
+    )
     from lightning_ganeval.dinov2 import DINOv2Extractor
     from lightning_ganeval.evaluator import EvaluationResult, Evaluator
     from lightning_ganeval.extractor import InceptionExtractor, InceptionFeatures, get_extractor
     from lightning_ganeval.images import ConvertedImages, PixelSpace, infer_pixel_space, to_uint8_rgb
+    from lightning_ganeval.lpips import LPIPSVGG16
     from lightning_ganeval.math import FrechetReference, GaussianStats, frechet_distance, inception_score
-    from lightning_ganeval.metrics import FID, KID, GenerativeMetric, InceptionScore, PrecisionRecall
+    from lightning_ganeval.metrics import (
+        FID,
+        KID,
+        GenerativeMetric,
+        InceptionScore,
+        PerceptualPathLength,
+        PrecisionRecall,
+    )
     from lightning_ganeval.moments import FIDMoments, ISMarginals
     from lightning_ganeval.reference import compute_real_stats, load_stats, save_stats
     from lightning_ganeval.weights import WEIGHTS_ENV_VAR, InceptionWeights, WeightsError, resolve_weights

@@ -39,12 +39,12 @@ from torch import Tensor, nn
 from lightning_ganeval.weights import ResolvedWeights, WeightsSpec, resolve_weights
 
 __all__ = [
+    "LPIPSVGG16",
     "LPIPS_CHANNELS",
     "LPIPS_ENV_VAR",
     "LPIPS_SPEC",
     "VGG16_ENV_VAR",
     "VGG16_SPEC",
-    "LPIPSVGG16",
     "resolve_lpips_weights",
     "vgg16_feature_shapes",
 ]

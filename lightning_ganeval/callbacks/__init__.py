@@ -3,6 +3,7 @@
 from lightning_ganeval.callbacks.fid import FIDCallback
 from lightning_ganeval.callbacks.inception_score import InceptionScoreCallback
 from lightning_ganeval.callbacks.kid import KIDCallback
+from lightning_ganeval.callbacks.ppl import PPLCallback
 from lightning_ganeval.callbacks.precision_recall import PrecisionRecallCallback
 
-__all__ = ["FIDCallback", "InceptionScoreCallback", "KIDCallback", "PrecisionRecallCallback"]
+__all__ = ["FIDCallback", "InceptionScoreCallback", "KIDCallback", "PPLCallback", "PrecisionRecallCallback"]

@@ -8,6 +8,16 @@ from lightning_ganeval.metrics.base import GenerativeMetric, RealData, RealReque
 from lightning_ganeval.metrics.fid import FID
 from lightning_ganeval.metrics.inception_score import InceptionScore
 from lightning_ganeval.metrics.kid import KID
+from lightning_ganeval.metrics.ppl import PerceptualPathLength
 from lightning_ganeval.metrics.precision_recall import PrecisionRecall
 
-__all__ = ["FID", "KID", "GenerativeMetric", "InceptionScore", "PrecisionRecall", "RealData", "RealRequest"]
+__all__ = [
+    "FID",
+    "KID",
+    "GenerativeMetric",
+    "InceptionScore",
+    "PerceptualPathLength",
+    "PrecisionRecall",
+    "RealData",
+    "RealRequest",
+]
