@@ -380,13 +380,12 @@ def _fit(root: Path, callbacks: list[pl.Callback], model: pl.LightningModule, **
             default_root_dir=root,
             accelerator="cpu",
             devices=1,
-            max_epochs=2,
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
             callbacks=callbacks,
-            **kwargs,
+            **{"max_epochs": 2, **kwargs},
         )
         trainer.fit(model, DataLoader(TensorDataset(data), batch_size=8, shuffle=True))
     return trainer
