@@ -379,13 +379,12 @@ def _fit(root: Path, callbacks: list[pl.Callback], model: pl.LightningModule, **
         trainer = pl.Trainer(
             default_root_dir=root,
             accelerator="cpu",
-            devices=1,
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
             callbacks=callbacks,
-            **{"max_epochs": 2, **kwargs},
+            **{"max_epochs": 2, "devices": 1, **kwargs},
         )
         trainer.fit(model, DataLoader(TensorDataset(data), batch_size=8, shuffle=True))
     return trainer
@@ -477,3 +476,15 @@ def test_callback_w_space_hook(lpips_files: tuple[Path, Path], tmp_path: Path) -
 def test_bad_arguments_are_named(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match.replace("(", r"\(").replace(")", r"\)")):
         PPLCallback(**kwargs)
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_callback_under_ddp_spawn(lpips_files: tuple[Path, Path], tmp_path: Path) -> None:
+    """Two ddp_spawn processes: the logged ``ppl`` is the plain-torch value of the trained weights (float32 log)."""
+    ppl = PPLCallback(num_pairs=10, batch_size=4, resize=16, lpips_weights=lpips_files[0], vgg16_weights=lpips_files[1])
+    model = TinyGAN()
+    trainer = _fit(tmp_path, [ppl], model, max_epochs=1, strategy="ddp_spawn", devices=2)
+    expected = PerceptualPathLength(LATENT_DIM, num_pairs=10, batch_size=4, resize=16, lpips=_lpips(lpips_files))
+    value = expected.evaluate(model).values["ppl"]
+    assert float(trainer.callback_metrics["ppl"]) == pytest.approx(value, rel=1e-6)
