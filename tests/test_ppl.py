@@ -31,6 +31,7 @@ from lightning_ganeval.lpips import LPIPS_ENV_VAR, LPIPSVGG16, VGG16_ENV_VAR, re
 from lightning_ganeval.metrics.ppl import (
     PerceptualPathLength,
     interpolate,
+    path_endpoints,
     percentile_bounds,
     reduce_path_lengths,
 )
@@ -488,3 +489,61 @@ def test_callback_under_ddp_spawn(lpips_files: tuple[Path, Path], tmp_path: Path
     expected = PerceptualPathLength(LATENT_DIM, num_pairs=10, batch_size=4, resize=16, lpips=_lpips(lpips_files))
     value = expected.evaluate(model).values["ppl"]
     assert float(trainer.callback_metrics["ppl"]) == pytest.approx(value, rel=1e-6)
+
+
+class MeanSquare(nn.Module):
+    """A cheap stand-in distance (``lpips=``): mean squared pixel difference, per pair."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return ((a.float() - b.float()) / 255).square().flatten(1).mean(1)
+
+
+def test_nonfinite_pairs_are_counted_and_left_out() -> None:
+    """Pairs whose images hold NaN get NaN distances, are counted, and the value is that of the other pairs."""
+
+    def render(z: torch.Tensor) -> torch.Tensor:
+        images = torch.tanh(z[:, :1, None, None] * torch.ones(1, 3, 4, 4) + z[:, 1:2, None, None])
+        images[z[:, 2] > 1.0] = math.nan
+        return images
+
+    metric = PerceptualPathLength(4, num_pairs=40, batch_size=8, lpips=MeanSquare(), discard=(None, None))
+    result = metric.evaluate(render)
+    bad = torch.isnan(result.distances)
+    latents = metric.bank.latents()
+    assert result.num_nonfinite == int(bad.sum()) > 0
+    start, end = path_endpoints(latents[:, 0], latents[:, 1], None, metric.epsilon, "slerp")
+    assert torch.equal(bad, (start[:, 2] > 1.0) | (end[:, 2] > 1.0))
+    assert result.values["ppl"] == pytest.approx(float(result.distances[~bad].mean()), rel=1e-12)
+    assert result.num_kept == 40 - result.num_nonfinite
+
+
+def test_callback_state_and_changed_settings_warning() -> None:
+    saved = PPLCallback(num_pairs=8, lpips=MeanSquare())
+    saved.history = [{"epoch": 0, "step": 2, "ppl": 1.5}]
+    saved.last_score = 1.5
+    state = saved.state_dict()
+    restored = PPLCallback(num_pairs=8, lpips=MeanSquare())
+    restored.load_state_dict(state)
+    assert restored.history == saved.history
+    assert restored.last_score == 1.5
+    assert restored.state_key == "PPLCallback{'name': 'ppl'}"
+    with pytest.warns(UserWarning, match=r"other settings \(num_pairs: 8 -> 16\)"):
+        PPLCallback(num_pairs=16, lpips=MeanSquare()).load_state_dict(state)
+
+
+def test_callback_on_a_step_schedule_with_a_custom_distance(tmp_path: Path) -> None:
+    """``every_n_train_steps=2`` over 4 steps: two evaluations, at steps 2 and 4; ``lpips=`` replaces LPIPS."""
+    ppl = PPLCallback(num_pairs=8, batch_size=4, every_n_train_steps=2, lpips=MeanSquare(), sampling="full")
+    _fit(tmp_path, [ppl], TinyGAN())
+    assert [h["step"] for h in ppl.history] == [2, 4]
+    assert all(h["ppl"] > 0 for h in ppl.history)
+    assert ppl.state_dict()["settings"]["sampling"] == "full"
+
+
+def test_two_callbacks_with_one_key_are_refused(tmp_path: Path) -> None:
+    first, second = PPLCallback(num_pairs=4, lpips=MeanSquare()), PPLCallback(num_pairs=8, lpips=MeanSquare())
+    with pytest.raises(ValueError, match=r"would both log `ppl`.*Give each callback its own `name`"):
+        _fit(tmp_path, [first, second], TinyGAN())
+    ppl_8 = PPLCallback(num_pairs=8, lpips=MeanSquare(), name="ppl_8")
+    _fit(tmp_path, [PPLCallback(num_pairs=4, lpips=MeanSquare()), ppl_8], TinyGAN(), max_epochs=1)
+    assert len(ppl_8.history) == 1

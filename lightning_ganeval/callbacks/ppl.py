@@ -456,8 +456,9 @@ class PPLCallback(Callback):
                 continue
             clash = mine & set(keys())
             if clash:
+                other_name = getattr(other, "name", None)
                 raise ValueError(
-                    f"`PPLCallback(name={self.name!r})` and `{type(other).__name__}(name={other.name!r})` would both"
+                    f"`PPLCallback(name={self.name!r})` and `{type(other).__name__}(name={other_name!r})` would both"
                     f" log {', '.join(f'`{k}`' for k in sorted(clash))}. Give each callback its own `name`."
                 )
 
