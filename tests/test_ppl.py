@@ -540,10 +540,18 @@ def test_callback_on_a_step_schedule_with_a_custom_distance(tmp_path: Path) -> N
     assert ppl.state_dict()["settings"]["sampling"] == "full"
 
 
-def test_two_callbacks_with_one_key_are_refused(tmp_path: Path) -> None:
-    first, second = PPLCallback(num_pairs=4, lpips=MeanSquare()), PPLCallback(num_pairs=8, lpips=MeanSquare())
-    with pytest.raises(ValueError, match=r"would both log `ppl`.*Give each callback its own `name`"):
-        _fit(tmp_path, [first, second], TinyGAN())
+def test_a_key_clash_with_another_metric_callback_is_refused(tmp_path: Path) -> None:
+    """Two PPLCallbacks need their own ``name`` (Lightning refuses equal state keys); another metric callback that
+    would log one of our keys is refused in ``setup``, naming both."""
+
+    class Other(pl.Callback):
+        name = "other"
+
+        def _logged_keys(self) -> list[str]:
+            return ["other", "ppl_std"]
+
+    with pytest.raises(ValueError, match=r"and `Other\(name='other'\)` would both log `ppl_std`"):
+        _fit(tmp_path, [PPLCallback(num_pairs=4, lpips=MeanSquare()), Other()], TinyGAN())
     ppl_8 = PPLCallback(num_pairs=8, lpips=MeanSquare(), name="ppl_8")
     _fit(tmp_path, [PPLCallback(num_pairs=4, lpips=MeanSquare()), ppl_8], TinyGAN(), max_epochs=1)
     assert len(ppl_8.history) == 1
