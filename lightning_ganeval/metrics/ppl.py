@@ -208,6 +208,7 @@ class PerceptualPathLength:
         quantize: Round the images to uint8 before LPIPS (torch-fidelity's default input, ``uint8`` samples). Off
             by default, as StyleGAN: images ε apart differ by far less than one grey level.
         discard: ``(lower, upper)`` percentiles outside which distances are left out; ``None`` for a side keeps it.
+        mapping: Whether :meth:`evaluate` gets a ``mapping_fn`` (W space); only picks the default ``interpolation``.
         lpips: An LPIPS network (``forward(images0, images1) -> (N,)`` on [0, 255] images); default
             :class:`~lightning_ganeval.lpips.LPIPSVGG16` from ``lpips_weights`` / ``vgg16_weights``, built on first
             use.
