@@ -555,3 +555,19 @@ def test_a_key_clash_with_another_metric_callback_is_refused(tmp_path: Path) -> 
     ppl_8 = PPLCallback(num_pairs=8, lpips=MeanSquare(), name="ppl_8")
     _fit(tmp_path, [PPLCallback(num_pairs=4, lpips=MeanSquare()), ppl_8], TinyGAN(), max_epochs=1)
     assert len(ppl_8.history) == 1
+
+
+def test_callback_scores_the_averaged_weights(tmp_path: Path) -> None:
+    """Next to ``EMAWeightAveraging``: ``ppl`` is the averaged copy's value, ``ppl_current`` the trained weights'."""
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    ppl = PPLCallback(num_pairs=8, batch_size=4, lpips=MeanSquare(), model_weights="both")
+    averaging = EMAWeightAveraging(decay=0.5)
+    model = TinyGAN()
+    trainer = _fit(tmp_path, [ppl, averaging], model, max_epochs=1)
+    metric = PerceptualPathLength(LATENT_DIM, num_pairs=8, batch_size=4, lpips=MeanSquare())
+    # After fit the averaged weights have been copied into `model`; the copy still holds them.
+    averaged = metric.evaluate(averaging._average_model.module).values["ppl"]
+    assert ppl.history[0]["ppl"] == pytest.approx(averaged, rel=1e-12)
+    assert "ppl_current" in trainer.callback_metrics
+    assert ppl.history[0]["ppl_current"] != ppl.history[0]["ppl"]
