@@ -53,12 +53,16 @@ _EXPORTS = {
     "CMMD": "metrics",
     "VendiScore": "metrics",
     "CLIPExtractor": "clip",
+    "PPLCallback": "callbacks",
+    "PerceptualPathLength": "metrics",
+    "LPIPSVGG16": "lpips",
 }
 
 __all__ = [
     "CMMD",
     "FID",
     "KID",
+    "LPIPSVGG16",
     "WEIGHTS_ENV_VAR",
     "CLIPExtractor",
     "CMMDCallback",
@@ -80,6 +84,8 @@ __all__ = [
     "KIDCallback",
     "Memorization",
     "MemorizationCallback",
+    "PPLCallback",
+    "PerceptualPathLength",
     "PixelSpace",
     "PrecisionRecall",
     "PrecisionRecallCallback",
@@ -118,6 +124,7 @@ if TYPE_CHECKING:
         InceptionScoreCallback,
         KIDCallback,
         MemorizationCallback,
+        PPLCallback,
         PrecisionRecallCallback,
         VendiScoreCallback,
     )
@@ -126,6 +133,7 @@ if TYPE_CHECKING:
     from lightning_ganeval.evaluator import EvaluationResult, Evaluator
     from lightning_ganeval.extractor import InceptionExtractor, InceptionFeatures, get_extractor
     from lightning_ganeval.images import ConvertedImages, PixelSpace, infer_pixel_space, to_uint8_rgb
+    from lightning_ganeval.lpips import LPIPSVGG16
     from lightning_ganeval.math import FrechetReference, GaussianStats, frechet_distance, inception_score
     from lightning_ganeval.metrics import (
         CMMD,
@@ -134,6 +142,7 @@ if TYPE_CHECKING:
         GenerativeMetric,
         InceptionScore,
         Memorization,
+        PerceptualPathLength,
         PrecisionRecall,
         VendiScore,
     )

@@ -29,10 +29,12 @@ __all__ = [
     "build_random_clip_state_dict",
     "build_random_dinov2_state_dict",
     "build_random_inception_state_dict",
+    "build_random_lpips_state_dict",
     "cached_random_inception_weights",
     "write_random_clip_weights",
     "write_random_dinov2_weights",
     "write_random_inception_weights",
+    "write_random_lpips_weights",
 ]
 
 
@@ -344,3 +346,63 @@ def write_random_clip_weights(path: str | os.PathLike[str], seed: int = 0, *, si
     torch.save(state, tmp)
     os.replace(tmp, path)
     return path
+
+
+# torchvision VGG16 `features` index -> (in, out) channels of its 3 x 3 convolutions up to relu5_3, and the widths of
+# the LPIPS linear heads. Written here from torchvision's table rather than imported from lightning_ganeval.lpips, so
+# that the tests compare two descriptions of the layout.
+_VGG16_CONVS = {
+    0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256), 12: (256, 256), 14: (256, 256),
+    17: (256, 512), 19: (512, 512), 21: (512, 512), 24: (512, 512), 26: (512, 512), 28: (512, 512),
+}  # fmt: skip
+_LPIPS_CHANNELS = (64, 128, 256, 512, 512)
+
+
+def build_random_lpips_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Build a seeded random state dict for :class:`~lightning_ganeval.lpips.LPIPSVGG16`.
+
+    The keys are those of the two published files together: ``features.<i>.weight`` / ``.bias`` of torchvision's
+    ``vgg16-397923af.pth`` (the convolutions LPIPS reads, indices 0 to 28) and ``lin<k>.model.1.weight`` of
+    ``weights-vgg16-lpips.pth``. Convolutions get He-normal weights (activations keep their scale through the 13
+    layers, so no ReLU layer goes dead) and small biases; the linear heads get non-negative weights, as the
+    published heads (LPIPS clamps them at zero while training them).
+
+    Args:
+        seed: Seed for the values.
+
+    Returns:
+        A float32 state dict; split it with :func:`write_random_lpips_weights`.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    for index, (c_in, c_out) in _VGG16_CONVS.items():
+        fan_in = c_in * 9
+        state[f"features.{index}.weight"] = torch.randn(c_out, c_in, 3, 3, generator=generator) * (2.0 / fan_in) ** 0.5
+        state[f"features.{index}.bias"] = torch.randn(c_out, generator=generator) * 0.01
+    for k, channels in enumerate(_LPIPS_CHANNELS):
+        state[f"lin{k}.model.1.weight"] = torch.rand(1, channels, 1, 1, generator=generator) * 0.5
+    return state
+
+
+def write_random_lpips_weights(directory: str | os.PathLike[str], seed: int = 0) -> tuple[Path, Path]:
+    """Write seeded random LPIPS-VGG16 weights as the two published files and return ``(lpips, vgg16)`` paths.
+
+    ``weights-vgg16-lpips.pth`` holds the five linear heads as torch-fidelity publishes them; ``vgg16-397923af.pth``
+    holds the ``features.*`` tensors of torchvision's VGG16 (the real file also holds the 470 MB classifier, which
+    LPIPS never reads and which is left out here). Both are written to temporary names and renamed.
+
+    Args:
+        directory: Where to write the two files.
+        seed: Seed for the values.
+    """
+    state = build_random_lpips_state_dict(seed)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, prefix in (("weights-vgg16-lpips.pth", "lin"), ("vgg16-397923af.pth", "features.")):
+        path = directory / name
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save({k: v for k, v in state.items() if k.startswith(prefix)}, tmp)
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths[0], paths[1]

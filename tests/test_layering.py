@@ -31,6 +31,8 @@ PLAIN_MODULES = [
     "metrics.extrapolation",
     "metrics.cmmd",
     "metrics.vendi",
+    "metrics.ppl",
+    "lpips",
     "networks",
     "real",
     "evaluator",
@@ -50,7 +52,8 @@ ALLOWED_INTERNAL = {
     "moments": {"math"},
     "sampling": {"images"},
     "reference": {"math", "moments", "images", "extractor", "weights", "sampling"},
-    "metrics": {"math", "moments", "metrics"},
+    "metrics": {"math", "moments", "metrics", "lpips", "images", "sampling"},  # ppl: LPIPS, pixel space, pair bank
+    "lpips": {"weights"},
     "networks": {"extractor"},
     "real": {"extractor", "images", "math", "metrics", "moments", "networks", "reference", "sampling"},
     "evaluator": {"images", "metrics", "networks", "real", "sampling"},

@@ -5,6 +5,7 @@ from lightning_ganeval.callbacks.fid import FIDCallback
 from lightning_ganeval.callbacks.inception_score import InceptionScoreCallback
 from lightning_ganeval.callbacks.kid import KIDCallback
 from lightning_ganeval.callbacks.memorization import MemorizationCallback
+from lightning_ganeval.callbacks.ppl import PPLCallback
 from lightning_ganeval.callbacks.precision_recall import PrecisionRecallCallback
 from lightning_ganeval.callbacks.vendi import VendiScoreCallback
 
@@ -14,6 +15,7 @@ __all__ = [
     "InceptionScoreCallback",
     "KIDCallback",
     "MemorizationCallback",
+    "PPLCallback",
     "PrecisionRecallCallback",
     "VendiScoreCallback",
 ]

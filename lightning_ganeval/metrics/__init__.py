@@ -10,6 +10,7 @@ from lightning_ganeval.metrics.fid import FID
 from lightning_ganeval.metrics.inception_score import InceptionScore
 from lightning_ganeval.metrics.kid import KID
 from lightning_ganeval.metrics.memorization import Memorization
+from lightning_ganeval.metrics.ppl import PerceptualPathLength
 from lightning_ganeval.metrics.precision_recall import PrecisionRecall
 from lightning_ganeval.metrics.vendi import VendiScore
 
@@ -20,6 +21,7 @@ __all__ = [
     "GenerativeMetric",
     "InceptionScore",
     "Memorization",
+    "PerceptualPathLength",
     "PrecisionRecall",
     "RealData",
     "RealRequest",

@@ -1,0 +1,489 @@
+"""PPLCallback: the Lightning layer of :class:`lightning_ganeval.metrics.ppl.PerceptualPathLength`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from torch import Tensor, nn
+from typing_extensions import override
+
+from lightning_ganeval.callbacks._checks import check_bool, check_choice, check_int, check_name, check_path
+from lightning_ganeval.callbacks._compat import lightning_classes
+from lightning_ganeval.callbacks.base import (
+    MODEL_WEIGHTS,
+    SampleFn,
+    _module_device,
+    _pixel_space,
+    resolve_callable,
+)
+from lightning_ganeval.callbacks.monitors import MonitorAdjustments
+from lightning_ganeval.evaluator import NONFINITE_POLICIES
+from lightning_ganeval.images import PixelSpace
+from lightning_ganeval.lpips import LPIPSVGG16, resolve_lpips_weights
+from lightning_ganeval.metrics.ppl import (
+    DEFAULT_EPSILON,
+    INTERPOLATIONS,
+    SAMPLINGS,
+    PerceptualPathLength,
+    _check_discard,
+)
+from lightning_ganeval.sampling import isolated_rng, normalize_latent_shape
+
+__all__ = ["MappingFn", "PPLCallback"]
+
+MappingFn = Callable[["pl.LightningModule", Tensor], Tensor]
+
+
+class PPLCallback(Callback):
+    r"""Perceptual path length of the generator (Karras et al. 2019), at the end of training epochs or steps.
+
+    Logs ``ppl`` (``name`` replaces it), ``ppl_std``, ``ppl_nonfinite`` and ``ppl_clamped``: the mean over the
+    pairs of a fixed seeded bank of ``LPIPS(G(I(t)), G(I(t + ε))) / ε²``, after discarding the values outside the
+    1st-99th percentiles (StyleGAN, torch-fidelity). Defaults: ``ε = 1e-4``, ``t = 0`` (``sampling="end"``), slerp
+    in z; with ``mapping_fn`` the path runs in W (``mapping_fn(pl_module, z) -> w``, then ``sample_fn(pl_module,
+    w) -> images``) and is linear by default, StyleGAN's ``ppl_wend``. LPIPS is VGG16 with the v0.1 linear heads on
+    images resized to ``resize`` (64 as torch-fidelity; StyleGAN uses 256), in float (``quantize=True`` rounds to
+    uint8 first, torch-fidelity's default input). With the same weights, latents, generator and settings the
+    per-pair distances equal torch-fidelity's bit for bit; the value is identical at any world size.
+
+    Its own generator pass: PPL needs pairs of images ε apart, which no other metric uses, so one evaluation costs
+    ``2 × num_pairs`` generated images and ``2 × num_pairs`` VGG16 passes at ``resize`` px, on top of the pass the
+    other metric callbacks share. A generator that draws noise itself must make it deterministic (e.g. StyleGAN's
+    ``noise_mode="const"`` in ``sample_fn``): otherwise the two images of a pair differ by their noise.
+
+    Memory: 8 bytes per pair on every rank (the distances), this rank's latents, one batch of images, and VGG16's
+    convolutions (59 MB of float32 weights) on the training device.
+
+    Args:
+        num_pairs: Pairs per evaluation (torch-fidelity 10 000, StyleGAN 50 000).
+        batch_size: Pairs per generator call (the generator gets ``2 × batch_size`` latents at once).
+        every_n_epochs: Evaluate every this many epochs (default 1); exclusive with ``every_n_train_steps``.
+        every_n_train_steps: Evaluate when the optimizer step count crosses a multiple of this.
+        model_weights: With a ``WeightAveraging`` callback: ``"averaged"`` (default), ``"current"`` or ``"both"``
+            (the current weights logged as ``<key>_current``).
+        latent_shape: Shape of ``z``; default ``pl_module.hparams.latent_dim``.
+        sample_fn: ``sample_fn(pl_module, x) -> images`` (``x`` is z, or w with ``mapping_fn``); default
+            ``pl_module(x)``; a callable or an import path.
+        mapping_fn: ``mapping_fn(pl_module, z) -> w``: interpolate in W (needs ``sample_fn`` to render w).
+        interpolation: ``"slerp"`` or ``"lerp"``; default slerp in z, lerp in W.
+        sampling: ``"end"`` (``t = 0``) or ``"full"`` (``t ~ U[0, 1)`` per pair, StyleGAN's ``*full``).
+        epsilon: The step ``ε``.
+        discard: ``(lower, upper)`` percentiles kept between, ``None`` on a side to keep that side.
+        value_range: Pixel space of the generated images, ``(low, high)``; default ``(-1, 1)``.
+        normalize: Or a torchvision-style ``(mean, std)``.
+        resize: LPIPS input side, or ``None`` for the images' own size.
+        quantize: Round to uint8 before LPIPS.
+        lpips_weights: Local ``weights-vgg16-lpips.pth``; else ``$LIGHTNING_GANEVAL_LPIPS_WEIGHTS``, the torch hub
+            cache, a verified download.
+        vgg16_weights: Local ``vgg16-397923af.pth``; else ``$LIGHTNING_GANEVAL_VGG16_WEIGHTS``, the cache (shared
+            with torchvision), a verified download.
+        lpips: Another distance network, ``forward(images0, images1) -> (N,)`` on RGB in [0, 255]; replaces LPIPS.
+        seed: Seed of the pair bank.
+        name: Logged key; each callback of a Trainer needs its own.
+        nonfinite: ``"exclude"`` (leave pairs with NaN/Inf images out, count them) or ``"raise"``.
+        progress: Show a progress bar for long evaluations.
+
+    Raises:
+        TypeError, ValueError: On invalid arguments, naming the argument.
+    """
+
+    _RUNTIME_ATTRIBUTES: ClassVar[tuple[str, ...]] = ("_network", "_monitors", "_averaging")
+
+    def __init__(
+        self,
+        *,
+        num_pairs: int = 10_000,
+        batch_size: int = 64,
+        every_n_epochs: int | None = None,
+        every_n_train_steps: int | None = None,
+        model_weights: str = "averaged",
+        latent_shape: int | Sequence[int] | None = None,
+        sample_fn: SampleFn | str | None = None,
+        mapping_fn: MappingFn | str | None = None,
+        interpolation: str | None = None,
+        sampling: str = "end",
+        epsilon: float = DEFAULT_EPSILON,
+        discard: tuple[float | None, float | None] = (1.0, 99.0),
+        value_range: tuple[float, float] | None = None,
+        normalize: tuple[Any, Any] | None = None,
+        resize: int | None = 64,
+        quantize: bool = False,
+        lpips_weights: str | os.PathLike[str] | None = None,
+        vgg16_weights: str | os.PathLike[str] | None = None,
+        lpips: nn.Module | None = None,
+        seed: int = 0,
+        name: str = "ppl",
+        nonfinite: str = "exclude",
+        progress: bool = True,
+    ) -> None:
+        self.num_pairs = check_int("num_pairs", num_pairs, 1)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        if every_n_epochs is not None and every_n_train_steps is not None:
+            raise ValueError(
+                f"`every_n_epochs={every_n_epochs!r}` and `every_n_train_steps={every_n_train_steps!r}` are mutually"
+                " exclusive: pass one of them (the other stays None)."
+            )
+        self.every_n_train_steps = (
+            None if every_n_train_steps is None else check_int("every_n_train_steps", every_n_train_steps, 1)
+        )
+        if every_n_epochs is not None:
+            check_int("every_n_epochs", every_n_epochs, 1)
+        self.every_n_epochs = None if self.every_n_train_steps is not None else (every_n_epochs or 1)
+        self.model_weights = check_choice("model_weights", model_weights, MODEL_WEIGHTS)
+        self.latent_shape = None if latent_shape is None else normalize_latent_shape(latent_shape)
+        self.sample_fn = resolve_callable("sample_fn", sample_fn)
+        self.mapping_fn = resolve_callable("mapping_fn", mapping_fn)
+        if self.mapping_fn is not None and self.sample_fn is None:
+            raise ValueError(
+                "`mapping_fn` needs `sample_fn`: with `mapping_fn(pl_module, z) -> w` the path runs in W, and"
+                " `sample_fn(pl_module, w)` must render w (e.g. `lambda m, w: m.G.synthesis(w, noise_mode='const')`)."
+            )
+        if interpolation is not None:
+            check_choice("interpolation", interpolation, INTERPOLATIONS)
+        self.interpolation = interpolation
+        self.sampling = check_choice("sampling", sampling, SAMPLINGS)
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon < 1:
+            raise ValueError(f"`epsilon` must be a number in (0, 1), got {epsilon!r}.")
+        self.epsilon = float(epsilon)
+        self.discard = _check_discard(discard)
+        self.value_range = value_range
+        self.normalize = normalize
+        self._space = _pixel_space("", value_range, normalize)
+        if resize is not None:
+            check_int("resize", resize, 1)
+        self.resize = resize
+        self.quantize = check_bool("quantize", quantize)
+        self.lpips_weights = check_path("lpips_weights", lpips_weights)
+        self.vgg16_weights = check_path("vgg16_weights", vgg16_weights)
+        if lpips is not None and not isinstance(lpips, nn.Module):
+            raise TypeError(
+                "`lpips` must be a torch.nn.Module mapping two batches of RGB images in [0, 255] to N distances, or"
+                f" None for LPIPS-VGG16; got {type(lpips).__name__}."
+            )
+        self.lpips = lpips
+        self.seed = check_int("seed", seed, 0)
+        self.name = check_name(name)
+        self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
+        self.progress = check_bool("progress", progress)
+
+        self.last_score: float | None = None
+        self.history: list[dict[str, float]] = []
+        self._evaluated_epoch: int | None = None
+        self._evaluated_step: int | None = None
+        self._step_bucket = 0
+        self._metric: PerceptualPathLength | None = None
+        self._network: nn.Module | None = None
+        self._monitors: MonitorAdjustments | None = None
+        self._averaging: Any = None
+        self._resolved_latent_shape: tuple[int, ...] | None = None
+
+    # ----------------------------------------------------------------------------------------- keys, state
+
+    def _logged_keys(self) -> list[str]:
+        keys = [self.name, f"{self.name}_std", f"{self.name}_nonfinite", f"{self.name}_clamped"]
+        if self.model_weights == "both":
+            keys += [f"{self.name}_current", f"{self.name}_std_current"]
+        return keys
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(name=self.name)
+
+    def _settings(self) -> dict[str, Any]:
+        space = self._space.describe() if self._space is not None else "value_range=(-1.0, 1.0)"
+        return {
+            "num_pairs": self.num_pairs,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "epsilon": self.epsilon,
+            "interpolation": self._interpolation(),
+            "sampling": self.sampling,
+            "discard": list(self.discard),
+            "pixel_space": space,
+            "resize": self.resize,
+            "quantize": self.quantize,
+            "latent_shape": list(self._resolved_latent_shape or self.latent_shape or []) or None,
+        }
+
+    def _interpolation(self) -> str:
+        if self.interpolation is not None:
+            return self.interpolation
+        return "lerp" if self.mapping_fn is not None else "slerp"
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": [dict(entry) for entry in self.history],
+            "last_score": self.last_score,
+            "evaluated_epoch": self._evaluated_epoch,
+            "settings": self._settings(),
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [dict(entry) for entry in state_dict.get("history", [])]
+        self.last_score = state_dict.get("last_score")
+        self._evaluated_epoch = state_dict.get("evaluated_epoch")
+        saved, current = state_dict.get("settings"), self._settings()
+        changed = sorted(
+            k for k in current if current[k] is not None and saved is not None and saved.get(k) != current[k]
+        )
+        if changed:
+            rank_zero_warn(
+                f"`PPLCallback(name={self.name!r})` was restored from a checkpoint made with other settings"
+                f" ({', '.join(f'{k}: {saved.get(k)!r} -> {current[k]!r}' for k in changed)}); the `{self.name}`"
+                " curve is not continuous across the resume.",
+                category=UserWarning,
+            )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # ddp_spawn pickles the callbacks: the networks are rebuilt in setup, on each process's device.
+        state = self.__dict__.copy()
+        for attribute in self._RUNTIME_ATTRIBUTES:
+            state[attribute] = None
+        state["_metric"] = None
+        return state
+
+    # ----------------------------------------------------------------------------------------- hooks
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._check_unique_keys(trainer)
+        self._resolved_latent_shape = self._resolve_latent_shape(pl_module)
+        if self._space is None:
+            rank_zero_info(
+                f"lightning_ganeval: `{self.name}` reads the generated images as value_range=(-1.0, 1.0) (the"
+                " default). Pass `value_range=` or `normalize=` to declare another pixel space."
+            )
+        device = trainer.strategy.root_device
+        # Building a network draws from the global RNG (parameter initialisation before the weights are loaded):
+        # training's random stream must not notice.
+        with isolated_rng():
+            network = self.lpips
+            if network is None:
+                self._resolve_weights_rank_zero_first(trainer)
+                network = LPIPSVGG16(self.lpips_weights, self.vgg16_weights, resize=self.resize, progress=False)
+            self._network = network.to(device)
+        self._metric = PerceptualPathLength(
+            self._resolved_latent_shape,
+            num_pairs=self.num_pairs,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            epsilon=self.epsilon,
+            interpolation=self._interpolation(),
+            sampling=self.sampling,
+            space=self._space or PixelSpace.from_value_range(-1.0, 1.0),
+            resize=self.resize,
+            quantize=self.quantize,
+            discard=self.discard,
+            mapping=self.mapping_fn is not None,
+            lpips=self._network,
+            name=self.name,
+        )
+        self._evaluated_epoch = None
+        self._evaluated_step = None
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._monitors = MonitorAdjustments(self)
+        self._monitors.apply(trainer)
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._step_bucket = trainer.global_step // (self.every_n_train_steps or 1)
+        self._averaging = self._find_weight_averaging(trainer)
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.every_n_epochs is None or not self._should_evaluate(trainer):
+            return
+        self._evaluate_and_log(trainer, pl_module)
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.every_n_train_steps is None or not self._should_evaluate(trainer):
+            return
+        bucket = trainer.global_step // self.every_n_train_steps
+        if bucket <= self._step_bucket:
+            return
+        self._step_bucket = bucket
+        self._evaluate_and_log(trainer, pl_module)
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._release()
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._release()
+
+    def _release(self) -> None:
+        if self._monitors is not None:
+            self._monitors.undo()
+        self._monitors = None
+        self._network = None
+        self._metric = None
+
+    # ------------------------------------------------------------------------------------- evaluation
+
+    def _should_evaluate(self, trainer: pl.Trainer) -> bool:
+        if getattr(trainer.state.fn, "value", trainer.state.fn) != "fit" or trainer.sanity_checking:
+            return False
+        if trainer.fast_dev_run:
+            return False
+        return self.every_n_epochs is None or (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+    def _evaluate_and_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        first = "averaged" if self._averaging is not None and self.model_weights != "current" else "current"
+        values = self._evaluate(trainer, pl_module, first)
+        if first == "averaged" and self.model_weights == "both":
+            current = self._evaluate(trainer, pl_module, "current")
+            values[f"{self.name}_current"] = current[self.name]
+            values[f"{self.name}_std_current"] = current[f"{self.name}_std"]
+        for key, value in values.items():
+            # sync_dist with "max" over identical values is exact and keeps Lightning from asking for sync_dist.
+            pl_module.log(
+                key,
+                float(value),
+                prog_bar=key == self.name,
+                logger=bool(trainer.loggers),
+                on_step=self.every_n_train_steps is not None,
+                on_epoch=self.every_n_train_steps is None,
+                sync_dist=True,
+                reduce_fx="max",
+                batch_size=1,
+            )
+        self.last_score = float(values[self.name])
+        self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **values})
+        self._evaluated_epoch = trainer.current_epoch
+        self._evaluated_step = trainer.global_step
+
+    def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, weights: str) -> dict[str, float]:
+        assert self._metric is not None, "setup(stage='fit') must run before an evaluation"
+        module = pl_module
+        if weights == "averaged" and self._averaging is not None:
+            # Sampled in place, never swapped into pl_module: a failed evaluation leaves both as they were.
+            module = self._averaging._average_model.module
+        sample_fn, mapping_fn = self.sample_fn, self.mapping_fn
+        render = module if sample_fn is None else (lambda x: sample_fn(module, x))
+        mapping = None if mapping_fn is None else (lambda z: mapping_fn(module, z))
+        source = (
+            "pl_module(z)"
+            if sample_fn is None
+            else ("sample_fn(pl_module, w)" if mapping else "sample_fn(pl_module, z)")
+        )
+        precision = trainer.precision_plugin
+
+        def call(fn: Callable[[Tensor], Any], x: Tensor) -> Any:
+            # Autocast for "*-mixed", the low default dtype for "*-true": the generator runs as in training.
+            with precision.predict_step_context():
+                return fn(precision.convert_input(x))
+
+        enabled = self.progress and trainer.is_global_zero and trainer.progress_bar_callback is not None
+        total = sum(len(b.indices) for b in self._metric.bank.shard(trainer.global_rank, trainer.world_size))
+        bar = Tqdm(
+            total=total, desc=f"Evaluating {self.name}", unit="pair", leave=False, delay=2.0, disable=not enabled
+        )
+        with bar:
+            result = self._metric.evaluate(
+                render,
+                mapping_fn=mapping,
+                module=module,
+                rank=trainer.global_rank,
+                world_size=trainer.world_size,
+                generator_device=_module_device(module),
+                network_device=trainer.strategy.root_device,
+                call=call,
+                progress=lambda done: bar.update(done - bar.n),
+                source=source if weights == "current" else f"{source} on the averaged weights",
+            )
+        if result.num_nonfinite and self.nonfinite == "raise":
+            raise ValueError(
+                f"The generator produced non-finite (NaN or Inf) images for {result.num_nonfinite} of"
+                f" {self.num_pairs} pairs at epoch {trainer.current_epoch}, and `nonfinite='raise'`. Pass"
+                " `nonfinite='exclude'` to leave them out and log their count instead."
+            )
+        if result.num_nonfinite:
+            rank_zero_warn(
+                f"{result.num_nonfinite} of {self.num_pairs} pairs held NaN or Inf images at epoch"
+                f" {trainer.current_epoch}; they are left out of `{self.name}` (logged as `{self.name}_nonfinite`).",
+                category=UserWarning,
+            )
+        values = dict(result.values)
+        values[f"{self.name}_nonfinite"] = float(result.num_nonfinite)
+        values[f"{self.name}_clamped"] = result.clamped_fraction
+        # Identical on every rank already; broadcasting rank 0's makes EarlyStopping decide alike everywhere.
+        return trainer.strategy.broadcast(values, src=0)
+
+    # ----------------------------------------------------------------------------------------- helpers
+
+    def _find_weight_averaging(self, trainer: pl.Trainer) -> Any:
+        classes = lightning_classes("callbacks", "WeightAveraging")
+        averaging = next((c for c in trainer.callbacks if classes and isinstance(c, classes)), None)
+        if averaging is None or self.model_weights == "current":
+            return None
+        if not isinstance(getattr(averaging, "_average_model", None), nn.Module):
+            rank_zero_warn(
+                f"`PPLCallback(name={self.name!r})` scores the current weights: this Lightning version's"
+                f" `{type(averaging).__name__}` keeps its averaged model where lightning_ganeval cannot find it."
+                " Pass `model_weights='current'` to silence this.",
+                category=UserWarning,
+            )
+            return None
+        rank_zero_info(
+            f"lightning_ganeval: `{self.name}` scores the averaged weights of `{type(averaging).__name__}`. Pass"
+            " `model_weights='current'` to score the weights being trained instead, or `'both'` to log both."
+        )
+        return averaging
+
+    def _check_unique_keys(self, trainer: pl.Trainer) -> None:
+        mine = set(self._logged_keys())
+        for other in trainer.callbacks:
+            keys = getattr(other, "_logged_keys", None)
+            if other is self or not callable(keys):
+                continue
+            clash = mine & set(keys())
+            if clash:
+                other_name = getattr(other, "name", None)
+                raise ValueError(
+                    f"`PPLCallback(name={self.name!r})` and `{type(other).__name__}(name={other_name!r})` would both"
+                    f" log {', '.join(f'`{k}`' for k in sorted(clash))}. Give each callback its own `name`."
+                )
+
+    def _resolve_latent_shape(self, pl_module: pl.LightningModule) -> tuple[int, ...]:
+        if self.latent_shape is not None:
+            return self.latent_shape
+        hparams = getattr(pl_module, "hparams", None)
+        latent_dim = hparams.get("latent_dim") if hparams is not None and hasattr(hparams, "get") else None
+        if latent_dim is None:
+            raise ValueError(
+                "`PPLCallback` needs the shape of the generator's latent vector: pass `PPLCallback(latent_shape=...)`,"
+                " or save a `latent_dim` hyperparameter in your LightningModule; "
+                f"`{type(pl_module).__name__}.hparams` has no `latent_dim`."
+            )
+        return normalize_latent_shape(latent_dim, argument="pl_module.hparams.latent_dim")
+
+    def _resolve_weights_rank_zero_first(self, trainer: pl.Trainer) -> None:
+        # Rank 0 finds (and if needed downloads) the files first; its outcome, error included, is broadcast, so that
+        # a missing file stops every rank with the same message before training starts.
+        outcome: Any = None
+        if trainer.is_global_zero:
+            try:
+                outcome = resolve_lpips_weights(self.lpips_weights, self.vgg16_weights, progress=self.progress)
+            except Exception as err:  # broadcast below, then raised on every rank
+                outcome = err
+        outcome = trainer.strategy.broadcast(outcome, src=0)
+        if isinstance(outcome, Exception):
+            raise outcome
