@@ -41,7 +41,6 @@ _EXPORTS = {
     "inception_score": "math",
     "load_stats": "reference",
     "save_stats": "reference",
-    "compute_real_stats": "reference",
     "InceptionWeights": "weights",
     "WeightsError": "weights",
     "resolve_weights": "weights",
@@ -72,7 +71,6 @@ __all__ = [
     "PrecisionRecall",
     "PrecisionRecallCallback",
     "WeightsError",
-    "compute_real_stats",
     "frechet_distance",
     "get_extractor",
     "inception_score",
@@ -106,5 +104,5 @@ if TYPE_CHECKING:
     from lightning_ganeval.math import FrechetReference, GaussianStats, frechet_distance, inception_score
     from lightning_ganeval.metrics import FID, KID, GenerativeMetric, InceptionScore, PrecisionRecall
     from lightning_ganeval.moments import FIDMoments, ISMarginals
-    from lightning_ganeval.reference import compute_real_stats, load_stats, save_stats
+    from lightning_ganeval.reference import load_stats, save_stats
     from lightning_ganeval.weights import WEIGHTS_ENV_VAR, InceptionWeights, WeightsError, resolve_weights
