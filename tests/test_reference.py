@@ -145,9 +145,14 @@ def test_atomic_write_gives_a_group_readable_file_and_cleans_up_on_failure(tmp_p
     assert target.read_bytes() == b"new"
     # mkstemp's 0600 made a cache shared by a group unreadable to the others (exact mode bits, umask-independent).
     assert target.stat().st_mode & 0o777 == 0o644
-    with pytest.raises(RuntimeError, match="disk full"), atomic_write(target) as handle:
-        handle.write(b"half")
-        raise RuntimeError("disk full")
+
+    def interrupted() -> None:
+        with atomic_write(target) as handle:
+            handle.write(b"half")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        interrupted()
     assert target.read_bytes() == b"new"  # the old file stays whole
     assert sorted(p.name for p in target.parent.iterdir()) == ["entry.bin"]  # no temporary file left behind
 
