@@ -284,6 +284,7 @@ def real_cache_key(
     image_fn: Callable[[Any], Tensor] | None = None,
     num_real: int | None = None,
     sample: RealSample | None = None,
+    content: str | None = None,
     **extra: Any,
 ) -> str:
     """The cache key of the real data's products (without the network part, which ``extra`` adds).
@@ -294,6 +295,7 @@ def real_cache_key(
         image_fn: Picks the images out of a batch.
         num_real: Only the first ``num_real`` items are used.
         sample: A :func:`sample_real_images` already read (reused when it is spread over the dataset).
+        content: The digest of the images, when already computed for another key of the same data.
         **extra: Anything else that changes the product (network, layer, kind, rows); JSON-serialised.
 
     Returns:
@@ -302,7 +304,7 @@ def real_cache_key(
     size = map_style_size(real)
     payload = {
         "schema": _CACHE_SCHEMA,
-        "content": _content_digest(real, image_fn, num_real, sample),
+        "content": content or _content_digest(real, image_fn, num_real, sample),
         "count": (size if num_real is None else min(size, num_real)) if size is not None else num_real,
         "data": describe_data(real, image_fn),
         "space": space.to_json(),
@@ -570,13 +572,14 @@ def prepare_real_data(
 
     count = _count(real, num_real)
     if cache:
+        content = _content_digest(real, image_fn, num_real, sample)  # once: it may read all of unsized data
         for entry in entries.values():
             entry.key = real_cache_key(
                 real,
                 space=space,
                 image_fn=image_fn,
                 num_real=num_real,
-                sample=sample,
+                content=content,
                 network=network_identity(entry.network),
                 layer=entry.layer,
                 kind=entry.kind,
