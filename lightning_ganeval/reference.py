@@ -357,7 +357,7 @@ class _PrivateRNG:
 
     Transforms (random flips and crops) and ``iter(DataLoader)`` (which draws the workers' base seed) use the
     global random streams. Swapping in a fixed-seed stream around each fetch keeps training's streams untouched,
-    makes augmented real images the same in every run (so digests and fingerprints are stable), and still gives
+    makes augmented real images the same in every run (so the cache key's sample is stable), and still gives
     successive batches different random draws.
     """
 
