@@ -365,8 +365,11 @@ class _RowSample:
         self.rows, self.indices, self.count = [rows], [indices], len(indices)
         return rows, indices
 
-    def compute(self) -> Tensor:
-        """The ``cap`` rows of smallest priority over every rank (a collective under DDP: every rank calls it)."""
+    def compute(self) -> tuple[Tensor, Tensor]:
+        """The ``cap`` rows of smallest priority over every rank and their global indices, in priority order.
+
+        A collective under DDP: every rank calls it.
+        """
         rows, indices = self._prune()
         _rank, world_size = _distributed()
         if world_size > 1:
@@ -376,7 +379,8 @@ class _RowSample:
             gathered: list[Any] = [None] * world_size
             torch.distributed.all_gather_object(gathered, indices.tolist())
             indices = torch.tensor(sorted(i for part in gathered for i in part), dtype=torch.int64)
-        return rows[select_real_rows(indices, self.cap)].contiguous()
+        keep = select_real_rows(indices, self.cap)
+        return rows[keep].contiguous(), indices[keep]
 
 
 # ------------------------------------------------------------------------------------------- cache entries
@@ -400,6 +404,7 @@ class _Entry:
         self.network, self.layer, self.kind, self.cap = network, layer, kind, cap
         self.key = ""
         self.result: GaussianStats | Tensor | None = None
+        self.indices: Tensor | None = None  # the global real indices of the feature rows
         self.num_images: int | None = None
         self.accumulator: FIDMoments | _RowSample | None = None
 
@@ -442,6 +447,7 @@ class _Entry:
     def _load_features(self, path: Path, count: int | None) -> tuple[Tensor, int | None]:
         with np.load(path, allow_pickle=False) as data:
             features = np.asarray(data["features"])
+            indices = np.asarray(data["indices"])
             record = json.loads(str(np.asarray(data["record"]).reshape(-1)[0]))
         if record.get("cache_key") != self.key:
             raise ValueError(f"it was written for key {record.get('cache_key')!r}, not {self.key!r}.")
@@ -449,6 +455,8 @@ class _Entry:
             raise ValueError(f"it holds a {features.dtype} array of shape {features.shape}, not (rows, width) float32.")
         if list(features.shape) != record.get("shape") or _array_checksum(features) != record.get("sha256"):
             raise ValueError("its shape or checksum does not match its record (the array was replaced).")
+        if indices.shape != (features.shape[0],) or _array_checksum(indices) != record.get("indices_sha256"):
+            raise ValueError("its row indices do not match its record (the array was replaced).")
         if self.width is not None and features.shape[1] != self.width:
             raise ValueError(f"it has width {features.shape[1]}, but the network gives {self.width} features.")
         images = record.get("count")
@@ -457,6 +465,7 @@ class _Entry:
         wanted = min(self.cap, images) if isinstance(images, int) else None
         if wanted is None or features.shape[0] != wanted:
             raise ValueError(f"it holds {features.shape[0]} rows, but {wanted} are expected.")
+        self.indices = torch.from_numpy(indices.astype(np.int64))
         return torch.from_numpy(features), images
 
     def save(self, cache_dir: Path, provenance: dict[str, Any]) -> None:
@@ -470,6 +479,8 @@ class _Entry:
                 return
             assert isinstance(self.result, Tensor)
             features = self.result.detach().cpu().to(torch.float32).contiguous().numpy()
+            assert self.indices is not None
+            indices = self.indices.cpu().to(torch.int64).numpy()
             record = {
                 **provenance,
                 "cache_key": self.key,
@@ -477,9 +488,12 @@ class _Entry:
                 "shape": list(features.shape),
                 "dtype": str(features.dtype),
                 "sha256": _array_checksum(features),
+                "indices_sha256": _array_checksum(indices),
             }
             with atomic_write(path) as handle:
-                np.savez(handle, features=features, record=np.asarray(json.dumps(record, sort_keys=True)))
+                np.savez(
+                    handle, features=features, indices=indices, record=np.asarray(json.dumps(record, sort_keys=True))
+                )
         except OSError as err:
             # Other ranks may be waiting in a barrier: never raise between the collectives.
             warnings.warn(f"Could not write the real-data cache {str(path)!r}: {err}", UserWarning, stacklevel=3)
@@ -611,12 +625,17 @@ def prepare_real_data(
         moments = entries[(id(network), layer, "moments")] if request.moments else None
         rows = entries[(id(network), layer, "features")] if request.max_features else None
         features = rows.result if rows is not None else None
+        indices = None
         if isinstance(features, Tensor):
             features = features[: request.max_features]
+            assert rows is not None
+            assert rows.indices is not None
+            indices = rows.indices[: request.max_features]
         num_images = (moments or rows).num_images  # type: ignore[union-attr]
         out[metric] = RealData(
             stats=moments.result if moments is not None else None,  # type: ignore[arg-type]
             features=features,  # type: ignore[arg-type]
+            indices=indices,
             source=f"{num_images} real images",
             num_images=num_images,
         )
@@ -679,7 +698,10 @@ def _real_pass(
         if entry.accumulator is None:
             raise ValueError(f"The real data ({argument}=) gave no images.")
         # compute() synchronises across ranks: every rank reaches this line for every entry, in the same order.
-        entry.result = entry.accumulator.compute()
+        if isinstance(entry.accumulator, _RowSample):
+            entry.result, entry.indices = entry.accumulator.compute()
+        else:
+            entry.result = entry.accumulator.compute()
     assert stream.total is not None
     return int(stream.total)
 

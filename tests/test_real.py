@@ -156,6 +156,8 @@ def test_kid_and_pr_rows_are_a_uniform_sample_of_a_class_sorted_dataset() -> Non
         # The first `max_real` rows in loader order were of class 0 only; a uniform sample of 1000 rows with 10
         # classes of 100 misses a class with probability < 10 x 0.9^60 = 0.02 (fixed seed: it never changes).
         assert set(classes.tolist()) == set(range(10))
+        # Each row says which image it is (e.g. to show the nearest training images).
+        assert torch.equal(classes, _class_sorted().tensors[1][data[metric].indices])
     assert data[kid].describe_rows() == "100 real rows, a seeded uniform sample of 1000 real images"
     assert data[pr].num_images == 1000
     # One selection serves both: the PR rows are the first KID rows (a prefix of a uniform sample is one too).
@@ -185,9 +187,11 @@ def _kid_rows(tmp_path: Path, network: nn.Module) -> Any:
 def _rewrite_features(path: Path, features: np.ndarray, *, fix_record: bool) -> None:
     with np.load(path) as data:
         record = json.loads(str(data["record"]))
+        indices = np.asarray(data["indices"])[: len(features)]
     if fix_record:  # a consistent record: only the expectations of the pass can tell
         record.update(shape=list(features.shape), sha256=real_module._array_checksum(features))
-    np.savez(path, features=features, record=np.asarray(json.dumps(record)))
+        record.update(indices_sha256=real_module._array_checksum(indices))
+    np.savez(path, features=features, indices=indices, record=np.asarray(json.dumps(record)))
 
 
 @pytest.mark.parametrize(

@@ -47,12 +47,15 @@ class RealData:
             set (not its first rows), in order of the sample's priority (any prefix is again a uniform sample).
         source: A short description for messages and provenance.
         num_images: The real images the data were computed from (``None`` when a file does not record it).
+        indices: ``(n,)`` int64 global indices of the ``features`` rows in the real data (dataset indices for
+            map-style data), to map a row back to its image.
     """
 
     stats: GaussianStats | None = None
     features: Tensor | None = None
     source: str = ""
     num_images: int | None = None
+    indices: Tensor | None = None
 
     def describe_rows(self) -> str:
         """What a metric compares with, for the log, e.g. ``"1000 real rows, a seeded uniform sample of 50000"``."""
