@@ -417,8 +417,13 @@ class _Entry:
     def path(self, cache_dir: Path) -> Path:
         return cache_dir / (f"{self.key}.npz" if self.kind == "moments" else f"{self.key}.features.npz")
 
-    def load(self, cache_dir: Path, count: int | None) -> tuple[GaussianStats | Tensor, int | None] | None:
-        """The verified cached product and its image count, or None (missing, or a mismatch: warned)."""
+    def load(
+        self, cache_dir: Path, count: int | None
+    ) -> tuple[GaussianStats | Tensor, int | None, Tensor | None] | None:
+        """The verified cached product, its image count and row indices, or None (missing, or a mismatch: warned).
+
+        A plain value, broadcast from rank 0 to the others.
+        """
         path = self.path(cache_dir)
         if not path.is_file():
             return None
@@ -432,7 +437,7 @@ class _Entry:
             )
             return None
 
-    def _load_moments(self, path: Path, count: int | None) -> tuple[GaussianStats, int | None]:
+    def _load_moments(self, path: Path, count: int | None) -> tuple[GaussianStats, int | None, None]:
         stats, found = load_stats(path, expect=network_provenance(self.network, self.layer))
         if found.get("cache_key") != self.key:
             raise ValueError(f"it was written for key {found.get('cache_key')!r}, not {self.key!r}.")
@@ -442,9 +447,9 @@ class _Entry:
             raise ValueError(f"it holds moments of {stats.n} images, but {count or found.get('count')} are expected.")
         if self.width is not None and stats.num_features != self.width:
             raise ValueError(f"it has width {stats.num_features}, but the network gives {self.width} features.")
-        return stats, stats.n
+        return stats, stats.n, None
 
-    def _load_features(self, path: Path, count: int | None) -> tuple[Tensor, int | None]:
+    def _load_features(self, path: Path, count: int | None) -> tuple[Tensor, int | None, Tensor]:
         with np.load(path, allow_pickle=False) as data:
             features = np.asarray(data["features"])
             indices = np.asarray(data["indices"])
@@ -465,8 +470,7 @@ class _Entry:
         wanted = min(self.cap, images) if isinstance(images, int) else None
         if wanted is None or features.shape[0] != wanted:
             raise ValueError(f"it holds {features.shape[0]} rows, but {wanted} are expected.")
-        self.indices = torch.from_numpy(indices.astype(np.int64))
-        return torch.from_numpy(features), images
+        return torch.from_numpy(features), images, torch.from_numpy(indices.astype(np.int64))
 
     def save(self, cache_dir: Path, provenance: dict[str, Any]) -> None:
         path = self.path(cache_dir)
@@ -606,7 +610,7 @@ def prepare_real_data(
     missing = [entry for entry, hit in zip(entries.values(), found, strict=True) if hit is None]
     for entry, hit in zip(entries.values(), found, strict=True):
         if hit is not None:
-            entry.result, entry.num_images = hit
+            entry.result, entry.num_images, entry.indices = hit
     if missing:
         total = _real_pass(real, missing, space, image_fn, num_real, progress, argument, inferred_from)
         for entry in missing:

@@ -335,7 +335,7 @@ def test_rank_zero_writes_on_a_miss_and_broadcasts_a_hit(tmp_path: Path, monkeyp
     calls = network.calls
     hit = _fid(loader, network, cache_dir=tmp_path / "hit")
     assert network.calls == calls  # rank 0 found the entry and hands it to the others: no pass, no barrier
-    ((stats, count),) = broadcasts[0]
+    ((stats, count, _),) = broadcasts[0]
     assert len(broadcasts) == 1
     assert count == 11
     assert torch.equal(stats.cov, whole.stats.cov)
