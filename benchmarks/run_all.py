@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-BENCHMARKS = ("bench_extractor", "bench_frechet", "bench_callback", "bench_metrics")
+BENCHMARKS = ("bench_extractor", "bench_frechet", "bench_callback", "bench_metrics", "bench_real_key")
 ROW_KEYS = ("benchmark", "ours", "peer", "peer_value", "unit", "ratio", "target")
 COLUMNS = ("benchmark", "ours", "peer", "peer_value", "unit", "ratio", "target")
 

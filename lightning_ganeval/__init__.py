@@ -43,7 +43,6 @@ _EXPORTS = {
     "inception_score": "math",
     "load_stats": "reference",
     "save_stats": "reference",
-    "compute_real_stats": "reference",
     "InceptionWeights": "weights",
     "WeightsError": "weights",
     "resolve_weights": "weights",
@@ -92,7 +91,6 @@ __all__ = [
     "VendiScore",
     "VendiScoreCallback",
     "WeightsError",
-    "compute_real_stats",
     "frechet_distance",
     "get_extractor",
     "inception_score",
@@ -147,5 +145,5 @@ if TYPE_CHECKING:
         VendiScore,
     )
     from lightning_ganeval.moments import FIDMoments, ISMarginals
-    from lightning_ganeval.reference import compute_real_stats, load_stats, save_stats
+    from lightning_ganeval.reference import load_stats, save_stats
     from lightning_ganeval.weights import WEIGHTS_ENV_VAR, InceptionWeights, WeightsError, resolve_weights

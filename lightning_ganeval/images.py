@@ -321,22 +321,35 @@ def _likely_space(found_lo: float, found_hi: float) -> tuple[PixelSpace | None, 
 
 
 def _range_error(
-    side: str, argument: str, space: PixelSpace, found_lo: float, found_hi: float, allowed: str
+    side: str,
+    argument: str,
+    space: PixelSpace,
+    found_lo: float,
+    found_hi: float,
+    allowed: str,
+    inferred_from: str | None = None,
 ) -> ValueError:
     prefix = _argument_prefix(argument)
     declared = space.describe(prefix) if prefix is not None else f"{argument}={space.describe()}"
+    both = ""
+    if inferred_from is not None:
+        # Nobody declared this space: advise the argument that sets it for both sides, so the generated images are
+        # read in the corrected space too (a `real_` argument alone would leave them in the inferred one).
+        prefix, argument = "", "value_range"
+        declared = f"pixel space {space.describe()}, inferred (not declared) from {inferred_from},"
+        both = " (it declares the space of both the real and the generated images)"
     likely, words = _likely_space(found_lo, found_hi)
     if likely is not None:
         fix = likely.describe(prefix) if prefix is not None else f"{argument}={likely.describe()}"
-        advice = f"they look like {words}: pass {fix}"
+        advice = f"they look like {words}: pass {fix}{both}"
         if side == "generated":
             advice += " (or fix the generator's output activation)"
     elif "Normalize" in words:
         norm = f"{prefix}normalize" if prefix is not None else argument
-        advice = f"they look {words}: pass {norm}=(mean, std) with the Normalize of your data pipeline"
+        advice = f"they look {words}: pass {norm}=(mean, std) with the Normalize of your data pipeline{both}"
     else:
         source = "the generator's output activation" if side == "generated" else "the data pipeline"
-        advice = f"check {source} and the `{argument}` argument"
+        advice = f"check {source} and the `{argument}` argument{both}"
     lows, highs = space.bounds()
     return ValueError(
         f"{side.capitalize()} images have values in [{found_lo:.4g}, {found_hi:.4g}], outside the declared "
@@ -384,8 +397,12 @@ class RangeCheck:
             self.argument,
         )
 
-    def check(self) -> None:
+    def check(self, inferred_from: str | None = None) -> None:
         """Raise if the values left the space by more than the side allows; one device-to-host copy.
+
+        Args:
+            inferred_from: The space was inferred, not declared, from this (a reason of :func:`infer_pixel_space`):
+                the error says so and advises ``value_range=`` / ``normalize=``, which set both sides.
 
         Raises:
             ValueError: Real values beyond :data:`RANGE_TOLERANCE` of the width, or generated values beyond
@@ -408,7 +425,7 @@ class RangeCheck:
             if self.side == "generated"
             else f"{RANGE_TOLERANCE:.0%} of its width (real images must lie in the declared space)"
         )
-        raise _range_error(self.side, self.argument, self.space, min(mins), max(maxs), allowed)
+        raise _range_error(self.side, self.argument, self.space, min(mins), max(maxs), allowed, inferred_from)
 
 
 @dataclass(frozen=True)
@@ -675,7 +692,7 @@ def _dataset_normalize(dataset: Any, depth: int = 0) -> tuple[PixelSpace, str] |
     return found
 
 
-def _observed_space(batches: Iterable[Any], argument_prefix: str) -> tuple[PixelSpace, str]:
+def _observed_space(batches: Iterable[Any], argument_prefix: str, batches_name: str | None) -> tuple[PixelSpace, str]:
     lo, hi = math.inf, -math.inf
     count = 0
     all_uint8 = True
@@ -693,7 +710,7 @@ def _observed_space(batches: Iterable[Any], argument_prefix: str) -> tuple[Pixel
     ask = f"pass `{argument_prefix}value_range=(low, high)` or `{argument_prefix}normalize=(mean, std)`"
     if lo > hi:
         raise ValueError(f"cannot infer the pixel space: no Normalize in a dataset transform, no real values; {ask}.")
-    seen = "the first real batch" if count == 1 else f"the first {count} real batches"
+    seen = batches_name or ("the first real batch" if count == 1 else f"the first {count} real batches")
     if all_uint8:
         return PixelSpace.from_value_range(0.0, 255.0), f"uint8 dtype of {seen}"
     reason = f"observed range [{lo:.3f}, {hi:.3f}] of {seen}"
@@ -715,6 +732,7 @@ def infer_pixel_space(
     *,
     dataset_name: str = "dataset",
     argument_prefix: str = "",
+    batches_name: str | None = None,
 ) -> tuple[PixelSpace, str]:
     """Infer the pixel space of real images from the dataset's transforms, else from a few real batches.
 
@@ -736,6 +754,8 @@ def infer_pixel_space(
             not tell. Non-finite values are ignored.
         dataset_name: How the reason refers to ``dataset``, e.g. ``"train dataset"``.
         argument_prefix: Prefix of the argument names suggested in errors, e.g. ``"real_"``.
+        batches_name: How the reason refers to ``batches`` (default ``"the first N real batches"``), e.g.
+            ``"64 real images at seeded positions spread over all 50000"``.
 
     Returns:
         ``(space, reason)``, the reason a one-line explanation for logs, e.g.
@@ -757,4 +777,4 @@ def infer_pixel_space(
             return space, (
                 f"torchvision Normalize(mean={_fmt(mean)}, std={_fmt(std)}) in the {dataset_name}'s transform ({where})"
             )
-    return _observed_space(batches, argument_prefix)
+    return _observed_space(batches, argument_prefix, batches_name)

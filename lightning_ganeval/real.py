@@ -2,27 +2,39 @@
 
 FID needs the real mean and covariance of its network's layer; KID and precision/recall need per-sample real
 features. :func:`prepare_real_data` reads the real data once (sharded over ranks, without sampler duplicates),
-runs each distinct network once per batch and fills every requested accumulator, then caches each result on disk
-under a key of what the network actually received: a digest of the first converted uint8 batches, the count, the
-pixel space, the network's identity and the layer. Changing a transform, a ``collate_fn`` or ``image_fn`` changes
-the images and misses the cache; changing nothing hits it in the next run.
+runs each distinct network once per batch and fills every requested accumulator, then caches each result on disk.
+
+* **Cache key**: a digest of :data:`SAMPLE_SIZE` real images at seeded positions spread over the whole dataset
+  (:func:`sample_real_images`; data that cannot be read by index is digested in full, one extra read without
+  the network), the count, a description of the dataset and its transforms, the ``collate_fn`` and ``image_fn``,
+  the pixel space, the network's identity and the layer. A change to the images anywhere in the dataset, to a
+  transform of any part, the count or the space misses the cache; changing nothing hits it in the next run.
+* **Checked entries**: moments are a pytorch-fid-readable ``.npz`` whose provenance records the key, the count and
+  a checksum; features are ``.features.npz`` with a record of the key, count, shape, dtype and SHA-256. Each is
+  verified before use; on any mismatch the entry is recomputed with one warning.
+* **Real rows** (KID, precision/recall): a seeded uniform sample of the whole real set, chosen in the one pass by
+  a priority hashed from each image's global index (:func:`select_real_rows`): the same rows for any batch size,
+  loader order or number of processes, and any prefix of them is again a uniform sample.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import os
-import tempfile
+import re
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
 from lightning_ganeval.extractor import InceptionExtractor
 from lightning_ganeval.images import PixelSpace, infer_pixel_space, to_uint8_rgb
@@ -31,15 +43,34 @@ from lightning_ganeval.metrics.base import GenerativeMetric, RealData
 from lightning_ganeval.moments import FeatureBank, FIDMoments
 from lightning_ganeval.networks import network_device, network_identity, run_network
 from lightning_ganeval.reference import (
+    RealImageStream,
+    atomic_write,
     extractor_provenance,
     iter_real_images,
     load_stats,
-    real_content_digest,
+    map_style_size,
     save_stats,
 )
 from lightning_ganeval.sampling import isolated_rng
 
-__all__ = ["default_cache_dir", "network_provenance", "prepare_real_data"]
+__all__ = [
+    "SAMPLE_SIZE",
+    "RealSample",
+    "default_cache_dir",
+    "network_provenance",
+    "prepare_real_data",
+    "real_cache_key",
+    "sample_real_images",
+    "select_real_rows",
+]
+
+SAMPLE_SIZE = 64
+"""Real images read for the cache key and the inferred pixel space: one at a seeded position in each of 64 equal
+strata of the index range (plus the first and last item of each part of a ``ConcatDataset``)."""
+
+_SEED = 0x5EED
+_CACHE_SCHEMA = 2  # 1: first-batches digest and first-N rows; 2: spread sample and uniform rows
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # object addresses in reprs change every run
 
 
 def default_cache_dir() -> Path:
@@ -75,49 +106,404 @@ def _barrier(world_size: int) -> None:
         torch.distributed.barrier()
 
 
+# ------------------------------------------------------------------------------------------- the real sample
+@dataclass(frozen=True)
+class RealSample:
+    """Real images read before the pass, for the cache key and the inferred pixel space.
+
+    Attributes:
+        images: The picked image batches, unconverted.
+        indices: Their dataset indices (positions in reading order for data not read by index).
+        description: What the sample is, for messages, e.g. ``"64 real images at seeded positions spread over
+            all 50000"``.
+        spread: True if the sample spans the whole index range; False for the first batches of an iterable.
+    """
+
+    images: list[Tensor]
+    indices: Tensor
+    description: str
+    spread: bool
+
+
+def sample_indices(size: int, count: int = SAMPLE_SIZE, *, boundaries: Sequence[int] = ()) -> list[int]:
+    """Seeded positions spread over ``range(size)``: one in each of ``count`` equal strata, plus part ends.
+
+    Args:
+        size: Items to choose from.
+        count: Strata (all items when ``size <= count``).
+        boundaries: Cumulative part sizes (``ConcatDataset.cumulative_sizes``): the first and last item of every
+            part are added, so that even a part smaller than one stratum is looked at.
+    """
+    if size <= count:
+        return list(range(size))
+    rng = np.random.default_rng(_SEED)
+    edges = np.linspace(0, size, count + 1).astype(np.int64)
+    picks = {int(rng.integers(lo, hi)) for lo, hi in itertools.pairwise(edges) if hi > lo}
+    starts = [0, *boundaries]
+    for start, end in itertools.pairwise(starts):
+        if start < end:
+            picks.update({start, end - 1})
+    return sorted(p for p in picks if 0 <= p < size)
+
+
+def _is_one_shot(real: Any) -> bool:
+    return not isinstance(real, (DataLoader, Dataset)) and iter(real) is real
+
+
+def sample_real_images(
+    real: Any,
+    *,
+    image_fn: Callable[[Any], Tensor] | None = None,
+    num_real: int | None = None,
+    count: int = SAMPLE_SIZE,
+) -> RealSample:
+    """Real images spread over the whole dataset (map-style data), else the first two batches.
+
+    Read in the main process under the real pass's private random streams (augmented images are the same in
+    every run, the global random states are untouched) and rank-independent: every rank reads the same sample.
+
+    Args:
+        real: A ``DataLoader``, a dataset, or a re-iterable collection of batches.
+        image_fn: Picks the images out of a batch.
+        num_real: Only the first ``num_real`` items are used by the pass, so only they are sampled.
+        count: See :func:`sample_indices`.
+
+    Raises:
+        TypeError: For a one-shot iterator, which reading would consume.
+    """
+    if _is_one_shot(real):
+        raise TypeError(
+            f"Cannot sample a one-shot iterator ({type(real).__name__}): reading it would consume the real data. "
+            "Pass a DataLoader, a dataset or a re-iterable collection of batches."
+        )
+    size = map_style_size(real)
+    if size is not None:
+        total = size if num_real is None else min(size, num_real)
+        cumulative = getattr(getattr(real, "dataset", real), "cumulative_sizes", ())
+        picks = sample_indices(total, count, boundaries=[min(int(b), total) for b in cumulative])
+        stream = RealImageStream(
+            real, image_fn=image_fn, num_real=num_real, rank=0, world_size=1, max_workers=0,
+            rank_checked=False, indices=picks,
+        )  # fmt: skip
+        with isolated_rng():
+            pairs = list(stream)
+        description = (
+            f"all {total} real images"
+            if len(picks) >= total
+            else f"{len(picks)} real images at seeded positions spread over all {total}"
+        )
+        spread = True
+    else:
+        stream = RealImageStream(
+            real, image_fn=image_fn, num_real=num_real, rank=0, world_size=1, max_workers=0,
+            rank_checked=False, max_batches=2,
+        )  # fmt: skip
+        with isolated_rng():
+            pairs = list(stream)
+        description = f"the first {len(pairs)} real batches (the data cannot be read by index)"
+        spread = False
+    images = [batch for batch, _ in pairs]
+    indices = torch.cat([i for _, i in pairs]) if pairs else torch.empty(0, dtype=torch.int64)
+    return RealSample(images=images, indices=indices, description=description, spread=spread)
+
+
+def _hash_images(digest: Any, images: Tensor) -> None:
+    array = images.detach().cpu().contiguous()
+    # Per-image layout, not the batch shape: the same images batched differently give the same digest.
+    digest.update(f"{array.dtype}{tuple(array.shape[1:])}".encode())
+    digest.update(array.reshape(-1).view(torch.uint8).numpy().tobytes() if array.numel() else b"")
+
+
+def _content_digest(
+    real: Any, image_fn: Callable[[Any], Tensor] | None, num_real: int | None, sample: RealSample | None
+) -> str:
+    """Digest of the images: the spread sample of map-style data, every image of other (re-iterable) data."""
+    digest = hashlib.sha256()
+    if map_style_size(real) is not None:
+        sample = (
+            sample
+            if sample is not None and sample.spread
+            else sample_real_images(real, image_fn=image_fn, num_real=num_real)
+        )
+        for images in sample.images:
+            _hash_images(digest, images)
+        digest.update(sample.indices.numpy().tobytes())
+        return digest.hexdigest()[:32]
+    stream = RealImageStream(
+        real, image_fn=image_fn, num_real=num_real, rank=0, world_size=1, max_workers=None, rank_checked=False
+    )
+    with isolated_rng():
+        for images, indices in stream:
+            _hash_images(digest, images)
+            digest.update(indices.numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _callable_name(fn: Any) -> str | None:
+    if fn is None:
+        return None
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{getattr(fn, '__module__', None) or type(fn).__module__}.{name}"
+
+
+def _describe_dataset(dataset: Any, depth: int = 0) -> dict[str, Any]:
+    cls = type(dataset)
+    entry: dict[str, Any] = {"class": f"{cls.__module__}.{cls.__qualname__}"}
+    if depth > 4:
+        return entry
+    with contextlib.suppress(TypeError):
+        entry["len"] = len(dataset)
+    for attr in ("transform", "target_transform", "transforms"):
+        value = getattr(dataset, attr, None)
+        if value is not None and not isinstance(value, (str, bytes)):
+            text = _ADDRESS.sub("", repr(value))
+            entry[attr] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    parts = getattr(dataset, "datasets", None)
+    if isinstance(parts, (list, tuple)):
+        entry["parts"] = [_describe_dataset(part, depth + 1) for part in parts]
+    inner = getattr(dataset, "dataset", None)
+    if inner is not None and inner is not dataset and not isinstance(inner, (str, bytes)):
+        entry["inner"] = _describe_dataset(inner, depth + 1)
+    return entry
+
+
+def describe_data(real: Any, image_fn: Callable[[Any], Tensor] | None = None) -> dict[str, Any]:
+    """What the cache key records about the pipeline besides the images: classes, lengths, transforms, functions."""
+    collate = real.collate_fn if isinstance(real, DataLoader) else None
+    return {
+        "dataset": _describe_dataset(real.dataset if isinstance(real, DataLoader) else real),
+        "collate_fn": _callable_name(collate),
+        "image_fn": _callable_name(image_fn),
+    }
+
+
+def real_cache_key(
+    real: Any,
+    *,
+    space: PixelSpace,
+    image_fn: Callable[[Any], Tensor] | None = None,
+    num_real: int | None = None,
+    sample: RealSample | None = None,
+    content: str | None = None,
+    **extra: Any,
+) -> str:
+    """The cache key of the real data's products (without the network part, which ``extra`` adds).
+
+    Args:
+        real: The real data (not a one-shot iterator).
+        space: Their pixel space.
+        image_fn: Picks the images out of a batch.
+        num_real: Only the first ``num_real`` items are used.
+        sample: A :func:`sample_real_images` already read (reused when it is spread over the dataset).
+        content: The digest of the images, when already computed for another key of the same data.
+        **extra: Anything else that changes the product (network, layer, kind, rows); JSON-serialised.
+
+    Returns:
+        ``"real-"`` and 24 hexadecimal digits.
+    """
+    size = map_style_size(real)
+    payload = {
+        "schema": _CACHE_SCHEMA,
+        "content": content or _content_digest(real, image_fn, num_real, sample),
+        "count": (size if num_real is None else min(size, num_real)) if size is not None else num_real,
+        "data": describe_data(real, image_fn),
+        "space": space.to_json(),
+        **extra,
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return "real-" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+# ------------------------------------------------------------------------------------------- real rows
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _priorities(indices: Tensor) -> np.ndarray:
+    """A seeded pseudo-random uint64 per global index (SplitMix64): independent of ranks, batches and order."""
+    with np.errstate(over="ignore"):
+        z = indices.cpu().numpy().astype(np.uint64) + np.uint64(_SEED) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return (z ^ (z >> np.uint64(31))) & _MASK64
+
+
+def select_real_rows(indices: Tensor, count: int) -> Tensor:
+    """Positions in ``indices`` of the real rows to keep: the ``count`` smallest seeded priorities, in that order.
+
+    The priority of a row depends only on its global index, so the kept set is a uniform sample of all the
+    indices offered, the same whichever rank or batch offered them; and any prefix of the result is again a
+    uniform sample (a metric wanting fewer rows takes the first ones).
+    """
+    priorities = _priorities(indices)
+    order = np.lexsort((indices.cpu().numpy(), priorities))  # ties (none in practice) by index
+    return torch.from_numpy(order[: max(count, 0)].astype(np.int64))
+
+
+class _RowSample:
+    """This rank's candidate real rows, pruned to the ``cap`` smallest priorities as they come (bounded memory)."""
+
+    def __init__(self, num_features: int, cap: int) -> None:
+        self.num_features, self.cap = num_features, cap
+        self.rows: list[Tensor] = []
+        self.indices: list[Tensor] = []
+        self.count = 0
+
+    def update(self, rows: Tensor, indices: Tensor) -> None:
+        if rows.ndim != 2 or rows.shape[1] != self.num_features:
+            raise ValueError(f"Expected features of shape (B, {self.num_features}), got {tuple(rows.shape)}.")
+        self.rows.append(rows.detach().to("cpu", torch.float32))
+        self.indices.append(indices.detach().to("cpu", torch.int64))
+        self.count += len(indices)
+        if self.count > 2 * self.cap:
+            self._prune()
+
+    def _prune(self) -> tuple[Tensor, Tensor]:
+        rows = torch.cat(self.rows) if self.rows else torch.empty(0, self.num_features)
+        indices = torch.cat(self.indices) if self.indices else torch.empty(0, dtype=torch.int64)
+        keep = select_real_rows(indices, self.cap)
+        rows, indices = rows[keep], indices[keep]
+        self.rows, self.indices, self.count = [rows], [indices], len(indices)
+        return rows, indices
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        """The ``cap`` rows of smallest priority over every rank and their global indices, in priority order.
+
+        A collective under DDP: every rank calls it.
+        """
+        rows, indices = self._prune()
+        _rank, world_size = _distributed()
+        if world_size > 1:
+            bank = FeatureBank(num_features=self.num_features)
+            bank.update(rows, indices)
+            rows = bank.compute()  # every rank's rows, sorted by global index
+            gathered: list[Any] = [None] * world_size
+            torch.distributed.all_gather_object(gathered, indices.tolist())
+            indices = torch.tensor(sorted(i for part in gathered for i in part), dtype=torch.int64)
+        keep = select_real_rows(indices, self.cap)
+        return rows[keep].contiguous(), indices[keep]
+
+
+# ------------------------------------------------------------------------------------------- cache entries
+def _stats_checksum(stats: GaussianStats) -> str:
+    """SHA-256 of the moments as :func:`load_stats` gives them back (float64, covariance symmetrised)."""
+    mean = stats.mean.detach().cpu().double().numpy()
+    cov = stats.cov.detach().cpu().double().numpy()
+    digest = hashlib.sha256(np.ascontiguousarray(mean).tobytes())
+    digest.update(np.ascontiguousarray((cov + cov.T) / 2).tobytes())
+    return digest.hexdigest()
+
+
+def _array_checksum(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
 class _Entry:
-    """One cached product of the real pass: the moments or the features of one network's layer."""
+    """One cached product of the real pass: the moments or the feature rows of one network's layer."""
 
     def __init__(self, network: nn.Module, layer: str, kind: str, cap: int) -> None:
         self.network, self.layer, self.kind, self.cap = network, layer, kind, cap
         self.key = ""
         self.result: GaussianStats | Tensor | None = None
-        self.accumulator: FIDMoments | FeatureBank | None = None
+        self.indices: Tensor | None = None  # the global real indices of the feature rows
+        self.num_images: int | None = None
+        self.accumulator: FIDMoments | _RowSample | None = None
+
+    @property
+    def width(self) -> int | None:
+        """The feature width the network announces for this layer, if it does."""
+        width = getattr(self.network, "num_features", None) if self.layer in ("pool", "features") else None
+        return int(width) if isinstance(width, int) and not isinstance(width, bool) else None
 
     def path(self, cache_dir: Path) -> Path:
-        return cache_dir / (f"{self.key}.npz" if self.kind == "moments" else f"{self.key}.features.npy")
+        return cache_dir / (f"{self.key}.npz" if self.kind == "moments" else f"{self.key}.features.npz")
 
-    def load(self, cache_dir: Path) -> GaussianStats | Tensor | None:
+    def load(
+        self, cache_dir: Path, count: int | None
+    ) -> tuple[GaussianStats | Tensor, int | None, Tensor | None] | None:
+        """The verified cached product, its image count and row indices, or None (missing, or a mismatch: warned).
+
+        A plain value, broadcast from rank 0 to the others.
+        """
         path = self.path(cache_dir)
         if not path.is_file():
             return None
         try:
             if self.kind == "moments":
-                stats, found = load_stats(path, expect=network_provenance(self.network, self.layer))
-                return stats if found.get("cache_key") == self.key else None
-            return torch.from_numpy(np.load(path, allow_pickle=False))
-        except (ValueError, OSError) as err:
-            warnings.warn(f"Ignoring unusable cached real data {str(path)!r}: {err}", UserWarning, stacklevel=3)
+                return self._load_moments(path, count)
+            return self._load_features(path, count)
+        except (ValueError, OSError, KeyError, TypeError) as err:
+            warnings.warn(
+                f"Ignoring the cached real data {str(path)!r}: {err} Recomputing it.", UserWarning, stacklevel=3
+            )
             return None
+
+    def _load_moments(self, path: Path, count: int | None) -> tuple[GaussianStats, int | None, None]:
+        stats, found = load_stats(path, expect=network_provenance(self.network, self.layer))
+        if found.get("cache_key") != self.key:
+            raise ValueError(f"it was written for key {found.get('cache_key')!r}, not {self.key!r}.")
+        if found.get("checksum") != _stats_checksum(stats):
+            raise ValueError("its checksum does not match its moments (the file was changed).")
+        if stats.n is None or stats.n != found.get("count") or (count is not None and stats.n != count):
+            raise ValueError(f"it holds moments of {stats.n} images, but {count or found.get('count')} are expected.")
+        if self.width is not None and stats.num_features != self.width:
+            raise ValueError(f"it has width {stats.num_features}, but the network gives {self.width} features.")
+        return stats, stats.n, None
+
+    def _load_features(self, path: Path, count: int | None) -> tuple[Tensor, int | None, Tensor]:
+        with np.load(path, allow_pickle=False) as data:
+            features = np.asarray(data["features"])
+            indices = np.asarray(data["indices"])
+            record = json.loads(str(np.asarray(data["record"]).reshape(-1)[0]))
+        if record.get("cache_key") != self.key:
+            raise ValueError(f"it was written for key {record.get('cache_key')!r}, not {self.key!r}.")
+        if features.dtype != np.float32 or features.ndim != 2:
+            raise ValueError(f"it holds a {features.dtype} array of shape {features.shape}, not (rows, width) float32.")
+        if list(features.shape) != record.get("shape") or _array_checksum(features) != record.get("sha256"):
+            raise ValueError("its shape or checksum does not match its record (the array was replaced).")
+        if indices.shape != (features.shape[0],) or _array_checksum(indices) != record.get("indices_sha256"):
+            raise ValueError("its row indices do not match its record (the array was replaced).")
+        if self.width is not None and features.shape[1] != self.width:
+            raise ValueError(f"it has width {features.shape[1]}, but the network gives {self.width} features.")
+        images = record.get("count")
+        if count is not None and images != count:
+            raise ValueError(f"it was made from {images} images, but {count} are expected.")
+        wanted = min(self.cap, images) if isinstance(images, int) else None
+        if wanted is None or features.shape[0] != wanted:
+            raise ValueError(f"it holds {features.shape[0]} rows, but {wanted} are expected.")
+        return torch.from_numpy(features), images, torch.from_numpy(indices.astype(np.int64))
 
     def save(self, cache_dir: Path, provenance: dict[str, Any]) -> None:
         path = self.path(cache_dir)
         try:
             if self.kind == "moments":
                 assert isinstance(self.result, GaussianStats)
-                save_stats(path, self.result, {**provenance, **network_provenance(self.network, self.layer)})
+                record = {**provenance, **network_provenance(self.network, self.layer)}
+                record.update(cache_key=self.key, count=self.num_images, checksum=_stats_checksum(self.result))
+                save_stats(path, self.result, record)
                 return
             assert isinstance(self.result, Tensor)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, self.result.numpy(), allow_pickle=False)
-            os.replace(tmp, path)
+            features = self.result.detach().cpu().to(torch.float32).contiguous().numpy()
+            assert self.indices is not None
+            indices = self.indices.cpu().to(torch.int64).numpy()
+            record = {
+                **provenance,
+                "cache_key": self.key,
+                "count": self.num_images,
+                "shape": list(features.shape),
+                "dtype": str(features.dtype),
+                "sha256": _array_checksum(features),
+                "indices_sha256": _array_checksum(indices),
+            }
+            with atomic_write(path) as handle:
+                np.savez(
+                    handle, features=features, indices=indices, record=np.asarray(json.dumps(record, sort_keys=True))
+                )
         except OSError as err:
             # Other ranks may be waiting in a barrier: never raise between the collectives.
             warnings.warn(f"Could not write the real-data cache {str(path)!r}: {err}", UserWarning, stacklevel=3)
 
 
+# ------------------------------------------------------------------------------------------- the pass
 def prepare_real_data(
     real: Any,
     wanting: Sequence[tuple[nn.Module, GenerativeMetric]],
@@ -129,6 +515,7 @@ def prepare_real_data(
     cache: bool = True,
     progress: Callable[[int, int | None], None] | None = None,
     argument: str = "real",
+    inferred_from: str | None = None,
 ) -> dict[GenerativeMetric, RealData]:
     """Real statistics and features for each metric in ``wanting`` (pairs of network and metric).
 
@@ -136,13 +523,16 @@ def prepare_real_data(
         real: A ``DataLoader`` / dataset / iterable of batches, a ``.npz`` statistics file (moments only), or
             :class:`~lightning_ganeval.math.GaussianStats`.
         wanting: ``(network, metric)`` for each metric whose :meth:`real_request` is not None.
-        space: Pixel space of the real images; ``None`` infers it (:func:`~lightning_ganeval.images.infer_pixel_space`).
+        space: Pixel space of the real images; ``None`` infers it from :func:`sample_real_images`
+            (:func:`~lightning_ganeval.images.infer_pixel_space`).
         image_fn: Picks the images out of a batch (default: the one image tensor of a tensor, tuple or dict batch).
         num_real: Use the first ``num_real`` real samples; required for unsized iterables.
         cache_dir: Folder of the disk cache (default :func:`default_cache_dir`).
-        cache: Read and write the disk cache.
+        cache: Read and write the disk cache. A one-shot iterator is never cached (one warning).
         progress: ``progress(done, total)`` after each batch of this rank.
         argument: The user's name for ``real`` in error messages.
+        inferred_from: The caller inferred ``space`` from this (a reason as :func:`infer_pixel_space` gives it):
+            real images outside it are then reported as outside an inferred space, with ``value_range=`` advice.
 
     Returns:
         The real data of each metric (identical on every rank). Every rank must call this function.
@@ -157,18 +547,34 @@ def prepare_real_data(
                     f" {os.fspath(real)!r}: pass `{argument}=` a DataLoader (or leave it None for the training data)."
                 )
             stats, _ = load_stats(real, expect=network_provenance(network, metric.resolved_layer()))
-            out[metric] = RealData(stats=stats, source=os.fspath(real))
+            out[metric] = RealData(stats=stats, source=os.fspath(real), num_images=stats.n)
         return out
     if isinstance(real, GaussianStats):
-        return {metric: RealData(stats=real, source="statistics") for _, metric in wanting}
+        return {metric: RealData(stats=real, source="statistics", num_images=real.n) for _, metric in wanting}
 
     rank, world_size = _distributed()
+    one_shot = _is_one_shot(real)
+    if one_shot and cache:
+        warnings.warn(
+            f"The real data ({argument}=) is a one-shot iterator ({type(real).__name__}): reading it for the cache"
+            " key would consume it, so its real statistics are not cached. Pass a DataLoader, a dataset or a list"
+            " of batches to cache them.",
+            UserWarning,
+            stacklevel=2,
+        )
+        cache = False
+    sample: RealSample | None = None
     if space is None:
-        with isolated_rng():
-            space, _ = infer_pixel_space(
-                getattr(real, "dataset", real), _first_batches(real, image_fn, rank, world_size)
+        if one_shot:
+            raise ValueError(
+                f"Cannot infer the pixel space of a one-shot iterator ({argument}=) without consuming it: pass"
+                " `space=` (e.g. (-1, 1) or (0, 1))."
             )
-        space = _broadcast(space, world_size)  # rank 0's conclusion is everyone's
+        sample = sample_real_images(real, image_fn=image_fn, num_real=num_real)
+        space, inferred_from = infer_pixel_space(
+            getattr(real, "dataset", real), sample.images, dataset_name="real data", batches_name=sample.description
+        )
+        space, inferred_from = _broadcast((space, inferred_from), world_size)  # rank 0's conclusion is everyone's
     space = space if isinstance(space, PixelSpace) else PixelSpace.from_value_range(*space)
 
     entries: dict[tuple[int, str, str], _Entry] = {}
@@ -183,32 +589,36 @@ def prepare_real_data(
             entry.cap = max(entry.cap, request.max_features)
 
     count = _count(real, num_real)
-    with isolated_rng():
-        digest = real_content_digest(real, image_fn=image_fn, value_range=space) if cache else ""
-    for entry in entries.values():
-        payload = {
-            "digest": digest,
-            "count": count,
-            "space": space.to_json(),
-            "network": network_identity(entry.network),
-            "layer": entry.layer,
-            "kind": entry.kind,
-            "cap": entry.cap,
-        }
-        entry.key = "real-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+    if cache:
+        content = _content_digest(real, image_fn, num_real, sample)  # once: it may read all of unsized data
+        for entry in entries.values():
+            entry.key = real_cache_key(
+                real,
+                space=space,
+                image_fn=image_fn,
+                num_real=num_real,
+                content=content,
+                network=network_identity(entry.network),
+                layer=entry.layer,
+                kind=entry.kind,
+                cap=entry.cap,
+            )
 
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    found = [entry.load(folder) if cache and rank == 0 else None for entry in entries.values()]
+    found = [entry.load(folder, count) if cache and rank == 0 else None for entry in entries.values()]
     found = _broadcast(found, world_size)
     missing = [entry for entry, hit in zip(entries.values(), found, strict=True) if hit is None]
     for entry, hit in zip(entries.values(), found, strict=True):
-        entry.result = hit
+        if hit is not None:
+            entry.result, entry.num_images, entry.indices = hit
     if missing:
-        _real_pass(real, missing, space, image_fn, num_real, progress, argument)
+        total = _real_pass(real, missing, space, image_fn, num_real, progress, argument, inferred_from)
+        for entry in missing:
+            entry.num_images = total
         if cache and rank == 0:
-            provenance = {"pixel_space": space.to_json(), "count": count, "digest": digest}
+            provenance = {"pixel_space": space.to_json()}
             for entry in missing:
-                entry.save(folder, {**provenance, "cache_key": entry.key})
+                entry.save(folder, provenance)
         _barrier(world_size)
 
     out = {}
@@ -216,26 +626,32 @@ def prepare_real_data(
         request = metric.real_request()
         assert request is not None
         layer = metric.resolved_layer()
-        stats = entries[(id(network), layer, "moments")].result if request.moments else None
-        features = entries[(id(network), layer, "features")].result if request.max_features else None
+        moments = entries[(id(network), layer, "moments")] if request.moments else None
+        rows = entries[(id(network), layer, "features")] if request.max_features else None
+        features = rows.result if rows is not None else None
+        indices = None
         if isinstance(features, Tensor):
             features = features[: request.max_features]
-        out[metric] = RealData(stats=stats, features=features, source=f"{count} real images")  # type: ignore[arg-type]
+            assert rows is not None
+            assert rows.indices is not None
+            indices = rows.indices[: request.max_features]
+        num_images = (moments or rows).num_images  # type: ignore[union-attr]
+        out[metric] = RealData(
+            stats=moments.result if moments is not None else None,  # type: ignore[arg-type]
+            features=features,  # type: ignore[arg-type]
+            indices=indices,
+            source=f"{num_images} real images",
+            num_images=num_images,
+        )
     return out
 
 
 def _count(real: Any, num_real: int | None) -> int | None:
-    dataset = getattr(real, "dataset", real)
-    try:
-        size = len(dataset)
-    except TypeError:
-        return num_real
+    """Real images the pass will read, when known before it (map-style data); else None."""
+    size = map_style_size(real)
+    if size is None:
+        return None
     return size if num_real is None else min(size, num_real)
-
-
-def _first_batches(real: Any, image_fn: Callable[[Any], Tensor] | None, rank: int, world_size: int) -> list[Tensor]:
-    stream = iter_real_images(real, image_fn=image_fn, rank=rank, world_size=world_size, max_workers=0)
-    return [images for images, _ in itertools.islice(stream, 2)]
 
 
 def _real_pass(
@@ -246,22 +662,23 @@ def _real_pass(
     num_real: int | None,
     progress: Callable[[int, int | None], None] | None,
     argument: str,
-) -> None:
+    inferred_from: str | None,
+) -> int:
+    """Fill every entry's result from one pass; returns the number of real images read over all ranks."""
     rank, world_size = _distributed()
     networks: list[nn.Module] = []
     for entry in entries:
         # Rows of a network that does not announce its width create the accumulator at the first batch.
-        width = getattr(entry.network, "num_features", None) if entry.layer in ("pool", "features") else None
+        width = entry.width
         entry.accumulator = _accumulator(entry, width, network_device(entry.network)) if width else None
         if all(entry.network is not n for n in networks):
             networks.append(entry.network)
     done = 0
-    total = None
     with isolated_rng(), torch.no_grad():
-        for images, indices in iter_real_images(
-            real, image_fn=image_fn, num_real=num_real, rank=rank, world_size=world_size
-        ):
-            converted = to_uint8_rgb(images, space, side="real", argument=_space_argument(space))
+        stream = iter_real_images(real, image_fn=image_fn, num_real=num_real, rank=rank, world_size=world_size)
+        for images, indices in stream:
+            converted = to_uint8_rgb(images, space, side="real", argument=_space_argument(space), check_range=False)
+            converted.range_check.check(inferred_from=inferred_from)
             if converted.num_nonfinite:
                 raise ValueError(
                     f"{converted.num_nonfinite} real image(s) contain NaN or Inf; real statistics need finite images."
@@ -275,23 +692,28 @@ def _real_pass(
                     if entry.accumulator is None:
                         entry.accumulator = _accumulator(entry, rows.shape[1], rows.device)
                     if entry.kind == "moments":
-                        entry.accumulator.update(rows)
+                        entry.accumulator.update(rows)  # type: ignore[call-arg]
                     else:
                         entry.accumulator.update(rows, indices)
             done += len(images)
             if progress is not None:
-                progress(done, total)
+                progress(done, None)
     for entry in entries:
         if entry.accumulator is None:
             raise ValueError(f"The real data ({argument}=) gave no images.")
         # compute() synchronises across ranks: every rank reaches this line for every entry, in the same order.
-        entry.result = entry.accumulator.compute()
+        if isinstance(entry.accumulator, _RowSample):
+            entry.result, entry.indices = entry.accumulator.compute()
+        else:
+            entry.result = entry.accumulator.compute()
+    assert stream.total is not None
+    return int(stream.total)
 
 
-def _accumulator(entry: _Entry, width: int, device: torch.device) -> FIDMoments | FeatureBank:
+def _accumulator(entry: _Entry, width: int, device: torch.device) -> FIDMoments | _RowSample:
     if entry.kind == "moments":
         return FIDMoments(num_features=int(width)).to(device)
-    return FeatureBank(num_features=int(width), max_rows=entry.cap)
+    return _RowSample(num_features=int(width), cap=entry.cap)
 
 
 def _space_argument(space: PixelSpace) -> str:

@@ -1,4 +1,4 @@
-"""Reference (real-data) statistics: ``.npz`` files, computation from a data loader, and a disk cache.
+"""Reference (real-data) statistics files, the atomic file write, and the stream of real images read by index.
 
 File format: an uncompressed ``.npz`` with
 
@@ -19,7 +19,6 @@ checked, so a warning says so when the caller asked for checks.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import json
 import math
@@ -33,28 +32,23 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from lightning_ganeval.images import to_uint8_rgb
 from lightning_ganeval.math import PSD_RTOL, GaussianStats
-from lightning_ganeval.moments import FIDMoments
 
 __all__ = [
     "RealImageStream",
-    "cached_real_stats",
-    "compute_real_stats",
-    "dataset_fingerprint",
+    "atomic_write",
     "default_max_workers",
     "extractor_provenance",
     "iter_real_images",
     "load_stats",
-    "real_content_digest",
-    "real_stats_cache_key",
+    "map_style_size",
     "save_stats",
 ]
 
@@ -90,6 +84,34 @@ def extractor_provenance(extractor: Any) -> dict[str, Any]:
     return {key: value for key, value in entries.items() if value is not None}
 
 
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Write a file all at once or not at all: every cache write goes through here.
+
+    Yields a binary handle on a temporary file in the target's folder (created if missing); on success the file is
+    flushed to disk, given ``mode`` and moved over ``path`` with ``os.replace``, so a reader sees the old file or
+    the new one, never half of one. On any error the temporary file is removed and the error propagates.
+
+    Args:
+        path: The target file.
+        mode: Permission bits of the written file. ``mkstemp`` creates owner-only files (0600); a cache shared by
+            a group must stay readable, hence 0644.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp_name, mode)
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
 def _npz_path(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     # np.savez appends ".npz" to a bare name; do the same so that pytorch-fid (which checks the suffix) reads it.
@@ -112,7 +134,6 @@ def save_stats(path: str | os.PathLike[str], stats: GaussianStats, provenance: M
     if not isinstance(stats, GaussianStats):
         raise TypeError(f"`stats` must be GaussianStats, got {type(stats).__name__}.")
     target = _npz_path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "format_version": FORMAT_VERSION,
         "library_version": _library_version(),
@@ -127,17 +148,8 @@ def save_stats(path: str | os.PathLike[str], stats: GaussianStats, provenance: M
         "n": np.asarray(-1 if stats.n is None else stats.n, dtype=np.int64),
         "provenance": np.asarray(text),
     }
-    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o644)  # mkstemp makes the file owner-only; a shared cache must stay readable
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(target) as handle:
+        np.savez(handle, **arrays)
     return target
 
 
@@ -312,7 +324,7 @@ def _no_images(batch: Any, problem: str) -> ValueError:
         f"Cannot pick the real images out of a batch: {problem}. The batch holds {_describe(batch)}. The default "
         "takes a tensor batch, the one 4-D float/uint8 tensor of a tuple/list or dict, or a dict's "
         f"{'/'.join(repr(key) for key in _IMAGE_KEYS)} entry. Pass `real_image_fn=` (FIDCallback) or `image_fn=` "
-        "(compute_real_stats, iter_real_images), e.g. `lambda batch: batch['rgb']`, to pick them."
+        "(Evaluator.prepare_real, iter_real_images), e.g. `lambda batch: batch['rgb']`, to pick them."
     )
 
 
@@ -345,7 +357,7 @@ class _PrivateRNG:
 
     Transforms (random flips and crops) and ``iter(DataLoader)`` (which draws the workers' base seed) use the
     global random streams. Swapping in a fixed-seed stream around each fetch keeps training's streams untouched,
-    makes augmented real images the same in every run (so digests and fingerprints are stable), and still gives
+    makes augmented real images the same in every run (so the cache key's sample is stable), and still gives
     successive batches different random draws.
     """
 
@@ -434,6 +446,16 @@ def _is_map_style(loader: Any) -> bool:
     )
 
 
+def map_style_size(loader: Any) -> int | None:
+    """``len(dataset)`` of real data read by index (a map-style dataset, or a DataLoader that batches one), else None.
+
+    Such data can be sampled anywhere cheaply (the cache key, the pixel space); other iterables only in order.
+    """
+    if isinstance(loader, Dataset) and not isinstance(loader, IterableDataset):
+        return len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
+    return len(loader.dataset) if _is_map_style(loader) else None
+
+
 def _worker_settings(loader: DataLoader, num_workers: int) -> dict[str, Any]:
     """Keyword arguments reproducing ``loader``'s worker settings with ``num_workers`` workers."""
     if num_workers == 0:
@@ -485,7 +507,7 @@ def _with_workers(loader: DataLoader, num_workers: int) -> DataLoader:
     return DataLoader(loader.dataset, **kwargs, **_worker_settings(loader, num_workers))
 
 
-def _check_ranks(rank: int, world_size: int, *, warn: str | None = None) -> None:
+def _check_ranks(rank: int, world_size: int) -> None:
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"`world_size` must be a positive integer, got {world_size!r}.")
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
@@ -497,13 +519,6 @@ def _check_ranks(rank: int, world_size: int, *, warn: str | None = None) -> None
                 f"rank={rank}, world_size={world_size} disagree with the process group "
                 f"(rank {actual[0]} of {actual[1]})."
             )
-    elif world_size > 1 and warn is not None:
-        warnings.warn(
-            f"{warn}(rank={rank}, world_size={world_size}) without an initialised process group: the "
-            "statistics cover this rank's shard only, nothing is merged across ranks.",
-            UserWarning,
-            stacklevel=3,
-        )
 
 
 def _check_num_real(num_real: Any, minimum: int) -> None:
@@ -520,6 +535,9 @@ def _check_max_workers(max_workers: Any) -> None:
 
 class RealImageStream(Iterator[tuple[Tensor, Tensor]]):
     """This rank's real image batches with their global sample indices; made by :func:`iter_real_images`.
+
+    ``indices`` (map-style data only) reads exactly those dataset items, in that order, on any rank: a sample
+    spread over the dataset (see :func:`lightning_ganeval.real.sample_real_images`).
 
     Attributes:
         shard_size: Samples this rank yields in all, when known up front (map-style datasets); else ``None``.
@@ -540,6 +558,7 @@ class RealImageStream(Iterator[tuple[Tensor, Tensor]]):
         max_workers: int | None,
         max_batches: int | None = None,
         rank_checked: bool = True,
+        indices: Sequence[int] | None = None,
     ) -> None:
         if rank_checked:
             _check_ranks(rank, world_size)
@@ -571,12 +590,18 @@ class RealImageStream(Iterator[tuple[Tensor, Tensor]]):
                     UserWarning,
                     stacklevel=3,
                 )
-            self._indices = torch.arange(rank, total, world_size, dtype=torch.int64)
+            if indices is None:
+                self._indices = torch.arange(rank, total, world_size, dtype=torch.int64)
+            else:  # a sample read by index (the cache key, the pixel space): the same on every rank
+                self._indices = torch.as_tensor(list(indices), dtype=torch.int64)
+                self._indices = self._indices[(self._indices >= 0) & (self._indices < total)]
             self._source: Iterable[Any] = _shard_loader(loader, self._indices.tolist(), cap)
             self._loader = loader
             self._map_style = True
             self.shard_size, self.total = len(self._indices), total
         else:
+            if indices is not None:
+                raise ValueError("`indices` needs a map-style dataset (sized and indexable) batched by a DataLoader.")
             if num_real is None and max_batches is None:
                 try:
                     len(loader)  # type: ignore[arg-type]
@@ -700,7 +725,7 @@ def iter_real_images(
 ) -> RealImageStream:
     """This rank's share of the real images, batch by batch, read once: the real pass under every metric.
 
-    Sharding is that of :func:`compute_real_stats`: a ``DataLoader`` over a map-style dataset (or the dataset
+    Sharding: a ``DataLoader`` over a map-style dataset (or the dataset
     itself) is re-read through a new loader over exactly the indices ``range(rank, total, world_size)``,
     ``total = min(len(dataset), num_real)``, with the original batch size, ``collate_fn`` and worker settings (its
     own sampler is ignored); any other iterable is read in full on every rank, which keeps the batches at
@@ -736,298 +761,3 @@ def iter_real_images(
     return RealImageStream(
         loader, image_fn=image_fn, num_real=num_real, rank=rank, world_size=world_size, max_workers=max_workers
     )
-
-
-def compute_real_stats(
-    loader: DataLoader | Dataset | Iterable[Any],
-    extractor: Callable[[Tensor], Any],
-    *,
-    value_range: Any = (-1.0, 1.0),
-    image_fn: Callable[[Any], Tensor] | None = None,
-    num_real: int | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-    progress: Callable[[int, int | None], None] | None = None,
-    max_workers: int | None = None,
-) -> GaussianStats:
-    """Pool3 statistics of real images, sharded over ranks without duplicates and merged over ranks.
-
-    The images come from :func:`iter_real_images` (see there for the sharding, the worker cap and the random
-    state isolation); exactly ``total`` samples are counted over all ranks.
-
-    Every rank must call this function: with an initialised process group the moments are merged through
-    torchmetrics' synchronisation, a collective.
-
-    Args:
-        loader: A ``DataLoader``, a map-style ``Dataset``, or any iterable of batches.
-        extractor: Callable on uint8 ``N x 3 x H x W`` images returning an object with a ``pool`` tensor
-            ``(N, d)`` (an :class:`~lightning_ganeval.extractor.InceptionExtractor`). Its ``device`` attribute,
-            when present, holds the moments; its ``num_features`` attribute, when present, sets d (default 2048).
-        value_range: The pixel space of float images (e.g. ``(lo, hi)``), passed unchanged to
-            :func:`~lightning_ganeval.images.to_uint8_rgb`.
-        image_fn: Picks the image tensor out of a batch (default: see :func:`iter_real_images`).
-        num_real: Use at most this many samples (the first ``num_real`` in dataset order); default: all. Required
-            for iterables without a length.
-        rank: This process's rank.
-        world_size: Number of processes.
-        progress: Called as ``progress(done, total)`` after each batch with this rank's sample counts; ``total``
-            is ``None`` when unknown (iterables).
-        max_workers: Cap on the loader's workers (default: see :func:`iter_real_images`).
-
-    Returns:
-        The merged statistics (identical on every rank).
-
-    Raises:
-        ValueError: Non-finite real images, bad ``num_real``/``rank``/``world_size``, an unsized iterable without
-            ``num_real``, or fewer than 2 samples.
-    """
-    _check_ranks(rank, world_size, warn="compute_real_stats")
-    _check_num_real(num_real, 2)
-    stream = iter_real_images(
-        loader, image_fn=image_fn, num_real=num_real, rank=rank, world_size=world_size, max_workers=max_workers
-    )
-    device = torch.device(getattr(extractor, "device", "cpu"))
-    moments = FIDMoments(num_features=int(getattr(extractor, "num_features", POOL3_FEATURES))).to(device)
-    done = 0
-    try:
-        with torch.no_grad():
-            for images, _ in stream:
-                converted = to_uint8_rgb(images, value_range, side="real")
-                bad = converted.num_nonfinite
-                if bad:
-                    raise ValueError(f"{bad} real image(s) contain NaN or Inf; real statistics need finite images.")
-                moments.update(extractor(converted.images).pool)
-                done += images.shape[0]
-                if progress is not None:
-                    progress(done, stream.shard_size)
-    finally:
-        stream.close()
-    expected = stream.total
-    assert expected is not None
-    if expected < 2:
-        raise ValueError(f"Real statistics need at least 2 images, the loader gave {expected}.")
-    stats = moments.compute()
-    merged = torch.distributed.is_available() and torch.distributed.is_initialized() and world_size > 1
-    if merged and stats.n != expected:
-        raise RuntimeError(f"Merged real statistics count {stats.n} samples, expected {expected}.")
-    return stats
-
-
-# --------------------------------------------------------------------------------------------- cache
-def _hash_leaves(value: Any, digest: Any) -> None:
-    """Feed the bytes of every tensor/array (and the repr of other leaves) of a sample into ``digest``."""
-    if isinstance(value, Tensor):
-        array = value.detach().cpu().resolve_conj().resolve_neg().contiguous()
-        digest.update(f"T{array.dtype}{tuple(array.shape)}".encode())
-        # reshape(-1): a 0-d tensor (a TensorDataset label) cannot be viewed as bytes.
-        digest.update(array.reshape(-1).view(torch.uint8).numpy().tobytes() if array.numel() else b"")
-    elif isinstance(value, np.ndarray):
-        digest.update(f"A{value.dtype}{value.shape}".encode())
-        digest.update(np.ascontiguousarray(value).tobytes())
-    elif isinstance(value, Mapping):
-        for key in sorted(value, key=str):
-            digest.update(f"K{key!s}".encode())
-            _hash_leaves(value[key], digest)
-    elif isinstance(value, (tuple, list)):
-        digest.update(f"L{len(value)}".encode())
-        for item in value:
-            _hash_leaves(item, digest)
-    elif hasattr(value, "tobytes") and hasattr(value, "size"):  # PIL images
-        digest.update(f"I{value.size}".encode())
-        digest.update(value.tobytes())
-    else:
-        digest.update(f"V{value!r}".encode())
-
-
-def dataset_fingerprint(dataset: Any, probes: int = 3) -> str:
-    """A cheap identity of a map-style dataset: class, length and a hash of a few samples' bytes.
-
-    The samples probed are the first, the last and evenly spaced ones in between, so a dataset whose content
-    changes in those places gets a new fingerprint; a change elsewhere does not (pass your own identity string
-    to :func:`real_stats_cache_key` when that matters). They are read under fixed-seed private random streams,
-    so random augmentations give the same fingerprint in every run and the global random states are untouched.
-    """
-    if isinstance(dataset, DataLoader):
-        dataset = dataset.dataset
-    if isinstance(dataset, IterableDataset) or not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
-        raise TypeError(
-            f"Cannot fingerprint a {type(dataset).__name__} (not a map-style dataset); pass a string that "
-            "identifies the data as `dataset` instead."
-        )
-    size = len(dataset)
-    positions = sorted({round(i * (size - 1) / max(probes - 1, 1)) for i in range(probes)}) if size else []
-    digest = hashlib.sha256()
-    with _PrivateRNG().active():
-        for position in positions:
-            digest.update(f"#{position}".encode())
-            _hash_leaves(dataset[position], digest)
-    cls = type(dataset)
-    return f"{cls.__module__}.{cls.__qualname__}/len={size}/{digest.hexdigest()[:16]}"
-
-
-def real_content_digest(
-    loader: DataLoader | Dataset | Iterable[Any],
-    *,
-    image_fn: Callable[[Any], Tensor] | None = None,
-    value_range: Any,
-    num_batches: int = 2,
-    num_real: int | None = None,
-) -> str:
-    """A digest of what the extractor receives: the first real batches after ``image_fn`` and ``to_uint8_rgb``.
-
-    The batches are read with the pipeline of :func:`iter_real_images` (same dataset order, batch size,
-    ``collate_fn``, transforms and ``image_fn``), in the main process (no worker pool) and under fixed-seed
-    private random streams: the digest is the same in every run, also with random augmentations, and the global
-    random states are untouched. Any change to the images (data, transform, ``collate_fn``, ``image_fn``, value
-    range) in those batches changes it. Rank-independent: every rank reads the same first batches.
-
-    Args:
-        loader: As for :func:`iter_real_images`; one-shot iterators (``iter(x) is x``) are refused, since reading
-            them would consume the pass's data.
-        image_fn: As for :func:`iter_real_images`.
-        value_range: The pixel space of float images, passed unchanged to
-            :func:`~lightning_ganeval.images.to_uint8_rgb`.
-        num_batches: Number of leading batches to digest.
-        num_real: As for :func:`iter_real_images` (the digest reads no further).
-
-    Returns:
-        32 hexadecimal digits.
-    """
-    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
-        raise ValueError(f"`num_batches` must be a positive integer, got {num_batches!r}.")
-    if not isinstance(loader, (DataLoader, Dataset)) and iter(loader) is loader:
-        raise TypeError(
-            f"Cannot digest a one-shot iterator ({type(loader).__name__}): reading it would consume the real data. "
-            "Pass a DataLoader, a dataset or a re-iterable collection of batches."
-        )
-    stream = RealImageStream(
-        loader,
-        image_fn=image_fn,
-        num_real=num_real,
-        rank=0,
-        world_size=1,
-        max_workers=0,
-        max_batches=num_batches,
-        rank_checked=False,  # the same leading batches on every rank, whatever the process group says
-    )
-    digest = hashlib.sha256()
-    try:
-        for images, indices in stream:  # reading draws from the stream's private random states only
-            converted = to_uint8_rgb(images, value_range, side="real")
-            digest.update(f"B{tuple(images.shape)}{images.dtype}{indices.tolist()}".encode())
-            digest.update(converted.finite.cpu().numpy().tobytes())
-            digest.update(converted.images.detach().cpu().contiguous().numpy().tobytes())
-    finally:
-        stream.close()
-    return digest.hexdigest()[:32]
-
-
-def _describe_value_range(value_range: Any) -> Any:
-    """JSON form of a value range: ``[lo, hi]`` as floats (so ``(-1, 1)`` equals ``(-1.0, 1.0)``), else its repr."""
-    try:
-        return [float(v) for v in value_range]
-    except (TypeError, ValueError):
-        return repr(value_range)
-
-
-def real_stats_cache_key(
-    dataset: Any, count: int, value_range: Any, extractor: Any, *, content: str | None = None, **extra: Any
-) -> str:
-    """A short file name for cached real statistics, e.g. ``"real-3f2a...c1"``.
-
-    Args:
-        dataset: A string identifying the data (used verbatim), or a ``DataLoader``/map-style dataset, which is
-            fingerprinted with :func:`dataset_fingerprint`.
-        count: Number of real samples used.
-        value_range: The pixel space of the images (``(lo, hi)`` or a description with a stable ``repr``).
-        extractor: The extractor (its ``identity`` is used) or an identity string.
-        content: :func:`real_content_digest` of the loader: what the extractor receives, so that a change of
-            ``collate_fn``, ``image_fn``, transforms or value range misses the cache.
-        **extra: Anything else that changes the statistics; JSON-serialised.
-    """
-    identity = dataset if isinstance(dataset, str) else dataset_fingerprint(dataset)
-    extractor_id = extractor if isinstance(extractor, str) else getattr(extractor, "identity", None)
-    if not isinstance(extractor_id, str):
-        raise TypeError(f"`extractor` must be a string or have an `identity` string, got {type(extractor).__name__}.")
-    payload = {
-        "schema": FORMAT_VERSION,
-        "dataset": identity,
-        "count": int(count),
-        "value_range": _describe_value_range(value_range),
-        "extractor": extractor_id,
-        "content": content,
-        "extra": extra,
-    }
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return "real-" + hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def cached_real_stats(
-    path_or_dir: str | os.PathLike[str],
-    key: str,
-    compute: Callable[[], GaussianStats],
-    *,
-    rank: int = 0,
-    barrier: Callable[[], Any] | None = None,
-    broadcast: Callable[[Any], Any] | None = None,
-    provenance: Mapping[str, Any] | None = None,
-    expect: Mapping[str, Any] | None = None,
-) -> GaussianStats:
-    """Load cached real statistics, or compute them on every rank and let rank 0 write the cache.
-
-    Args:
-        path_or_dir: A folder (the file is ``<folder>/<key>.npz``) or an explicit ``.npz`` file path.
-        key: The cache key (:func:`real_stats_cache_key`); stored in the file's provenance and compared on load.
-        compute: Computes the statistics; called on **every** rank when the cache misses, because it involves
-            collectives (e.g. ``lambda: compute_real_stats(loader, extractor, rank=r, world_size=w)``).
-        rank: This process's rank; only rank 0 writes.
-        barrier: Called on every rank after rank 0 has written (e.g. ``trainer.strategy.barrier``), so that no
-            rank reads a half-finished cache later.
-        broadcast: ``broadcast(obj) -> obj`` from rank 0 (e.g. ``trainer.strategy.broadcast``). When given,
-            rank 0's hit/miss decision is shared, so that all ranks agree even if their file systems differ.
-            Without it every rank decides alone, which is safe when they see the same files.
-        provenance: Extra provenance written with the file (see :func:`extractor_provenance`).
-        expect: Provenance the cached file must match (passed to :func:`load_stats`).
-
-    Returns:
-        The statistics, identical on every rank.
-    """
-    target = Path(path_or_dir)
-    target = target if target.suffix == ".npz" else target / f"{key}.npz"
-
-    cached: GaussianStats | None = None
-    if target.is_file():
-        try:
-            stats, found = load_stats(target, expect=expect)
-        except ValueError as err:
-            warnings.warn(f"Ignoring unusable cached statistics: {err}", UserWarning, stacklevel=2)
-        else:
-            if found.get("cache_key") == key:
-                cached = stats
-            else:
-                warnings.warn(
-                    f"Cached statistics {str(target)!r} were made for key {found.get('cache_key')!r}, not {key!r}; "
-                    "recomputing and overwriting them.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-    hit = cached is not None
-    if broadcast is not None:
-        hit = bool(broadcast(hit))
-        if hit and cached is None:
-            # Rank 0 found the file but this rank cannot read it: a broken setup, not something to paper over.
-            raise RuntimeError(f"Rank {rank} cannot read the cached statistics {str(target)!r} that rank 0 uses.")
-    if hit and cached is not None:
-        return cached
-
-    stats = compute()
-    if rank == 0:
-        record = {**dict(provenance or {}), "cache_key": key}
-        try:
-            save_stats(target, stats, record)
-        except OSError as err:
-            # Other ranks may be waiting in the barrier below: never raise between the collectives.
-            warnings.warn(f"Could not write the statistics cache {str(target)!r}: {err}", UserWarning, stacklevel=2)
-    if barrier is not None:
-        barrier()
-    return stats

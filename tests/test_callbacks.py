@@ -142,9 +142,11 @@ def fake_extractor(monkeypatch: pytest.MonkeyPatch) -> FakeExtractor:
 @pytest.fixture
 def fake_stats(tmp_path: Path, fake_extractor: FakeExtractor) -> Path:
     """A ``.npz`` of the fake features of `real_images`, with the fake extractor's provenance."""
-    from lightning_ganeval.reference import compute_real_stats
+    from lightning_ganeval.metrics import FID
 
-    stats = compute_real_stats(loader(), fake_extractor)
+    metric = FID()
+    real = real_module.prepare_real_data(loader(), [(fake_extractor, metric)], space=(-1, 1), cache=False)
+    stats = real[metric].stats
     fake_extractor.calls = 0
     return save_stats(tmp_path / "real.npz", stats, real_module.network_provenance(fake_extractor, "pool"))
 

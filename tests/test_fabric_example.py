@@ -48,4 +48,4 @@ def test_fabric_loop_trains_and_logs_every_metric(tmp_path: Path, inception_weig
     assert {float(row["clamped"]) for row in rows} == {0.0}  # tanh output in the declared space (-1, 1)
     # One real pass, cached: the FID moments and the per-sample features shared by KID and precision/recall.
     cached = sorted(p.name.split(".", 1)[1] for p in (tmp_path / "torch" / "lightning_ganeval").rglob("real-*"))
-    assert cached == ["features.npy", "npz"]
+    assert cached == ["features.npz", "npz"]

@@ -34,6 +34,7 @@ from lightning_ganeval.images import PixelSpace, to_uint8_rgb
 from lightning_ganeval.math import GaussianStats, inception_score
 from lightning_ganeval.metrics import FID, InceptionScore
 from lightning_ganeval.metrics.kid import kid_from_features
+from lightning_ganeval.real import select_real_rows
 
 IMAGE_SIZE = 8
 LATENT_DIM = 8
@@ -427,6 +428,8 @@ def test_kid_and_precision_recall_equal_references_on_the_same_features(
     real_features, _ = recorder.rows(recorder.real_log)
     fake_features, _ = recorder.rows()
     assert real_features.shape == fake_features.shape == (NUM_SAMPLES, FakeExtractor.num_features)
+    # The real rows are a seeded uniform sample in the order of its priorities (here: all 24, reordered).
+    real_features = real_features[select_real_rows(torch.arange(NUM_SAMPLES), NUM_SAMPLES)]
     (kid,) = kid_all.history
     (kid4,) = kid_subsets.history
     (prdc,) = pr.history
@@ -752,3 +755,28 @@ def test_real_pass_and_evaluation_leave_the_training_state_untouched(
     for state_before, state_after in zip(before.states, after.states, strict=True):
         assert_same_state(state_before, state_after)
     assert before.states[1]["modes"].count(False) == 1  # the mixed state really was mixed
+
+
+@pytest.mark.slow
+def test_class_sorted_training_data_give_spread_real_rows_and_space_logged_once(
+    tmp_path: Path, common: dict[str, Any], recorder: RecordingExtractor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An ImageFolder-like TensorDataset sorted by class: the first half of the classes lies in [0, 1], the rest
+    # in [-1, 1]. The first batches said [0, 1] and held one class; the callbacks must look over the whole set.
+    labels = torch.arange(10).repeat_interleave(20)
+    images = real_images(200, seed=5).abs() * 4  # [0, 1]
+    images[labels >= 5] = images[labels >= 5] * 2 - 1
+    logged: list[str] = []
+    for module in ("lightning_ganeval.callbacks.base", "lightning_ganeval.callbacks.fid"):
+        monkeypatch.setattr(f"{module}.rank_zero_info", logged.append)
+    kid = KIDCallback(subsets=2, subset_size=12, max_real=40, cache_dir=tmp_path, **common)
+    train = DataLoader(TensorDataset(images, labels), batch_size=8)
+    fit(make_trainer(tmp_path, [kid], max_epochs=2), new_model(), train_dataloaders=train)
+    (space,) = [m for m in logged if "inferred the pixel space" in m]
+    assert "value_range=(-1.0, 1.0) from observed range" in space
+    assert "64 real images at seeded positions spread over all 200" in space
+    # Once per fit (not per epoch), with the number of rows and where they come from.
+    assert [m for m in logged if "compares with" in m] == [
+        "lightning_ganeval: `kid` compares with 40 real rows, a seeded uniform sample of 200 real images."
+    ]
+    assert len(kid.history) == 2

@@ -1,4 +1,4 @@
-"""Real multi-process merging on CPU (gloo): FIDMoments, ISMarginals and compute_real_stats on 2 and 3 ranks.
+"""Real multi-process merging on CPU (gloo): FIDMoments, ISMarginals and the real pass on 2 and 3 ranks.
 
 Each rank feeds a disjoint part of the same samples (sizes not divisible by the world size, so the parts are
 uneven), every rank calls ``compute()``, and the parent checks that all ranks got identical results equal to the
@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import os
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -20,9 +19,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_ganeval.extractor import InceptionFeatures
 from lightning_ganeval.math import FrechetReference, inception_score
+from lightning_ganeval.metrics import FID, KID
 from lightning_ganeval.moments import FIDMoments, ISMarginals
-from lightning_ganeval.reference import compute_real_stats
+from lightning_ganeval.real import prepare_real_data
 
 pytestmark = pytest.mark.ddp
 
@@ -41,10 +42,25 @@ class _FakeExtractor:
 
     def __init__(self) -> None:
         self.projection = torch.randn(3 * 8 * 8, self.num_features, generator=torch.Generator().manual_seed(7))
+        self.calls = 0
 
-    def __call__(self, images: torch.Tensor) -> SimpleNamespace:
+    def __call__(self, images: torch.Tensor) -> InceptionFeatures:
+        self.calls += 1
         pool = images.float().flatten(1) @ self.projection / 255
-        return SimpleNamespace(pool=pool, logits=pool)
+        return InceptionFeatures(pool=pool, logits=pool)
+
+
+def _real_pass(cache_dir: str | None) -> tuple[Any, torch.Tensor, int]:
+    """The live real pass for FID moments and 10 KID rows: (stats, rows, network calls on this rank)."""
+    network, fid, kid = _FakeExtractor(), FID(), KID(subset_size=2, max_real=10)
+    out = prepare_real_data(
+        _real_loader(),
+        [(network, fid), (network, kid)],
+        space=(-1, 1),
+        cache_dir=cache_dir,
+        cache=cache_dir is not None,
+    )
+    return out[fid].stats, out[kid].features, network.calls
 
 
 def _fid_features() -> torch.Tensor:
@@ -108,9 +124,13 @@ def _worker(rank: int, world_size: int, workdir: str, big: bool) -> None:
         except ValueError as err:
             out["no_indices_error"] = str(err)
 
-        # Real statistics through a shuffled loader: resharded by index, merged by the metric's sync.
-        real = compute_real_stats(_real_loader(), _FakeExtractor(), rank=rank, world_size=world_size)
-        out["real_n"], out["real_mean"], out["real_cov"] = real.n, real.mean, real.cov
+        # The real pass through a shuffled loader: resharded by index, merged by the metric's sync; rank 0 writes
+        # the cache, and the second call hits it on every rank (rank 0's decision, broadcast) with no network call.
+        cache = os.path.join(workdir, "cache")
+        real, rows, out["real_calls"] = _real_pass(cache)
+        out["real_n"], out["real_mean"], out["real_cov"], out["real_rows"] = real.n, real.mean, real.cov, rows
+        cached, cached_rows, out["cached_calls"] = _real_pass(cache)
+        out["cached_equal"] = torch.equal(cached.cov, real.cov) and torch.equal(cached_rows, rows)
 
         if big:
             x = _big_features()
@@ -130,13 +150,14 @@ def _single_process() -> dict[str, Any]:
     fid = FIDMoments(num_features=D_FID)
     fid.update(_fid_features())
     stats = fid.compute()
-    real = compute_real_stats(_real_loader(), _FakeExtractor())
+    real, rows, _ = _real_pass(None)
     return {
         "state": fid.moments.clone(),
         "stats": stats,
         "fid": _reference().distance(stats.mean, stats.cov),
         "is": inception_score(_logits(), splits=SPLITS),
         "real": real,
+        "real_rows": rows,
     }
 
 
@@ -169,6 +190,11 @@ def test_merged_results_equal_single_process_on_every_rank(world_size: int, tmp_
         assert r["real_n"] == N_REAL  # no DistributedSampler padding, no duplicates
         assert _rel(r["real_cov"], single["real"].cov) <= RTOL
         assert _rel(r["real_mean"], single["real"].mean) <= RTOL
+        # The KID rows are a uniform sample chosen by global index: bit-identical for any number of processes.
+        assert torch.equal(r["real_rows"], single["real_rows"])
+        assert r["real_calls"] > 0
+        assert r["cached_calls"] == 0
+        assert r["cached_equal"]
         if big:
             assert r["big_n"] == 30
             assert r["big_cov_rel"] <= RTOL

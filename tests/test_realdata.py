@@ -1,5 +1,5 @@
-"""The real-data pass on the loaders of real training code: batch layouts, sharding, unsized data, the content
-digest of the cache key, global random states and the worker cap."""
+"""The real-data pass on the loaders of real training code: batch layouts, sharding, unsized data, the cache key,
+global random states and the worker cap."""
 
 from __future__ import annotations
 
@@ -24,15 +24,10 @@ from torch.utils.data import (
 )
 
 from lightning_ganeval import reference
-from lightning_ganeval.images import to_uint8_rgb
-from lightning_ganeval.reference import (
-    compute_real_stats,
-    dataset_fingerprint,
-    default_max_workers,
-    iter_real_images,
-    real_content_digest,
-    real_stats_cache_key,
-)
+from lightning_ganeval.images import PixelSpace, to_uint8_rgb
+from lightning_ganeval.metrics import FID
+from lightning_ganeval.real import prepare_real_data, real_cache_key, sample_real_images
+from lightning_ganeval.reference import default_max_workers, iter_real_images
 
 # Tests build loaders with more workers than this machine's cores to check the cap; torch warns about them.
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
@@ -55,6 +50,12 @@ def _assert_matches(stats: Any, images: torch.Tensor) -> None:
     assert stats.n == len(images)
     assert np.abs(stats.mean.numpy() - mean).max() <= RTOL * np.abs(mean).max()
     assert np.abs(stats.cov.numpy() - cov).max() <= RTOL * np.abs(cov).max()
+
+
+def compute_real_stats(real: Any, extractor: Any, value_range: Any = (0, 1), **kwargs: Any) -> Any:
+    """The real moments of ``extractor``'s pool layer through the live pass, without the cache."""
+    metric = FID()
+    return prepare_real_data(real, [(extractor, metric)], space=value_range, cache=False, **kwargs)[metric].stats
 
 
 def _collect(stream: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,15 +114,10 @@ class Endless(IterableDataset):
 
 
 # ------------------------------------------------------------------------------------------- batch layouts
-def test_tensor_dataset_with_labels_is_read_and_fingerprinted() -> None:
+def test_tensor_dataset_with_labels_is_read() -> None:
     images, labels = _images(), torch.arange(13)
     loader = DataLoader(TensorDataset(images, labels), batch_size=4, shuffle=True)
     _assert_matches(compute_real_stats(loader, FakeExtractor(), value_range=(0, 1)), images)
-    # The 0-d label tensors of TensorDataset items used to crash the fingerprint; a changed label must show.
-    relabelled = labels.clone()
-    relabelled[0] = 99
-    assert dataset_fingerprint(loader) == dataset_fingerprint(TensorDataset(images.clone(), labels.clone()))
-    assert dataset_fingerprint(loader) != dataset_fingerprint(TensorDataset(images, relabelled))
 
 
 def test_torchvision_image_label_tuples() -> None:
@@ -132,7 +128,6 @@ def test_torchvision_image_label_tuples() -> None:
     images = torch.stack([dataset[i][0] for i in range(9)])
     loader = DataLoader(dataset, batch_size=4)
     _assert_matches(compute_real_stats(loader, FakeExtractor(), value_range=(0, 1)), images)
-    assert "FakeData/len=9/" in dataset_fingerprint(dataset)
 
 
 @pytest.mark.parametrize("key", ["image", "pixel_values", "img", "images", "rgb"])
@@ -261,8 +256,7 @@ def test_endless_iterable_with_num_real_stops_reading() -> None:
 
 # ------------------------------------------------------------------------------------------- cache key
 def _key(loader: Any, value_range: tuple[float, float] = (0.0, 1.0), image_fn: Any = None) -> str:
-    content = real_content_digest(loader, image_fn=image_fn, value_range=value_range)
-    return real_stats_cache_key(dataset_fingerprint(loader), 13, value_range, "fake/v1", content=content)
+    return real_cache_key(loader, space=PixelSpace.from_value_range(*value_range), image_fn=image_fn)
 
 
 def test_every_change_to_the_images_misses_the_cache() -> None:
@@ -291,32 +285,19 @@ def test_every_change_to_the_images_misses_the_cache() -> None:
     assert len(set(changed.values())) == len(changed)
 
 
-def test_content_digest_is_stable_with_random_augmentation_and_leaves_global_rng_alone() -> None:
+def test_cache_key_is_stable_with_random_augmentation_and_leaves_global_rng_alone() -> None:
     loader = DataLoader(Augmented(_images()), batch_size=4, num_workers=2)
     before = _rng_states()
-    first = real_content_digest(loader, value_range=(0, 1))
-    fingerprint = dataset_fingerprint(loader)
+    first = _key(loader)
     _assert_rng_equal(before, _rng_states())
     torch.rand(5), np.random.rand(5), random.random()  # a different global state must not matter
-    assert real_content_digest(loader, value_range=(0, 1)) == first
-    assert dataset_fingerprint(loader) == fingerprint
-    one_batch = real_content_digest(DataLoader(Augmented(_images()), batch_size=4), value_range=(0, 1), num_batches=1)
-    assert one_batch != first
+    assert _key(loader) == first
 
 
-def test_content_digest_refuses_one_shot_iterators() -> None:
+def test_sample_refuses_one_shot_iterators() -> None:
     with pytest.raises(TypeError, match="one-shot iterator"):
-        real_content_digest(iter([_images()]), value_range=(0, 1))
-    assert real_content_digest([_images()], value_range=(0, 1)) == real_content_digest([_images()], value_range=(0, 1))
-
-
-def test_cache_key_accepts_a_pixel_space_object() -> None:
-    class Space:
-        def __repr__(self) -> str:
-            return "Space(lo=0, hi=1)"
-
-    assert real_stats_cache_key("data", 5, Space(), "fake/v1") != real_stats_cache_key("data", 5, (0, 1), "fake/v1")
-    assert real_stats_cache_key("data", 5, (0, 1), "fake/v1") == real_stats_cache_key("data", 5, (0.0, 1.0), "fake/v1")
+        sample_real_images(iter([_images()]))
+    assert _key([_images()]) == _key([_images()])
 
 
 # ------------------------------------------------------------------------------------------- random states
@@ -393,14 +374,14 @@ def test_a_shard_cheaper_to_read_than_a_pool_is_read_in_the_main_process() -> No
     assert torch.equal(indices, torch.arange(13))
 
 
-def test_content_digest_is_rank_independent_under_a_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_key_is_rank_independent_under_a_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
     loader = DataLoader(TensorDataset(_images()), batch_size=4)
-    alone = real_content_digest(loader, value_range=(0, 1))
-    # Rank 1 of 2: the digest reads the same leading batches as rank 0 (the pass itself checks the ranks).
+    alone = _key(loader)
+    # Rank 1 of 2: the key reads the same sample as rank 0 (the pass itself checks the ranks).
     with monkeypatch.context() as patch:  # undone before conftest's process-group teardown looks
         patch.setattr(torch.distributed, "is_initialized", lambda: True)
         patch.setattr(torch.distributed, "get_rank", lambda: 1)
         patch.setattr(torch.distributed, "get_world_size", lambda: 2)
-        assert real_content_digest(loader, value_range=(0, 1)) == alone
+        assert _key(loader) == alone
         with pytest.raises(ValueError, match="disagree with the process group"):
             iter_real_images(loader)

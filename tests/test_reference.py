@@ -1,4 +1,4 @@
-"""Statistics files (ours and pytorch-fid's), real statistics from loaders, and the disk cache."""
+"""Statistics files (ours and pytorch-fid's) and the atomic write under every cache file."""
 
 from __future__ import annotations
 
@@ -11,18 +11,12 @@ import numpy as np
 import pytest
 import torch
 from pytorch_fid.fid_score import compute_statistics_of_path
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from lightning_ganeval.images import to_uint8_rgb
 from lightning_ganeval.math import PSD_RTOL, GaussianStats
-from lightning_ganeval.moments import chan_merge
 from lightning_ganeval.reference import (
-    cached_real_stats,
-    compute_real_stats,
-    dataset_fingerprint,
+    atomic_write,
     extractor_provenance,
     load_stats,
-    real_stats_cache_key,
     save_stats,
 )
 
@@ -61,17 +55,6 @@ def stats() -> GaussianStats:
     return GaussianStats(n=40, mean=x.mean(0), cov=torch.cov(x.T))
 
 
-@pytest.fixture
-def images() -> torch.Tensor:
-    """11 float images in [-1, 1], 3 x 8 x 8 (11: odd, so shards are uneven)."""
-    return torch.rand(11, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
-
-
-def _direct(images: torch.Tensor, extractor: Any) -> np.ndarray:
-    return extractor(to_uint8_rgb(images, (-1.0, 1.0)).images).pool.double().numpy()
-
-
-# ------------------------------------------------------------------------------------------- files
 def test_save_load_round_trip(tmp_path: Path, stats: GaussianStats) -> None:
     provenance = {"weights_sha256": "6726825d" + "0" * 56, "resize": "tf1", "layer": "pool3"}
     path = save_stats(tmp_path / "real.npz", stats, provenance)
@@ -155,6 +138,25 @@ def test_overwrite_is_atomic_replacement(tmp_path: Path, stats: GaussianStats) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz"]
 
 
+def test_atomic_write_gives_a_group_readable_file_and_cleans_up_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "cache" / "entry.bin"
+    with atomic_write(target) as handle:
+        handle.write(b"new")
+    assert target.read_bytes() == b"new"
+    # mkstemp's 0600 made a cache shared by a group unreadable to the others (exact mode bits, umask-independent).
+    assert target.stat().st_mode & 0o777 == 0o644
+
+    def interrupted() -> None:
+        with atomic_write(target) as handle:
+            handle.write(b"half")
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        interrupted()
+    assert target.read_bytes() == b"new"  # the old file stays whole
+    assert sorted(p.name for p in target.parent.iterdir()) == ["entry.bin"]  # no temporary file left behind
+
+
 def _write(path: Path, **arrays: Any) -> Path:
     np.savez(path, **arrays)
     return path
@@ -228,175 +230,3 @@ def test_extractor_provenance_lists_what_changes_features() -> None:
         "fast": False,
         "layer": "pool3",
     }
-
-
-# ------------------------------------------------------------------------------------------- compute_real_stats
-@pytest.mark.slow
-def test_real_stats_with_inception_match_direct_extraction(extractor: Any) -> None:
-    images = torch.rand(10, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
-    loader = DataLoader(TensorDataset(images, torch.zeros(10)), batch_size=4)
-    stats = compute_real_stats(loader, extractor)
-    # Same batches as the loader, so the float32 features are bit-identical.
-    features = np.concatenate([_direct(chunk, extractor) for chunk in images.split(4)])
-    assert stats.n == 10
-    assert _rel(stats.mean, features.mean(axis=0)) <= RTOL
-    assert _rel(stats.cov, np.cov(features, rowvar=False)) <= RTOL
-
-
-@pytest.mark.parametrize("batch_size", [3, 11])
-def test_real_stats_match_np_cov(images: torch.Tensor, batch_size: int) -> None:
-    extractor = FakeExtractor()
-    loader = DataLoader(TensorDataset(images), batch_size=batch_size, shuffle=True)
-    stats = compute_real_stats(loader, extractor)
-    features = _direct(images, FakeExtractor())
-    assert stats.n == 11
-    assert _rel(stats.cov, np.cov(features, rowvar=False)) <= RTOL
-
-
-def test_simulated_two_rank_split_counts_every_sample_once(images: torch.Tensor) -> None:
-    # A DistributedSampler would pad 11 samples to 12 (a duplicate); the reshard must ignore it.
-    dataset = TensorDataset(images)
-    loader = DataLoader(dataset, batch_size=2, sampler=DistributedSampler(dataset, num_replicas=2, rank=0))
-    shards = []
-    extractors = []
-    for rank in (0, 1):
-        extractor = FakeExtractor()
-        with pytest.warns(UserWarning, match="without an initialised process group"):
-            shards.append(compute_real_stats(loader, extractor, rank=rank, world_size=2))
-        extractors.append(extractor)
-    assert [s.n for s in shards] == [6, 5]
-    seen = torch.cat([torch.cat(e.seen) for e in extractors])
-    expected = to_uint8_rgb(images).images
-    assert len(seen) == 11
-    assert len({bytes(img.numpy()) for img in seen}) == 11  # no duplicates
-    assert {bytes(img.numpy()) for img in seen} == {bytes(img.numpy()) for img in expected}
-    # Merging the two shards' moments gives the single-process statistics.
-    packed = [torch.cat([torch.tensor([float(s.n)]), s.mean, (s.cov * (s.n - 1)).flatten()]) for s in shards]
-    merged = chan_merge(torch.stack(packed))
-    whole = compute_real_stats(loader, FakeExtractor())
-    assert merged[0].item() == 11
-    assert _rel(merged[7:].view(6, 6) / 10, whole.cov.numpy()) <= RTOL
-
-
-def test_num_real_limits_the_map_style_dataset(images: torch.Tensor) -> None:
-    extractor = FakeExtractor()
-    stats = compute_real_stats(DataLoader(TensorDataset(images), batch_size=4), extractor, num_real=7)
-    assert stats.n == 7
-    features = _direct(images[:7], FakeExtractor())
-    assert _rel(stats.cov, np.cov(features, rowvar=False)) <= RTOL
-    with pytest.warns(UserWarning, match="exceeds the dataset size 11"):
-        assert compute_real_stats(TensorDataset(images), FakeExtractor(), num_real=50).n == 11
-
-
-def test_iterable_of_batches_sharded_by_batch_position(images: torch.Tensor) -> None:
-    batches = [{"image": chunk} for chunk in images.split(3)]  # sizes 3, 3, 3, 2
-    counts = []
-    for rank in (0, 1):
-        with pytest.warns(UserWarning, match="this rank's shard only"):
-            counts.append(compute_real_stats(iter(batches), FakeExtractor(), rank=rank, world_size=2, num_real=8).n)
-    assert counts == [3 + 2, 3]  # batches 0 and 2 (the latter cut to 2 by num_real), and batch 1
-    whole = compute_real_stats(batches, FakeExtractor(), num_real=8)
-    assert whole.n == 8
-    assert _rel(whole.cov, np.cov(_direct(images[:8], FakeExtractor()), rowvar=False)) <= RTOL
-
-
-def test_image_fn_and_default_batch_layouts(images: torch.Tensor) -> None:
-    reference = compute_real_stats([images], FakeExtractor())
-    as_tuples = compute_real_stats([(images, torch.zeros(11))], FakeExtractor())
-    custom = compute_real_stats([{"pixels": images}], FakeExtractor(), image_fn=lambda batch: batch["pixels"])
-    assert torch.equal(as_tuples.cov, reference.cov)
-    assert torch.equal(custom.cov, reference.cov)
-    with pytest.raises(ValueError, match=r"Cannot pick the real images.*real_image_fn"):
-        compute_real_stats([{"pixels": images, "target": images}], FakeExtractor())
-
-
-def test_progress_reports_this_ranks_counts(images: torch.Tensor) -> None:
-    calls: list[tuple[int, int | None]] = []
-    compute_real_stats(
-        DataLoader(TensorDataset(images), batch_size=4), FakeExtractor(), progress=lambda *a: calls.append(a)
-    )
-    assert calls == [(4, 11), (8, 11), (11, 11)]
-
-
-def test_nonfinite_real_images_and_bad_arguments_are_refused(images: torch.Tensor) -> None:
-    broken = images.clone()
-    broken[3, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="1 real image"):
-        compute_real_stats([broken], FakeExtractor())
-    with pytest.raises(ValueError, match=r"`rank` must be an integer in \[0, 2\)"):
-        compute_real_stats([images], FakeExtractor(), rank=2, world_size=2)
-    with pytest.raises(ValueError, match="`num_real` must be an integer >= 2"):
-        compute_real_stats([images], FakeExtractor(), num_real=1)
-
-
-# ------------------------------------------------------------------------------------------- cache
-def test_cache_key_changes_with_every_input(images: torch.Tensor) -> None:
-    dataset = TensorDataset(images)
-    base = real_stats_cache_key(dataset, 11, (-1, 1), FakeExtractor("fake/v1"))
-    assert base.startswith("real-")
-    assert base == real_stats_cache_key(TensorDataset(images.clone()), 11, (-1.0, 1.0), "fake/v1")
-    changed = [
-        real_stats_cache_key(dataset, 11, (0, 1), "fake/v1"),
-        real_stats_cache_key(dataset, 10, (-1, 1), "fake/v1"),
-        real_stats_cache_key(dataset, 11, (-1, 1), "fake/v2"),
-        real_stats_cache_key(TensorDataset(images + 1e-3), 11, (-1, 1), "fake/v1"),
-        real_stats_cache_key("cifar10-train", 11, (-1, 1), "fake/v1"),
-        real_stats_cache_key(dataset, 11, (-1, 1), "fake/v1", image_fn="first"),
-    ]
-    assert len({base, *changed}) == 1 + len(changed)
-
-
-def test_dataset_fingerprint_needs_a_map_style_dataset(images: torch.Tensor) -> None:
-    assert "TensorDataset/len=11/" in dataset_fingerprint(DataLoader(TensorDataset(images)))
-    with pytest.raises(TypeError, match="pass a string"):
-        real_stats_cache_key(iter([images]), 11, (-1, 1), "fake/v1")
-
-
-def test_second_call_loads_the_cache_instead_of_recomputing(tmp_path: Path, stats: GaussianStats) -> None:
-    calls = []
-    barriers = []
-
-    def compute() -> GaussianStats:
-        calls.append(1)
-        return stats
-
-    first = cached_real_stats(tmp_path, "real-abc", compute, barrier=lambda: barriers.append(1))
-    second = cached_real_stats(tmp_path, "real-abc", compute, barrier=lambda: barriers.append(1))
-    assert len(calls) == 1
-    assert barriers == [1]  # only the computing call needs to wait for the writer
-    assert torch.equal(second.cov, first.cov)
-    assert second.n == 40
-    assert load_stats(tmp_path / "real-abc.npz")[1]["cache_key"] == "real-abc"
-    cached_real_stats(tmp_path, "real-other", compute)
-    assert len(calls) == 2
-
-
-def test_only_rank_zero_writes_and_a_stale_or_broken_file_is_recomputed(tmp_path: Path, stats: GaussianStats) -> None:
-    calls = []
-
-    def compute() -> GaussianStats:
-        calls.append(1)
-        return stats
-
-    cached_real_stats(tmp_path, "real-k", compute, rank=1)
-    assert not (tmp_path / "real-k.npz").exists()
-    explicit = tmp_path / "fixed.npz"
-    save_stats(explicit, stats, {"cache_key": "real-old"})
-    with pytest.warns(UserWarning, match="made for key 'real-old'"):
-        cached_real_stats(explicit, "real-new", compute)
-    assert load_stats(explicit)[1]["cache_key"] == "real-new"
-    (tmp_path / "real-broken.npz").write_bytes(b"truncated")
-    with pytest.warns(UserWarning, match="Ignoring unusable cached statistics"):
-        cached_real_stats(tmp_path, "real-broken", compute)
-    assert len(calls) == 3
-
-
-def test_broadcast_shares_rank_zeros_decision(tmp_path: Path, stats: GaussianStats) -> None:
-    calls = []
-    save_stats(tmp_path / "real-k.npz", stats, {"cache_key": "real-k"})
-    # Rank 0 reports a miss (say, its file system lacks the file): this rank must compute too.
-    result = cached_real_stats(
-        tmp_path, "real-k", lambda: calls.append(1) or stats, rank=1, broadcast=lambda hit: False
-    )
-    assert calls == [1]
-    assert result is stats

@@ -41,8 +41,7 @@ from lightning_ganeval.extractor import RESIZE_MODES, get_extractor
 from lightning_ganeval.images import PixelSpace, infer_pixel_space, to_uint8_rgb
 from lightning_ganeval.metrics.base import GenerativeMetric
 from lightning_ganeval.networks import network_identity
-from lightning_ganeval.real import prepare_real_data
-from lightning_ganeval.reference import iter_real_images
+from lightning_ganeval.real import prepare_real_data, sample_real_images
 from lightning_ganeval.sampling import (
     check_generated,
     isolated_rng,
@@ -124,6 +123,7 @@ class _SharedEvaluation:
         self.token: tuple[int, int] | None = None
         self.results: dict[str, Any] = {}  # this evaluation's result per scored weights (averaged / current)
         self.space: PixelSpace | None = None
+        self.space_reason: str | None = None  # what the space was inferred from; None when declared
 
     @property
     def owner(self) -> _GenerativeMetricCallback:
@@ -140,6 +140,7 @@ class _SharedEvaluation:
             return
         owner = self.owner
         inception = next((m._extractor for m in self.members if m._extractor is not None), None)
+        self.space_reason = None
         self.space = owner._space or self._infer_space(trainer)
         self.evaluator = Evaluator(
             [m._metric for m in self.members],
@@ -176,19 +177,16 @@ class _SharedEvaluation:
         num_real = getattr(member, "num_real", None)
 
         def infer() -> tuple[PixelSpace, str]:
-            # The first batches of this rank's shard; rank 0's conclusion is then everyone's.
-            stream = iter_real_images(
-                source,
-                image_fn=image_fn,
-                num_real=num_real,
-                rank=trainer.global_rank,
-                world_size=trainer.world_size,
-                max_workers=0,
+            # Images spread over the whole dataset (not its first batches, which may all be of one class); the
+            # sample is the same on every rank, and rank 0's conclusion is everyone's.
+            sample = sample_real_images(source, image_fn=image_fn, num_real=num_real)
+            dataset = getattr(source, "dataset", None)
+            return infer_pixel_space(
+                dataset, sample.images, dataset_name="real data", batches_name=sample.description
             )
-            batches = [images for images, _ in itertools.islice(stream, 2)]
-            return infer_pixel_space(getattr(source, "dataset", None), batches, dataset_name="real data")
 
         space, reason = trainer.strategy.broadcast(_all_ranks(trainer, infer, "Inferring the pixel space"), src=0)
+        self.space_reason = reason
         rank_zero_info(
             f"lightning_ganeval: inferred the pixel space {space.describe()} from {reason}; generated images are read"
             f" in the same space ({self.describe()}). Pass `value_range=` or `normalize=` to declare it."
@@ -220,6 +218,7 @@ class _SharedEvaluation:
                 real,
                 wanting,
                 space=first._real_space or self.space,
+                inferred_from=None if first._real_space is not None else self.space_reason,
                 image_fn=getattr(first, "real_image_fn", None),
                 num_real=getattr(first, "num_real", None),
                 cache_dir=getattr(first, "cache_dir", None),

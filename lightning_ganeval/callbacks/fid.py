@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -92,6 +92,9 @@ class RealDataCallbackMixin:
         self._saved_real_fingerprint = state_dict.get("real_fingerprint")
 
     def _on_real_data(self, trainer: pl.Trainer) -> None:
+        real = getattr(self._metric, "real", None)
+        if real is not None:  # once per fit: how many real rows (KID, PR) or images (FID) the metric compares with
+            rank_zero_info(f"lightning_ganeval: `{self.name}` compares with {real.describe_rows()}.")
         fingerprint = getattr(self._metric, "real_fingerprint", None)
         self.real_fingerprint = fingerprint
         saved = self._saved_real_fingerprint

@@ -36,7 +36,8 @@ class KIDCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
         num_samples: Generated samples per evaluation (at least ``subset_size``).
         subsets: Number of subsets.
         subset_size: Samples per subset and side.
-        max_real: Real samples kept for the comparison (the first ones of the real data); default ``num_samples``.
+        max_real: Real samples kept for the comparison (a seeded uniform sample of the whole real data); default
+            ``num_samples``.
         kid_seed: Seed of the subset draws.
         feature_extractor: Any ``nn.Module`` mapping uint8 images to ``N x d`` features; default Inception pool3.
         Other arguments: as :class:`~lightning_ganeval.FIDCallback`.

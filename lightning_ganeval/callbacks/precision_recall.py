@@ -34,7 +34,7 @@ class PrecisionRecallCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
         real: A DataLoader of real images, or ``None`` for the training dataloader.
         num_samples: Generated samples per evaluation (more than ``k``).
         k: Neighbourhood size.
-        max_real: Real samples kept (the first ones of the real data); default ``num_samples``.
+        max_real: Real samples kept (a seeded uniform sample of the whole real data); default ``num_samples``.
         block_size: Rows of pairwise distances computed at once.
         Other arguments: as :class:`~lightning_ganeval.FIDCallback`.
 

@@ -43,13 +43,32 @@ class RealData:
 
     Attributes:
         stats: Mean and covariance, when requested.
-        features: ``(n, d)`` float32 rows on the CPU in dataset order, when requested.
+        features: ``(n, d)`` float32 rows on the CPU, when requested: a seeded uniform sample of the whole real
+            set (not its first rows), in order of the sample's priority (any prefix is again a uniform sample).
         source: A short description for messages and provenance.
+        num_images: The real images the data were computed from (``None`` when a file does not record it).
+        indices: ``(n,)`` int64 global indices of the ``features`` rows in the real data (dataset indices for
+            map-style data), to map a row back to its image.
     """
 
     stats: GaussianStats | None = None
     features: Tensor | None = None
     source: str = ""
+    num_images: int | None = None
+    indices: Tensor | None = None
+
+    def describe_rows(self) -> str:
+        """What a metric compares with, for the log, e.g. ``"1000 real rows, a seeded uniform sample of 50000"``."""
+        total = "an unknown number of" if self.num_images is None else str(self.num_images)
+        if self.features is not None:
+            rows = len(self.features)
+            if self.num_images is not None and rows >= self.num_images:
+                return f"{rows} real rows (all {total} real images)"
+            return f"{rows} real rows, a seeded uniform sample of {total} real images"
+        if self.stats is not None:
+            where = f" ({self.source})" if self.source and not self.source.endswith("real images") else ""
+            return f"the moments of {total} real images{where}"
+        return "no real data"
 
 
 class GenerativeMetric(abc.ABC):
@@ -127,9 +146,9 @@ class PerSampleMetric(GenerativeMetric):
     """A metric that compares per-sample features of both sides (KID, precision/recall).
 
     The generated rows are kept on the CPU in a :class:`~lightning_ganeval.moments.FeatureBank` and gathered on
-    every rank, in global sample order, by :meth:`generated_features`; the real rows (the first ``max_real`` real
-    samples) come from the real pass. Subclasses check the real rows in :meth:`check_real` and score in
-    :meth:`compute`.
+    every rank, in global sample order, by :meth:`generated_features`; the real rows (``max_real`` rows, a seeded
+    uniform sample of the whole real set) come from the real pass. Subclasses check the real rows in
+    :meth:`check_real` and score in :meth:`compute`.
     """
 
     def __init__(self, *, name: str, feature_extractor: nn.Module | None, layer: str | None, max_real: int) -> None:

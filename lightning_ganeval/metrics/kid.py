@@ -272,7 +272,7 @@ class KID(PerSampleMetric):
         layer: Network output to read.
         subsets: Number of random subsets.
         subset_size: Rows per subset and side (at most the number of samples on each side).
-        max_real: Real feature rows kept (the first ``max_real`` real samples).
+        max_real: Real feature rows kept (a seeded uniform sample of the whole real set).
         seed: Seed of the subset draws.
     """
 

@@ -632,6 +632,9 @@ class Memorization(PerSampleMetric):
         if found is not None and self.train_positions is not None:
             found.generated = sample_index[found.generated]
             found.training = self.train_positions[found.training]
+            if self.real is not None and self.real.indices is not None:
+                # Real rows are a seeded sample in priority order: map positions back to dataset indices.
+                found.training = self.real.indices[found.training]
         self.nearest = found
         values["num_samples"] = float(len(fake))
         return {self.key(w): float(v) for w, v in values.items()}

@@ -164,7 +164,7 @@ class PrecisionRecall(PerSampleMetric):
             numbers use VGG16 features instead, so they are not comparable).
         layer: Network output to read.
         k: Neighbourhood size of the k-NN balls.
-        max_real: Real feature rows kept (the first ``max_real`` real samples).
+        max_real: Real feature rows kept (a seeded uniform sample of the whole real set).
         block_size: Rows of pairwise distances computed at once on the evaluation device.
     """
 
