@@ -21,6 +21,7 @@ _EXPORTS = {
     "PrecisionRecallCallback": "callbacks",
     "Evaluator": "evaluator",
     "EvaluationResult": "evaluator",
+    "EvaluationWarning": "evaluator",
     "FID": "metrics",
     "InceptionScore": "metrics",
     "KID": "metrics",
@@ -68,6 +69,7 @@ __all__ = [
     "ConvertedImages",
     "DINOv2Extractor",
     "EvaluationResult",
+    "EvaluationWarning",
     "Evaluator",
     "FIDCallback",
     "FIDMoments",
@@ -128,7 +130,7 @@ if TYPE_CHECKING:
     )
     from lightning_ganeval.clip import CLIPExtractor
     from lightning_ganeval.dinov2 import DINOv2Extractor
-    from lightning_ganeval.evaluator import EvaluationResult, Evaluator
+    from lightning_ganeval.evaluator import EvaluationResult, EvaluationWarning, Evaluator
     from lightning_ganeval.extractor import InceptionExtractor, InceptionFeatures, get_extractor
     from lightning_ganeval.images import ConvertedImages, PixelSpace, infer_pixel_space, to_uint8_rgb
     from lightning_ganeval.lpips import LPIPSVGG16

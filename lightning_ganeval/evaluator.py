@@ -12,10 +12,18 @@ can use it directly::
                           inception=get_extractor("cuda"))
     evaluator.prepare_real(real_loader)          # one pass over the real images for every metric that needs them
     scores = evaluator.evaluate(generator)       # {"fid": ..., "is": ..., "is_std": ..., ...}
+
+The warning policy lives here, so that a plain loop, Fabric and the callbacks warn alike: more than
+:data:`CLAMPED_WARNING_FRACTION` of the generated pixel values clamped, samples left out for NaN/Inf, and every
+value that is NaN with the reason (e.g. fewer finite samples left than KID's ``subset_size``). They are in
+:attr:`EvaluationResult.warnings`, and ``evaluate(..., warn=True)`` emits each once as an :class:`EvaluationWarning`;
+the callbacks pass ``warn=False`` and forward them once per evaluation.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,15 +38,22 @@ from lightning_ganeval.real import prepare_real_data
 from lightning_ganeval.sampling import (
     LatentBank,
     check_generated,
-    isolated_rng,
+    modules_of,
     norm_buffers,
     preserved_module_state,
     seed_batch_noise,
 )
 
-__all__ = ["EvaluationResult", "Evaluator"]
+__all__ = ["CLAMPED_WARNING_FRACTION", "EvaluationResult", "EvaluationWarning", "Evaluator"]
 
 NONFINITE_POLICIES = ("exclude", "raise")
+
+#: Fraction of clamped generated pixel values above which an evaluation warns that the pixel space may be wrong.
+CLAMPED_WARNING_FRACTION = 0.05
+
+
+class EvaluationWarning(UserWarning):
+    """Something about an evaluation's numbers the user should know: clamped pixels, NaN samples, a NaN value."""
 
 
 @dataclass
@@ -51,6 +66,11 @@ class EvaluationResult:
         num_nonfinite: Samples with NaN/Inf, over all ranks.
         clamped_fraction: Fraction of generated pixel values outside the pixel space, over all ranks.
         images: The first ``keep_images`` converted samples of this rank (uint8, CPU), for image grids.
+        by_metric: Each metric's values, by metric name.
+        warnings: What the user should know about these numbers, one message per concern (clamped pixels above
+            :data:`CLAMPED_WARNING_FRACTION`, non-finite samples, NaN values with their reason); identical on every
+            rank. ``evaluate(..., warn=True)`` emits each as an :class:`EvaluationWarning`.
+        nan_reasons: Why each NaN value is NaN, by key.
     """
 
     values: dict[str, float]
@@ -58,6 +78,8 @@ class EvaluationResult:
     clamped_fraction: float = 0.0
     images: Tensor | None = None
     by_metric: dict[str, dict[str, float]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    nan_reasons: dict[str, str] = field(default_factory=dict)
 
 
 def _distributed() -> tuple[int, int]:
@@ -121,6 +143,8 @@ class Evaluator:
         self.num_samples = num_samples
         self.seed = seed
         self._networks = self._group_networks()
+        # How the messages name the counts and the space argument; the callbacks put their own names here.
+        self._wording = {"clamped": "`clamped`", "nonfinite": "`nonfinite`", "space": "`space=`"}
 
     # -------------------------------------------------------------------------------------------- networks
 
@@ -188,13 +212,21 @@ class Evaluator:
         source: str = "generate(z)",
         generator_device: torch.device | str | None = None,
         call: Callable[[Callable[[Tensor], Any], Tensor], Any] | None = None,
+        warn: bool = True,
     ) -> EvaluationResult:
         """Sample this rank's share of the bank, feed every metric and return the merged values.
+
+        The generator runs in eval mode: ``module`` and every module :func:`~lightning_ganeval.sampling.modules_of`
+        finds in ``generate`` (a closure's ``G``, a bound method's ``self``, an EMA copy kept as a plain attribute) are
+        put in eval mode and their state is restored afterwards, and any other module called in training mode runs
+        in eval mode for the call (:func:`~lightning_ganeval.sampling.eval_mode_guard`): an evaluation never changes
+        BatchNorm statistics.
 
         Args:
             generate: ``generate(z) -> images`` in the pixel space, ``(B, C, H, W)`` float.
             module: Module whose training state is preserved (eval mode, ``no_grad``, BatchNorm statistics,
-                ``requires_grad`` flags and global random states restored); default ``generate`` if it is one.
+                ``requires_grad`` flags and global random states restored), besides those found in ``generate``;
+                default ``generate`` if it is one.
             rank: This process's rank; default from ``torch.distributed`` (0 without a process group).
             world_size: Number of processes; likewise.
             keep_images: Keep this many converted samples of this rank in the result (image grids).
@@ -202,9 +234,11 @@ class Evaluator:
             source: How the generator is called, for error messages.
             generator_device: Where latents go; default: ``module``'s device.
             call: ``call(generate, z)`` runs the generator (e.g. under a precision context); default ``generate(z)``.
+            warn: Emit each of the result's :attr:`~EvaluationResult.warnings` as an :class:`EvaluationWarning`
+                (on rank 0 only).
 
         Returns:
-            The values (identical on every rank), counts of non-finite and clamped values, kept images.
+            The values (identical on every rank), counts of non-finite and clamped values, kept images, warnings.
         """
         if self.space is None:
             raise RuntimeError("The pixel space is unknown: pass `space=` or set `evaluator.space` first.")
@@ -217,6 +251,10 @@ class Evaluator:
         if isinstance(module, nn.parallel.DistributedDataParallel):
             module = module.module
         module = module if module is not None else (generate if isinstance(generate, nn.Module) else None)
+        # A plain callable hides its modules (`lambda z: G(z)`, an EMA copy held as a plain attribute): find them,
+        # so that they run in eval mode and keep their state, as `module` does.
+        roots = [m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m for m in modules_of(generate)]
+        roots = list({id(m): m for m in ([module] if module is not None else []) + roots}.values())
         device = torch.device(generator_device) if generator_device is not None else _module_device(module)
         collective_device = network_device(self._networks[0][0])
         for network, members in self._networks:
@@ -228,13 +266,14 @@ class Evaluator:
         nonfinite = torch.zeros((), dtype=torch.float64, device=collective_device)
         clamped = torch.zeros((), dtype=torch.float64, device=collective_device)
         values_seen = 0
+        extent = (math.inf, -math.inf)  # of this rank's finite generated values, for the clamp warning
         done = 0
         range_check: RangeCheck | None = None
-        state = preserved_module_state(module) if module is not None else isolated_rng()
         try:
-            with state, torch.no_grad():
-                if module is not None and world_size > 1:
-                    _use_rank_zero_norm_stats(module)
+            with preserved_module_state(roots), torch.no_grad():
+                if world_size > 1:
+                    for root in roots:
+                        _use_rank_zero_norm_stats(root)
                 for batch in self.bank.shard(rank, world_size):
                     seed_batch_noise(self.seed, batch.batch_id, device)
                     latents = batch.latents.to(device, non_blocking=True)
@@ -270,6 +309,7 @@ class Evaluator:
                         progress(done)
                 if range_check is not None:
                     range_check.check()
+                    extent = (float(range_check.minimum.min()), float(range_check.maximum.max()))
         except Exception as err:  # re-raised below, after the other ranks have been told
             error = err
         flags = torch.stack(
@@ -297,13 +337,67 @@ class Evaluator:
             values.update(by_metric[metric.name])
         values["nonfinite"] = float(num_nonfinite)
         values["clamped"] = clamped_fraction
+        nan_reasons, messages = self._explain(by_metric, num_nonfinite, clamped_fraction, extent, world_size)
+        if warn and rank == 0:
+            for message in messages:
+                warnings.warn(message, EvaluationWarning, stacklevel=2)
         return EvaluationResult(
             values=values,
             num_nonfinite=num_nonfinite,
             clamped_fraction=clamped_fraction,
             images=torch.cat(kept) if kept else None,
             by_metric=by_metric,
+            warnings=messages,
+            nan_reasons=nan_reasons,
         )
+
+    def _explain(
+        self,
+        by_metric: dict[str, dict[str, float]],
+        num_nonfinite: int,
+        clamped_fraction: float,
+        extent: tuple[float, float],
+        world_size: int,
+    ) -> tuple[dict[str, str], list[str]]:
+        """The reason of every NaN value, and the warnings of one evaluation (the same on every rank)."""
+        words = self._wording
+        messages: list[str] = []
+        if clamped_fraction > CLAMPED_WARNING_FRACTION:
+            assert self.space is not None
+            seen = ""
+            if math.isfinite(extent[0]):
+                where = " on rank 0" if world_size > 1 else ""
+                seen = f" (generated values{where} from {extent[0]:.3g} to {extent[1]:.3g})"
+            messages.append(
+                f"{100 * clamped_fraction:.1f}% of the generated pixel values lay outside the pixel space"
+                f" {self.space.describe()}{seen} and were clamped into it (logged as {words['clamped']}). Either the"
+                f" generator's output space is not {self.space.describe()}: declare the right one with"
+                f" {words['space']}, the scores are wrong until then. Or the space is right and the generator is early"
+                " in training (e.g. a tanh generator learning [0, 1] data overshoots at first): then this share falls"
+                " as it trains."
+            )
+        if num_nonfinite:
+            messages.append(
+                f"{num_nonfinite} of {self.num_samples} generated samples held NaN or Inf; they are left out of every"
+                f" metric (counted as {words['nonfinite']})."
+            )
+        nan_reasons: dict[str, str] = {}
+        for metric in self.metrics:
+            explained = metric.nan_reasons()
+            grouped: dict[str, list[str]] = {}
+            for key, value in by_metric[metric.name].items():
+                if not math.isnan(value):
+                    continue
+                reason = explained.get(key) or (
+                    f"{type(metric).__name__} returned NaN without a reason ({self.num_samples - num_nonfinite} of"
+                    f" {self.num_samples} generated samples were finite)"
+                )
+                nan_reasons[key] = reason
+                grouped.setdefault(reason, []).append(key)
+            for reason, keys in grouped.items():
+                names = ", ".join(f"`{key}`" for key in keys)
+                messages.append(f"{names} {'is' if len(keys) == 1 else 'are'} NaN: {reason}.")
+        return nan_reasons, messages
 
     def _members(self, network: nn.Module) -> list[GenerativeMetric]:
         for net, members in self._networks:

@@ -14,13 +14,20 @@ merged statistics differ from a single-process run only by the order of the floa
 a sampling pass could change: each submodule's ``training`` flag, the running statistics of normalisation layers,
 ``requires_grad`` flags, the grad mode and the global Python, NumPy and torch (CPU and initialised CUDA) random
 states. A training run with the callbacks thus follows the same trajectory as one without them.
+
+A generator given as a plain callable (``evaluate(lambda z: G(z))``, a ``sample_fn`` that reads an EMA copy kept as
+a plain attribute) hides its modules: `modules_of` finds them in the callable's closure, globals, bound ``self`` and
+attributes, and `eval_mode_guard` puts any module that still runs in training mode during the evaluation into eval
+mode for the call, so that no BatchNorm statistics change, registered or not.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import sys
+import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +39,9 @@ __all__ = [
     "LatentBank",
     "SampleBatch",
     "check_generated",
+    "eval_mode_guard",
     "isolated_rng",
+    "modules_of",
     "norm_buffers",
     "normalize_latent_shape",
     "preserved_module_state",
@@ -208,21 +217,153 @@ def norm_buffers(module: nn.Module) -> list[Tensor]:
     ]
 
 
+# How far `modules_of` follows references from the generator callable (closure -> object -> attribute -> list ->
+# module is 4 steps), and how many objects it looks at in all: a bound on the search, not on what it finds.
+_SEARCH_DEPTH = 4
+_SEARCH_LIMIT = 10_000
+# Values that cannot hold a module: not searched.
+_LEAVES = (type, types.ModuleType, Tensor, str, bytes, int, float, complex, bool, type(None), types.BuiltinFunctionType)
+
+
+def modules_of(generate: Any) -> list[nn.Module]:
+    """The modules a generator callable may run, each once, in the order found.
+
+    ``generate`` itself if it is a module; otherwise what its closure cells, default arguments and the global names
+    its code reads hold, the ``self`` of a bound method, the function and arguments of a ``functools.partial``, and
+    the attributes of plain objects among them (e.g. a ``GAN`` class holding ``G`` and ``G_ema``). For every module
+    found, attributes that hold a module without registering it are followed too: an EMA copy set with
+    ``object.__setattr__`` or kept in a list or dict. Submodules of a module found are not listed separately.
+
+    The search is bounded (depth 4, 10,000 objects); `eval_mode_guard` covers whatever it misses.
+
+    Example::
+
+        >>> G = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+        >>> modules_of(lambda z: G(z)) == [G]
+        True
+    """
+    found: dict[int, nn.Module] = {}
+    seen: set[int] = set()
+    _search(generate, _SEARCH_DEPTH, found, seen)
+    inner = {id(sub) for module in found.values() for sub in module.modules() if sub is not module}
+    return [module for key, module in found.items() if key not in inner]
+
+
+def _search(obj: Any, depth: int, found: dict[int, nn.Module], seen: set[int]) -> None:
+    if depth < 0 or id(obj) in seen or len(seen) >= _SEARCH_LIMIT or isinstance(obj, _LEAVES):
+        return
+    seen.add(id(obj))
+    if isinstance(obj, nn.Module):
+        found.setdefault(id(obj), obj)
+        for sub in obj.modules():
+            for name, value in vars(sub).items():
+                if name not in ("_modules", "_parameters", "_buffers"):
+                    for module in _unregistered_modules(value):
+                        _search(module, depth - 1, found, seen)
+        return
+    children: list[Any]
+    if isinstance(obj, types.MethodType):
+        children = [obj.__self__, obj.__func__]
+        depth += 1  # a bound method is one step, not two
+    elif isinstance(obj, functools.partial):
+        children = [obj.func, *obj.args, *obj.keywords.values()]
+    elif isinstance(obj, types.FunctionType):
+        children = []
+        for cell in obj.__closure__ or ():
+            try:
+                children.append(cell.cell_contents)
+            except ValueError:  # an empty cell (a variable assigned after the closure was made)
+                continue
+        children += list(obj.__defaults__ or ()) + list((obj.__kwdefaults__ or {}).values())
+        children += [obj.__globals__[name] for name in _global_names(obj.__code__) if name in obj.__globals__]
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        children = list(obj)
+    elif isinstance(obj, dict):
+        children = list(obj.values())
+    else:
+        try:
+            attributes = vars(obj)
+        except TypeError:  # no __dict__ (slots, builtins)
+            return
+        children = list(attributes.values()) if isinstance(attributes, dict) else []
+    for child in children:
+        _search(child, depth - 1, found, seen)
+
+
+def _unregistered_modules(value: Any) -> list[nn.Module]:
+    """A module attribute's value if it is a module, or the modules directly in a list, tuple or dict value."""
+    if isinstance(value, nn.Module):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if isinstance(v, nn.Module)]
+    if isinstance(value, dict):
+        return [v for v in value.values() if isinstance(v, nn.Module)]
+    return []
+
+
+def _global_names(code: types.CodeType) -> list[str]:
+    """The names a code object and its nested code objects (lambdas, comprehensions) look up."""
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names += _global_names(const)
+    return names
+
+
 @contextlib.contextmanager
-def preserved_module_state(module: nn.Module) -> Iterator[None]:
-    """Run the body with ``module`` in eval mode under `torch.no_grad` and an `isolated_rng`; then restore it.
+def eval_mode_guard() -> Iterator[None]:
+    """Run every module called in training mode during the body in eval mode; restore the flags on exit.
+
+    A temporary global forward pre-hook (``torch.nn.modules.module.register_module_forward_pre_hook``) sets
+    ``training = False`` on a module called in training mode and on its submodules, and sets it back on exit, also when
+    the body raises. So a module nobody named (an EMA copy the search missed, one that a ``sample_fn`` switches to
+    ``train()``) uses its BatchNorm running statistics instead of updating them and runs Dropout off. It acts on
+    modules called as ``module(x)``, in any thread while it is active.
+    """
+    switched: list[nn.Module] = []
+
+    def to_eval(module: nn.Module, args: Any) -> None:
+        if module.training:
+            for sub in module.modules():
+                if sub.training:
+                    sub.training = False
+                    switched.append(sub)
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(to_eval)
+    try:
+        yield
+    finally:
+        handle.remove()
+        for module in switched:
+            module.training = True
+
+
+def _unique(items: Iterator[Any]) -> list[Any]:
+    """Each item once, by identity (tensors compare elementwise, so no set or ``in``)."""
+    kept: dict[int, Any] = {}
+    for item in items:
+        kept.setdefault(id(item), item)
+    return list(kept.values())
+
+
+@contextlib.contextmanager
+def preserved_module_state(module: nn.Module | Sequence[nn.Module]) -> Iterator[None]:
+    """Run the body with ``module`` (or each of several) in eval mode under `torch.no_grad`, an `isolated_rng` and an
+    `eval_mode_guard`; then restore it.
 
     Restored on exit, also when the body raises: the ``training`` flag of every submodule (set directly, so
     overridden ``train()`` methods are not called), the running statistics of normalisation layers (in case a
-    ``sample_fn`` switches them back to train mode), ``requires_grad`` of every parameter, the grad mode and the
-    global random states.
+    ``sample_fn`` changes them other than through a call in training mode), ``requires_grad`` of every parameter,
+    the grad mode and the global random states.
     """
-    modes = [(m, m.training) for m in module.modules()]
-    requires_grad = [(p, p.requires_grad) for p in module.parameters()]
-    norm_stats = [(buffer, buffer.detach().clone()) for buffer in norm_buffers(module)]
+    roots = [module] if isinstance(module, nn.Module) else list(module)
+    modes = [(m, m.training) for m in _unique(m for root in roots for m in root.modules())]
+    requires_grad = [(p, p.requires_grad) for p in _unique(p for root in roots for p in root.parameters())]
+    norm_stats = [(b, b.detach().clone()) for b in _unique(b for root in roots for b in norm_buffers(root))]
     try:
-        with isolated_rng(), torch.no_grad():
-            module.eval()
+        with isolated_rng(), torch.no_grad(), eval_mode_guard():
+            for root in roots:
+                root.eval()
             yield
     finally:
         for m, training in modes:

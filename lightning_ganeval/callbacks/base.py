@@ -36,7 +36,7 @@ from lightning_ganeval.callbacks._checks import (
 from lightning_ganeval.callbacks._compat import lightning_classes
 from lightning_ganeval.callbacks.grids import log_grid
 from lightning_ganeval.callbacks.monitors import MonitorAdjustments
-from lightning_ganeval.evaluator import NONFINITE_POLICIES, Evaluator
+from lightning_ganeval.evaluator import CLAMPED_WARNING_FRACTION, NONFINITE_POLICIES, EvaluationWarning, Evaluator
 from lightning_ganeval.extractor import RESIZE_MODES, get_extractor
 from lightning_ganeval.images import PixelSpace, infer_pixel_space, to_uint8_rgb
 from lightning_ganeval.metrics.base import GenerativeMetric
@@ -50,16 +50,13 @@ from lightning_ganeval.sampling import (
 )
 from lightning_ganeval.weights import InceptionWeights, resolve_weights
 
-__all__ = ["SampleFn"]
+__all__ = ["CLAMPED_WARNING_FRACTION", "SampleFn"]
 
 SampleFn = Callable[["pl.LightningModule", Tensor], Tensor]
 
 #: What ``model_weights=`` accepts: with a ``WeightAveraging`` callback in the Trainer, score its averaged copy,
 #: the weights being trained, or both (the current ones logged under ``<key>_current``).
 MODEL_WEIGHTS = ("averaged", "current", "both")
-
-#: Fraction of clamped generated pixel values above which a warning says the pixel space may be wrong.
-CLAMPED_WARNING_FRACTION = 0.05
 
 
 def resolve_callable(name: str, value: Any) -> Any:
@@ -152,6 +149,12 @@ class _SharedEvaluation:
             inception=inception,
             nonfinite="exclude",
         )
+        # The evaluator's warnings name what the callbacks log and the arguments they take.
+        self.evaluator._wording = {
+            "clamped": ", ".join(f"`{m.name}_clamped`" for m in self.members),
+            "nonfinite": ", ".join(f"`{m.name}_nonfinite`" for m in self.members),
+            "space": "`normalize=`" if owner._space_argument() == "normalize" else "`value_range=` (or `normalize=`)",
+        }
         for source, members in self._real_sources(trainer):
             _all_ranks(trainer, lambda s=source, ms=members: self._prepare_real(trainer, s, ms), "The real pass")
         _all_ranks(trainer, lambda: self._preflight(trainer, pl_module), "The pre-flight check")
@@ -279,8 +282,18 @@ class _SharedEvaluation:
                 source=source if weights == "current" else f"{source} on the averaged weights",
                 generator_device=_module_device(pl_module),
                 call=call,
+                warn=False,
             )
         self.results[weights] = result
+        # Once per evaluation of the group, not once per callback: four callbacks sharing the pass warn once.
+        when = f"epoch {trainer.current_epoch}"
+        if owner.every_n_train_steps is not None:
+            when += f", step {trainer.global_step}"
+        which = "" if weights == "current" else f", {weights} weights"
+        for message in result.warnings:
+            rank_zero_warn(
+                f"lightning_ganeval, {when} ({self.describe()}{which}): {message}", category=EvaluationWarning
+            )
         return result
 
 
@@ -607,20 +620,14 @@ class _GenerativeMetricCallback(Callback):
                 f" {self.num_samples} at epoch {trainer.current_epoch}, and `nonfinite='raise'`. Pass"
                 " `nonfinite='exclude'` to leave them out of the statistics and log their count instead."
             )
-        if result.num_nonfinite:
-            rank_zero_warn(
-                f"{result.num_nonfinite} of {self.num_samples} generated samples held NaN or Inf at epoch"
-                f" {trainer.current_epoch}; they are left out of `{self.name}` (logged as `{self.name}_nonfinite`).",
-                category=UserWarning,
-            )
-        if result.clamped_fraction > CLAMPED_WARNING_FRACTION:
-            rank_zero_warn(
-                f"{100 * result.clamped_fraction:.1f}% of the generated pixel values at epoch {trainer.current_epoch}"
-                f" lay outside the pixel space {self._group.space.describe() if self._group.space else ''} and were"
-                f" clamped (logged as `{self.name}_clamped`). If the generator's output space differs from the real"
-                f" data's, declare it with `{self._space_argument()}=`.",
-                category=UserWarning,
-            )
+        # The group has warned about clamped and non-finite samples and NaN values; EarlyStopping's gate
+        # (callbacks/monitors.py) names the reason when it skips a NaN, by the key as logged.
+        suffix = (
+            "_current" if weights == "current" and self._averaging is not None and self.model_weights == "both" else ""
+        )
+        if not suffix:
+            self._nan_reasons = {}
+        self._nan_reasons.update({f"{key}{suffix}": reason for key, reason in result.nan_reasons.items()})
         values = dict(result.by_metric[self._metric.name])
         values[f"{self.name}_nonfinite"] = float(result.num_nonfinite)
         values[f"{self.name}_clamped"] = float(result.clamped_fraction)

@@ -15,6 +15,10 @@ On a step schedule ``EarlyStopping`` still checks at train-epoch end (Lightning 
 that held an evaluation, and a ``ModelCheckpoint`` ranks only at the optimizer steps where the key was computed:
 give it ``every_n_train_steps`` equal to the callback's.
 
+An evaluation whose monitored value is NaN (e.g. KID when fewer finite samples than ``subset_size`` remained) is
+skipped by the ``EarlyStopping`` gate with a warning that gives the reason: Lightning would stop the fit on it
+(``check_finite``) with a message that does not say why, and a NaN says nothing about improvement.
+
 Both adjustments are per instance and undone in ``teardown`` and ``on_exception``, so that a later ``fit`` with the
 same objects starts from Lightning's own behaviour. They go through attributes that are private to Lightning
 (``EarlyStopping._run_early_stopping_check``, ``ModelCheckpoint._save_topk_checkpoint`` and the two
@@ -24,6 +28,7 @@ names the public settings that avoid stale values instead of a crash.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -37,18 +42,35 @@ class _FreshGate:
     """Stands in for a bound method of a monitoring callback; runs it only when the owner has a fresh value.
 
     Fresh means evaluated in this epoch, or with ``per_step`` at this very optimizer step (a ``ModelCheckpoint``
-    that saves every N training steps next to a metric callback on a step schedule).
+    that saves every N training steps next to a metric callback on a step schedule). With ``skip_nan``, an
+    evaluation whose monitored value is NaN is skipped too, with a warning naming the reason.
     """
 
-    def __init__(self, target: Any, method: str, owner: Any, per_step: bool = False) -> None:
-        self.target, self.method, self.owner, self.per_step = target, method, owner, per_step
+    def __init__(self, target: Any, method: str, owner: Any, per_step: bool = False, *, skip_nan: bool = False) -> None:
+        self.target, self.method, self.owner = target, method, owner
+        self.per_step, self.skip_nan = per_step, skip_nan
 
     def __call__(self, trainer: Any, *args: Any, **kwargs: Any) -> Any:
         if self.owner._evaluated_epoch != trainer.current_epoch:
             return None
         if self.per_step and self.owner._evaluated_step != trainer.global_step:
             return None
+        if self.skip_nan and self._skipped_nan(trainer):
+            return None
         return getattr(type(self.target), self.method)(self.target, trainer, *args, **kwargs)
+
+    def _skipped_nan(self, trainer: Any) -> bool:
+        monitor = self.target.monitor
+        value = trainer.callback_metrics.get(monitor)
+        if value is None or not math.isnan(float(value)):
+            return False
+        reason = getattr(self.owner, "_nan_reasons", {}).get(monitor, "the metric gave no reason")
+        rank_zero_warn(
+            f"`{type(self.target).__name__}(monitor={monitor!r})` skips epoch {trainer.current_epoch}: `{monitor}` is"
+            f" NaN because {reason}. The evaluation neither stops training nor counts towards `patience`.",
+            category=UserWarning,
+        )
+        return True
 
 
 class MonitorAdjustments:
@@ -115,7 +137,8 @@ class MonitorAdjustments:
                 " the previous evaluation's value."
             )
         self._set(callback, "_check_on_train_epoch_end", True)
-        self._set(callback, "_run_early_stopping_check", _FreshGate(callback, "_run_early_stopping_check", self.owner))
+        gate = _FreshGate(callback, "_run_early_stopping_check", self.owner, skip_nan=True)
+        self._set(callback, "_run_early_stopping_check", gate)
 
     def _gate_checkpoint(self, callback: Any) -> None:
         steps = getattr(self.owner, "every_n_train_steps", None)

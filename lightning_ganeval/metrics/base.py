@@ -136,6 +136,14 @@ class GenerativeMetric(abc.ABC):
         """Settings that change the number (stored with checkpoints to notice a change on resume)."""
         return {"layer": self.resolved_layer()}
 
+    def nan_reasons(self) -> dict[str, str]:
+        """Why values of the last :meth:`compute` are NaN, by key, as a sentence fragment (not a collective).
+
+        A subclass that can return NaN sets ``self._nan_reasons`` in :meth:`compute`; the evaluator names the reason
+        in its warning (and a generic one for a NaN without a reason).
+        """
+        return dict(getattr(self, "_nan_reasons", {}))
+
 
 def features_fingerprint(features: Tensor) -> str:
     """A short digest of feature rows, to notice a change of the real data on resume."""

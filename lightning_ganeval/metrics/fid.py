@@ -142,6 +142,8 @@ class FID(GenerativeMetric):
         prefixes = list(itertools.accumulate(parts, _merge_moments))
         total = prefixes[-1][0]
         values = {self.name: self._distance(prefixes[-1]), f"{self.name}_num_samples": float(total)}
+        finite = f"only {total} of the {self.num_samples} generated samples were finite (the others held NaN or Inf)"
+        self._nan_reasons = {self.name: f"{finite}; a covariance needs at least 2"} if total < 2 else {}
         if self.extrapolate:
             counts: list[int] = []
             scores: list[float] = []
@@ -151,6 +153,11 @@ class FID(GenerativeMetric):
                     counts.append(prefix[0])
                     scores.append(self._distance(prefix))
             values[f"{self.name}_inf"] = extrapolate_to_infinity(counts, scores) if len(counts) >= 2 else math.nan
+            if len(counts) < 2:
+                self._nan_reasons[f"{self.name}_inf"] = (
+                    f"{finite}, and fewer than 2 of the {self.extrapolation_points} prefixes of the extrapolation"
+                    " hold 2 or more of them"
+                )
         return {k: float(v) for k, v in values.items()}
 
     def _distance(self, moments: tuple[int, Tensor, Tensor]) -> float:

@@ -85,14 +85,17 @@ class InceptionScore(GenerativeMetric):
     def compute(self) -> dict[str, float]:
         assert self._marginals is not None
         marginals = self._marginals
+        self._nan_reasons = {}
         # The sums are read while synchronised (torchmetrics' sync_context: a collective, every rank calls it).
         with marginals.sync_context():
             count = int(marginals.count.sum())
             try:
                 mean, std = inception_score_from_sums(marginals.prob_sum, marginals.plogp_sum, marginals.count)
-            except ValueError:
+            except ValueError as err:
                 # Every sample of a split was non-finite and excluded: no score this time (the same on every rank).
                 mean, std = float("nan"), float("nan")
+                reason = f"{count} of the {self.num_samples} generated samples were finite; {str(err).rstrip('.')}"
+                self._nan_reasons = {self.name: reason, f"{self.name}_std": reason}
         values = {self.name: float(mean), f"{self.name}_std": float(std), f"{self.name}_num_samples": float(count)}
         if self._chunks is not None:
             chunks = self._chunks
@@ -111,4 +114,9 @@ class InceptionScore(GenerativeMetric):
                     scores.append(score)
             fitted = extrapolate_to_infinity(counts, scores) if len(counts) >= 2 else math.nan
             values[f"{self.name}_inf"] = float(fitted)
+            if len(counts) < 2:
+                self._nan_reasons[f"{self.name}_inf"] = (
+                    f"{count} of the {self.num_samples} generated samples were finite, and fewer than 2 of the"
+                    f" {self.extrapolation_points} prefixes of the extrapolation got a new finite sample"
+                )
         return values

@@ -310,8 +310,14 @@ class KID(PerSampleMetric):
 
     def compute(self) -> dict[str, float]:
         fake = self.generated_features()
+        self._nan_reasons = {}
         if len(fake) < self.subset_size:
             nan = float("nan")
+            reason = (
+                f"only {len(fake)} of the {self.num_samples} generated samples were finite (the others held NaN or"
+                f" Inf and were left out), fewer than the subset_size={self.subset_size} rows each KID subset draws"
+            )
+            self._nan_reasons = {self.name: reason, f"{self.name}_std": reason}
             return {self.name: nan, f"{self.name}_std": nan, f"{self.name}_num_samples": float(len(fake))}
         mean, std = kid_from_features(
             self.real_features().to(self._device),

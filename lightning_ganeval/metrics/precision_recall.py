@@ -209,8 +209,14 @@ class PrecisionRecall(PerSampleMetric):
 
     def compute(self) -> dict[str, float]:
         fake = self.generated_features()
+        self._nan_reasons = {}
         if len(fake) <= self.k:
             values = dict.fromkeys(("precision", "recall", "density", "coverage"), float("nan"))
+            reason = (
+                f"only {len(fake)} of the {self.num_samples} generated samples were finite (the others held NaN or"
+                f" Inf and were left out); k={self.k} nearest neighbours need more than {self.k}"
+            )
+            self._nan_reasons = {self.key(w): reason for w in values}
         else:
             values = precision_recall_density_coverage(
                 self.real_features(), fake, k=self.k, block_size=self.block_size, device=self._device
