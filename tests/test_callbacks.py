@@ -606,7 +606,9 @@ def test_nonfinite_samples_are_excluded_and_counted(
     fid = fid_callback(settings, fake_stats, sample_fn=_nan_for_some)
     isc = is_callback(settings, sample_fn=_nan_for_some, splits=1)
     trainer = make_trainer(tmp_path, [fid, isc], max_epochs=1)
-    with pytest.warns(UserWarning, match=rf"{expected_bad} of 16 generated samples held NaN or Inf at epoch 0"):
+    with pytest.warns(
+        UserWarning, match=rf"epoch 0 \(fid/is\): {expected_bad} of 16 generated samples held NaN or Inf"
+    ):
         fit(trainer, TinyGAN(), train_dataloaders=loader())
     metrics = trainer.callback_metrics
     assert metrics["fid_nonfinite"] == expected_bad

@@ -85,14 +85,17 @@ def test_minus_one_one_generator_read_as_zero_one_warns_once() -> None:
     assert emitted == result.warnings
     message = emitted[0]
     assert f"{100 * result.clamped_fraction:.1f}% of the generated pixel values" in message
-    assert "value_range=(0.0, 1.0)" in message and "clamped" in message
+    assert "value_range=(0.0, 1.0)" in message
+    assert "clamped" in message
     # Advice for a wrong space and for a right space early in training.
-    assert "`space=`" in message and "early in training" in message
+    assert "`space=`" in message
+    assert "early in training" in message
 
     # The same generator in its own space: nothing to say.
     result, emitted = evaluate_recording(make_evaluator(four_metrics()), trained_generator().eval())
     assert result.clamped_fraction == 0.0
-    assert emitted == [] and result.warnings == []
+    assert emitted == []
+    assert result.warnings == []
 
 
 def test_half_nan_samples_warn_with_the_count() -> None:
@@ -131,7 +134,8 @@ def test_kid_nan_says_that_too_few_finite_samples_remained() -> None:
     evaluator = make_evaluator([FID(), KID(subsets=3, subset_size=8, max_real=NUM_REAL)])
     result, emitted = evaluate_recording(evaluator, mostly_nan)
     assert result.num_nonfinite == NUM_SAMPLES - 5
-    assert math.isnan(result.values["kid"]) and math.isnan(result.values["kid_std"])
+    assert math.isnan(result.values["kid"])
+    assert math.isnan(result.values["kid_std"])
     assert math.isfinite(result.values["fid"])
     reason = (
         f"only 5 of the {NUM_SAMPLES} generated samples were finite (the others held NaN or Inf and were left out),"
@@ -163,7 +167,8 @@ def test_warn_false_reports_without_warning() -> None:
     evaluator = make_evaluator(four_metrics(), real_space=(0.0, 1.0), space=(0.0, 1.0))
     result, emitted = evaluate_recording(evaluator, trained_generator().eval(), warn=False)
     assert emitted == []
-    assert len(result.warnings) == 1 and "clamped" in result.warnings[0]
+    assert len(result.warnings) == 1
+    assert "clamped" in result.warnings[0]
 
 
 # ---------------------------------------------------------------- a closure never trains BatchNorm (13.5)
@@ -352,7 +357,8 @@ def test_four_callbacks_warn_once_per_evaluation_about_clamping(
         assert message.startswith(f"lightning_ganeval, epoch {epoch} (fid/is/kid/pr): ")
         # Names what the callbacks log and take, and advises for a wrong space and for early training.
         assert "`fid_clamped`, `is_clamped`, `kid_clamped`, `pr_clamped`" in message
-        assert "`value_range=` (or `normalize=`)" in message and "early in training" in message
+        assert "`value_range=` (or `normalize=`)" in message
+        assert "early in training" in message
     assert trainer.callback_metrics["fid_clamped"] > 0.05
 
 
@@ -383,13 +389,16 @@ def test_early_stopping_on_kid_skips_a_nan_and_says_why(
     )
     stopper = EarlyStopping(monitor="kid", patience=0)
     trainer, record = _trainer_run(tmp_path, [kid, stopper], data, max_epochs=2)
-    assert trainer.current_epoch == 2 and not trainer.should_stop  # both epochs ran
+    assert trainer.current_epoch == 2
+    assert not trainer.should_stop
     assert [math.isnan(entry["kid"]) for entry in kid.history] == [True, True]
     reason = "only 3 of the 16 generated samples were finite"
     skips = [str(w.message) for w in record if "skips epoch" in str(w.message)]
     assert len(skips) == 2
     assert skips[0].startswith("`EarlyStopping(monitor='kid')` skips epoch 0: `kid` is NaN because " + reason)
-    assert "subset_size=8" in skips[0] and "neither stops training nor counts towards `patience`" in skips[0]
+    assert "subset_size=8" in skips[0]
+    assert "neither stops training nor counts towards `patience`" in skips[0]
     forwarded = [m for m in evaluation_warnings(record) if "`kid`, `kid_std` are NaN" in m]
-    assert len(forwarded) == 2 and reason in forwarded[0]
+    assert len(forwarded) == 2
+    assert reason in forwarded[0]
     assert forwarded[0].startswith("lightning_ganeval, epoch 0 (kid): ")
