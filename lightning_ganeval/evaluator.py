@@ -273,7 +273,9 @@ class Evaluator:
             with preserved_module_state(roots), torch.no_grad():
                 if world_size > 1:
                     for root in roots:
-                        _use_rank_zero_norm_stats(root)
+                        # A module found in a callable, on a device the collectives may not take, keeps its own.
+                        if root is module or _module_device(root) == collective_device:
+                            _use_rank_zero_norm_stats(root)
                 for batch in self.bank.shard(rank, world_size):
                     seed_batch_noise(self.seed, batch.batch_id, device)
                     latents = batch.latents.to(device, non_blocking=True)

@@ -23,8 +23,10 @@ mode for the call, so that no BatchNorm statistics change, registered or not.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
+import itertools
 import random
 import sys
 import types
@@ -218,9 +220,9 @@ def norm_buffers(module: nn.Module) -> list[Tensor]:
 
 
 # How far `modules_of` follows references from the generator callable (closure -> object -> attribute -> list ->
-# module is 4 steps), and how many objects it looks at in all: a bound on the search, not on what it finds.
+# module is 4 steps), and how many objects it looks at in all (tens of milliseconds at most): a bound on the search.
 _SEARCH_DEPTH = 4
-_SEARCH_LIMIT = 10_000
+_SEARCH_LIMIT = 2_000
 # Values that cannot hold a module: not searched.
 _LEAVES = (type, types.ModuleType, Tensor, str, bytes, int, float, complex, bool, type(None), types.BuiltinFunctionType)
 
@@ -234,7 +236,7 @@ def modules_of(generate: Any) -> list[nn.Module]:
     found, attributes that hold a module without registering it are followed too: an EMA copy set with
     ``object.__setattr__`` or kept in a list or dict. Submodules of a module found are not listed separately.
 
-    The search is bounded (depth 4, 10,000 objects); `eval_mode_guard` covers whatever it misses.
+    The search is bounded (depth 4, 2,000 objects); `eval_mode_guard` covers whatever it misses.
 
     Example::
 
@@ -244,30 +246,37 @@ def modules_of(generate: Any) -> list[nn.Module]:
     """
     found: dict[int, nn.Module] = {}
     seen: set[int] = set()
-    _search(generate, _SEARCH_DEPTH, found, seen)
+    # Breadth first: the modules nearest to the callable are found before a large object uses up the budget.
+    queue: collections.deque[tuple[Any, int]] = collections.deque([(generate, 0)])
+    while queue and len(seen) < _SEARCH_LIMIT:
+        obj, depth = queue.popleft()
+        if depth > _SEARCH_DEPTH or id(obj) in seen or isinstance(obj, _LEAVES):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, nn.Module):
+            found.setdefault(id(obj), obj)
+        step = 0 if isinstance(obj, types.MethodType) else 1  # a bound method is its self and function
+        queue.extend((child, depth + step) for child in _children(obj))
     inner = {id(sub) for module in found.values() for sub in module.modules() if sub is not module}
     return [module for key, module in found.items() if key not in inner]
 
 
-def _search(obj: Any, depth: int, found: dict[int, nn.Module], seen: set[int]) -> None:
-    if depth < 0 or id(obj) in seen or len(seen) >= _SEARCH_LIMIT or isinstance(obj, _LEAVES):
-        return
-    seen.add(id(obj))
+def _children(obj: Any) -> list[Any]:
+    """What `modules_of` looks at next from ``obj``."""
     if isinstance(obj, nn.Module):
-        found.setdefault(id(obj), obj)
-        for sub in obj.modules():
-            for name, value in vars(sub).items():
-                if name not in ("_modules", "_parameters", "_buffers"):
-                    for module in _unregistered_modules(value):
-                        _search(module, depth - 1, found, seen)
-        return
-    children: list[Any]
+        # Registered submodules are covered by the module itself; follow only what is held without registering.
+        return [
+            module
+            for sub in obj.modules()
+            for name, value in vars(sub).items()
+            if name not in ("_modules", "_parameters", "_buffers")
+            for module in _unregistered_modules(value)
+        ]
     if isinstance(obj, types.MethodType):
-        children = [obj.__self__, obj.__func__]
-        depth += 1  # a bound method is one step, not two
-    elif isinstance(obj, functools.partial):
-        children = [obj.func, *obj.args, *obj.keywords.values()]
-    elif isinstance(obj, types.FunctionType):
+        return [obj.__self__, obj.__func__]
+    if isinstance(obj, functools.partial):
+        return [obj.func, *obj.args, *obj.keywords.values()]
+    if isinstance(obj, types.FunctionType):
         children = []
         for cell in obj.__closure__ or ():
             try:
@@ -275,19 +284,16 @@ def _search(obj: Any, depth: int, found: dict[int, nn.Module], seen: set[int]) -
             except ValueError:  # an empty cell (a variable assigned after the closure was made)
                 continue
         children += list(obj.__defaults__ or ()) + list((obj.__kwdefaults__ or {}).values())
-        children += [obj.__globals__[name] for name in _global_names(obj.__code__) if name in obj.__globals__]
-    elif isinstance(obj, (list, tuple, set, frozenset)):
-        children = list(obj)
-    elif isinstance(obj, dict):
-        children = list(obj.values())
-    else:
-        try:
-            attributes = vars(obj)
-        except TypeError:  # no __dict__ (slots, builtins)
-            return
-        children = list(attributes.values()) if isinstance(attributes, dict) else []
-    for child in children:
-        _search(child, depth - 1, found, seen)
+        return children + [obj.__globals__[name] for name in _global_names(obj.__code__) if name in obj.__globals__]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return list(itertools.islice(obj, _SEARCH_LIMIT))  # a long list of data is not read to its end
+    if isinstance(obj, dict):
+        return list(itertools.islice(obj.values(), _SEARCH_LIMIT))
+    try:
+        attributes = vars(obj)
+    except TypeError:  # no __dict__ (slots, builtins)
+        return []
+    return list(attributes.values()) if isinstance(attributes, dict) else []
 
 
 def _unregistered_modules(value: Any) -> list[nn.Module]:
