@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from lightning_ganeval.callbacks.monitors import MonitorAdjustments, _FreshGate
@@ -44,3 +46,20 @@ def test_checkpoint_without_the_private_hook_warns_with_the_fix(monkeypatch: pyt
         _adjust(checkpoint, every_n_epochs=3)
     assert "_save_topk_checkpoint" not in checkpoint.__dict__
     assert checkpoint._save_on_train_epoch_end is None
+
+
+def test_early_stopping_skips_a_nan_evaluation_with_its_reason() -> None:
+    """A NaN value is not handed to EarlyStopping (which would stop the fit); the warning gives the owner's reason."""
+    stopper = EarlyStopping(monitor="fid")
+    owner = SimpleNamespace(
+        _logged_keys=lambda: ["fid"],
+        every_n_epochs=1,
+        _evaluated_epoch=3,
+        _nan_reasons={"fid": "only 1 of the 16 generated samples were finite"},
+    )
+    MonitorAdjustments(owner).apply(SimpleNamespace(callbacks=[stopper]))
+    trainer = SimpleNamespace(current_epoch=3, callback_metrics={"fid": torch.tensor(math.nan)}, should_stop=False)
+    with pytest.warns(UserWarning, match=r"skips epoch 3: `fid` is NaN because only 1 of the 16 generated samples"):
+        assert stopper._run_early_stopping_check(trainer) is None
+    assert stopper.wait_count == 0
+    assert not trainer.should_stop
