@@ -372,7 +372,7 @@ class Evaluator:
                 seen = f" (generated values{where} from {extent[0]:.3g} to {extent[1]:.3g})"
             messages.append(
                 f"{100 * clamped_fraction:.1f}% of the generated pixel values lay outside the pixel space"
-                f" {self.space.describe()}{seen} and were clamped into it (logged as {words['clamped']}). Either the"
+                f" {self.space.describe()}{seen} and were clamped into it (reported as {words['clamped']}). Either the"
                 f" generator's output space is not {self.space.describe()}: declare the right one with"
                 f" {words['space']}, the scores are wrong until then. Or the space is right and the generator is early"
                 " in training (e.g. a tanh generator learning [0, 1] data overshoots at first): then this share falls"
