@@ -294,7 +294,9 @@ def test_modules_of_finds_the_modules_a_callable_runs() -> None:
 LIGHTNING_IMAGE_SIZE = 8
 
 
-def _trainer_run(tmp_path: Path, callbacks: list[Any], data: torch.Tensor, max_epochs: int) -> tuple[Any, list[Any]]:
+def _trainer_run(
+    tmp_path: Path, callbacks: list[Any], data: torch.Tensor, max_epochs: int, model: Any = None
+) -> tuple[Any, list[Any]]:
     import lightning.pytorch as pl
     from test_callbacks import TinyGAN
 
@@ -313,7 +315,8 @@ def _trainer_run(tmp_path: Path, callbacks: list[Any], data: torch.Tensor, max_e
     torch.manual_seed(0)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        trainer.fit(TinyGAN(), train_dataloaders=DataLoader(TensorDataset(data), batch_size=8))
+        model = TinyGAN() if model is None else model
+        trainer.fit(model, train_dataloaders=DataLoader(TensorDataset(data), batch_size=8))
     return trainer, record
 
 
@@ -402,3 +405,38 @@ def test_early_stopping_on_kid_skips_a_nan_and_says_why(
     assert len(forwarded) == 2
     assert reason in forwarded[0]
     assert forwarded[0].startswith("lightning_ganeval, epoch 0 (kid): ")
+
+
+def _sample_ema(pl_module: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    return pl_module.__dict__["ema"](z)
+
+
+@pytest.mark.slow
+def test_sample_fn_on_an_unregistered_ema_copy_keeps_its_statistics(
+    tmp_path: Path, inception_weights_path: Path, fake_inception: FakeExtractor
+) -> None:
+    """An EMA generator kept as a plain attribute and sampled in ``sample_fn``: its BatchNorm statistics and training
+    flags are bit-identical after two evaluations (on main they took the evaluation batches' statistics)."""
+    from test_callbacks import TinyGAN
+
+    from lightning_ganeval import FIDCallback
+
+    ema = trained_generator()  # training mode, like a copy made in __init__ and never switched
+    before = _buffers(ema)
+    torch.manual_seed(0)
+    model = TinyGAN()
+    object.__setattr__(model, "ema", ema)  # not a registered submodule: not in .modules(), not moved, not saved
+    data = real_images(16, seed=1)
+    fid = FIDCallback(
+        real=DataLoader(TensorDataset(data), batch_size=8),
+        log_images=0,
+        sample_fn=_sample_ema,
+        latent_shape=LATENT_DIM,
+        **_callback_settings(inception_weights_path),
+    )
+    _trainer_run(tmp_path, [fid], data, max_epochs=2, model=model)
+    assert len(fid.history) == 2
+    _assert_bit_identical(before, ema)
+    assert all(m.training for m in ema.modules())
+    # Both evaluations sampled the same (unchanged, eval-mode) EMA generator from the same bank: equal values.
+    assert fid.history[0]["fid"] == fid.history[1]["fid"]
