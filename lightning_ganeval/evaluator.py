@@ -386,6 +386,7 @@ class Evaluator:
         nan_reasons: dict[str, str] = {}
         for metric in self.metrics:
             explained = metric.nan_reasons()
+            expected = metric.expected_nan()
             grouped: dict[str, list[str]] = {}
             for key, value in by_metric[metric.name].items():
                 if not math.isnan(value):
@@ -395,7 +396,8 @@ class Evaluator:
                     f" {self.num_samples} generated samples were finite)"
                 )
                 nan_reasons[key] = reason
-                grouped.setdefault(reason, []).append(key)
+                if key not in expected:
+                    grouped.setdefault(reason, []).append(key)
             for reason, keys in grouped.items():
                 names = ", ".join(f"`{key}`" for key in keys)
                 messages.append(f"{names} {'is' if len(keys) == 1 else 'are'} NaN: {reason}.")

@@ -163,6 +163,26 @@ def test_every_nan_value_has_a_reason() -> None:
     assert len(emitted) == len(result.warnings) == 1 + len(set(result.nan_reasons.values()))
 
 
+def test_cmmd_vendi_and_memorization_explain_their_nan() -> None:
+    """Every NaN of the newer metrics has its reason; C_T turned off (``test_fraction=0``) is reported, not warned."""
+    from lightning_ganeval.metrics import CMMD, Memorization, VendiScore
+
+    def metrics() -> list[Any]:
+        return [CMMD(max_real=NUM_REAL), VendiScore(), Memorization(max_real=NUM_REAL, test_fraction=0.0)]
+
+    generator = trained_generator().eval()
+    result, emitted = evaluate_recording(make_evaluator(metrics()), lambda z: generator(z) * float("nan"))
+    nan_keys = {k for k, v in result.values.items() if math.isnan(v)}
+    assert nan_keys == {"cmmd", "vendi", "authpct", "ct", "memorized_fraction"}
+    assert set(result.nan_reasons) == nan_keys
+    assert all("returned NaN without a reason" not in r for r in result.nan_reasons.values())
+
+    result, emitted = evaluate_recording(make_evaluator(metrics()), generator)
+    assert [k for k, v in result.values.items() if math.isnan(v)] == ["ct"]
+    assert "held-out test rows" in result.nan_reasons["ct"]
+    assert emitted == []
+
+
 def test_warn_false_reports_without_warning() -> None:
     evaluator = make_evaluator(four_metrics(), real_space=(0.0, 1.0), space=(0.0, 1.0))
     result, emitted = evaluate_recording(evaluator, trained_generator().eval(), warn=False)

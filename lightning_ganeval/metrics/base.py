@@ -144,6 +144,11 @@ class GenerativeMetric(abc.ABC):
         """
         return dict(getattr(self, "_nan_reasons", {}))
 
+    def expected_nan(self) -> set[str]:
+        """Keys of the last :meth:`compute` that are NaN because the user turned them off (e.g. C_T without test
+        rows): their reason is reported, but the evaluator does not warn about them. Set ``self._expected_nan``."""
+        return set(getattr(self, "_expected_nan", ()))
+
 
 def features_fingerprint(features: Tensor) -> str:
     """A short digest of feature rows, to notice a change of the real data on resume."""

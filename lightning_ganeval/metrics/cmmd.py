@@ -210,7 +210,12 @@ class CMMD(PerSampleMetric):
     def compute(self) -> dict[str, float]:
         fake = self.generated_features()
         count = float(len(fake))
+        self._nan_reasons = {}
         if len(fake) < 2:
+            self._nan_reasons = {
+                self.name: f"only {len(fake)} of the {self.num_samples} generated samples were finite (the others held"
+                " NaN or Inf and were left out); the unbiased MMD needs at least 2"
+            }
             return {self.name: math.nan, f"{self.name}_num_samples": count}
         x = _normalized(self.real_features(), self._device)
         y = _normalized(fake, self._device)

@@ -637,4 +637,24 @@ class Memorization(PerSampleMetric):
                 found.training = self.real.indices[found.training]
         self.nearest = found
         values["num_samples"] = float(len(fake))
+        self._explain_nan(values, reference, len(fake))
         return {self.key(w): float(v) for w, v in values.items()}
+
+    def _explain_nan(self, values: dict[str, float], reference: MemorizationReference, count: int) -> None:
+        """Why a value is NaN (for the evaluator's warning); C_T without test rows is the user's choice, not news."""
+        self._nan_reasons, self._expected_nan = {}, set()
+        if count == 0:
+            reason = f"none of the {self.num_samples} generated samples was finite (all held NaN or Inf)"
+            self._nan_reasons = {self.key(w): reason for w in ("authpct", "ct", "memorized_fraction")}
+        elif math.isnan(values["ct"]):
+            if reference.ct_problem == "no test rows":
+                reason = "C_T needs held-out test rows and there are none (`test_fraction=0` and no test set)"
+                self._expected_nan = {self.key("ct")}
+            elif reference.ct_problem is not None:
+                reason = f"C_T is undefined: {reference.ct_problem}"
+            else:
+                reason = (
+                    f"no k-means cell holds more than {CT_TAU_COUNT} of the {count} finite generated samples, which C_T"
+                    " needs in a cell to compare it"
+                )
+            self._nan_reasons = {self.key("ct"): reason}

@@ -152,11 +152,16 @@ class VendiScore(GenerativeMetric):
 
     def compute(self) -> dict[str, float]:
         width = self._agreed_width()  # a collective: every rank calls it, in the same order
+        none_finite = f"none of the {self.num_samples} generated samples was finite (all held NaN or Inf)"
+        self._nan_reasons = {}
         if width == 0:
+            self._nan_reasons = {self.name: none_finite}
             return {self.name: math.nan, f"{self.name}_num_samples": 0.0}
         if self._sums is None:
             self._sums = GramSums(width).to(self._device)
         with self._sums.sync_context():
             count = int(self._sums.count)
             value = vendi_from_gram(self._sums.gram, count) if count else math.nan
+        if not count:
+            self._nan_reasons = {self.name: none_finite}
         return {self.name: value, f"{self.name}_num_samples": float(count)}
