@@ -460,3 +460,24 @@ def test_sample_fn_on_an_unregistered_ema_copy_keeps_its_statistics(
     assert all(m.training for m in ema.modules())
     # Both evaluations sampled the same (unchanged, eval-mode) EMA generator from the same bank: equal values.
     assert fid.history[0]["fid"] == fid.history[1]["fid"]
+
+
+def test_ppl_of_a_closure_keeps_batchnorm_statistics(tmp_path: Path) -> None:
+    """PPL's own pass, like the Evaluator: ``evaluate(lambda z: G(z))`` with G in training mode changes no BatchNorm
+    statistic and gives the eval-mode value (exactly)."""
+    from lightning_ganeval.lpips import LPIPSVGG16
+    from lightning_ganeval.metrics.ppl import PerceptualPathLength
+    from lightning_ganeval.testing import write_random_lpips_weights
+
+    lpips_path, vgg_path = write_random_lpips_weights(tmp_path, seed=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not the reference.*")
+        lpips = LPIPSVGG16(lpips_path, vgg_path, resize=16)
+    metric = PerceptualPathLength(LATENT_DIM, num_pairs=8, batch_size=4, resize=16, lpips=lpips)
+    generator = trained_generator()
+    before = _buffers(generator)
+    closure = metric.evaluate(lambda z: generator(z))
+    _assert_bit_identical(before, generator)
+    assert all(m.training for m in generator.modules())
+    reference = copy.deepcopy(generator).eval()
+    assert closure.values == metric.evaluate(reference).values

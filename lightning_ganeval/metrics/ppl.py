@@ -46,7 +46,7 @@ from lightning_ganeval.lpips import LPIPSVGG16
 from lightning_ganeval.sampling import (
     LatentBank,
     check_generated,
-    isolated_rng,
+    modules_of,
     norm_buffers,
     normalize_latent_shape,
     preserved_module_state,
@@ -416,9 +416,13 @@ class PerceptualPathLength:
         counts = torch.zeros(3, dtype=torch.float64, device=collective_device)  # clamped, values, failed
         error: Exception | None = None
         done = 0
-        state = preserved_module_state(module) if module is not None else isolated_rng()
+        # As in the Evaluator: the modules a plain callable hides (`lambda z: G(z)`) run in eval mode and keep their
+        # state, and any other module called in training mode runs in eval mode (no BatchNorm statistic changes).
+        found = modules_of(render) + (modules_of(mapping_fn) if mapping_fn is not None else [])
+        found = [m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m for m in found]
+        roots = list({id(m): m for m in ([module] if module is not None else []) + found}.values())
         try:
-            with state, torch.no_grad():
+            with preserved_module_state(roots), torch.no_grad():
                 if module is not None and world_size > 1:
                     # Every rank samples rank 0's generator (BatchNorm statistics differ after a step; restored).
                     for buffer in norm_buffers(module):
