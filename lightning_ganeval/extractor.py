@@ -360,11 +360,28 @@ def _load_backbone(weights: InceptionWeights) -> nn.Module:
     path = Path(weights.path)
     # torch-fidelity loads with weights_only=False (arbitrary pickle); refuse anything but tensors first.
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(
             f"weights file {path} is not a plain PyTorch state dict (torch.load(weights_only=True) failed: {err})."
         ) from err
+    # NaN weights make every feature NaN, which would later be reported as a problem of the images.
+    nonfinite = [
+        key
+        for key, value in (state.items() if isinstance(state, dict) else ())
+        # The sum is a fast first look (a tenth of isfinite's time); only a non-finite sum is checked element-wise.
+        if isinstance(value, Tensor)
+        and value.is_floating_point()
+        and not bool(torch.isfinite(value.sum()))
+        and not bool(torch.isfinite(value).all())
+    ]
+    if nonfinite:
+        shown = ", ".join(nonfinite[:3]) + (", ..." if len(nonfinite) > 3 else "")
+        raise ValueError(
+            f"weights file {path} holds NaN or Inf in {len(nonfinite)} tensor(s) ({shown}): the file is damaged or"
+            " was saved from a diverged network, and every Inception feature would be NaN whatever the images."
+            " Replace the file (the cached reference file: delete it and it is downloaded again)."
+        )
     try:
         return FeatureExtractorInceptionV3(
             "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path)

@@ -193,6 +193,13 @@ def load_stats(
     def bad(problem: str) -> ValueError:
         return ValueError(f"Statistics file {str(path)!r}: {problem}")
 
+    # A `.pt` of the same numbers is a common mistake; "missing keys" would not say what is wrong with it.
+    not_torch = bad(
+        "is a PyTorch file (torch.save), not a statistics file: expected an .npz archive holding 'mu' (d,) and"
+        " 'sigma' (d, d), as `save_stats`, `python -m lightning_ganeval stats` or pytorch-fid's --save-stats"
+        " write it (from tensors: `numpy.savez(path, mu=mu.numpy(), sigma=sigma.numpy())`)."
+    )
+
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
@@ -200,6 +207,8 @@ def load_stats(
         with data:
             keys = set(data.files)
             missing = sorted({"mu", "sigma"} - keys)
+            if missing and any(k == "data.pkl" or k.endswith("/data.pkl") for k in keys):
+                raise not_torch
             if missing:
                 raise bad(f"missing key(s) {missing} (found {sorted(keys)}); expected 'mu' (d,) and 'sigma' (d, d).")
             mu, sigma = np.asarray(data["mu"]), np.asarray(data["sigma"])
@@ -210,6 +219,8 @@ def load_stats(
     except ValueError as err:
         if str(err).startswith("Statistics file"):
             raise
+        if "pickled" in str(err) and path.suffix.lower() in (".pt", ".pth", ".pkl", ".ckpt"):
+            raise not_torch from err  # torch.save's legacy (non-zip) format is a pickle
         raise bad(f"cannot be read as .npz ({err}).") from err
 
     for name, array in (("mu", mu), ("sigma", sigma)):

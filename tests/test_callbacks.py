@@ -8,6 +8,7 @@ network (random weights) once.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import pickle
@@ -460,7 +461,7 @@ def test_two_instances_in_one_trainer(
 
 @pytest.mark.slow
 def test_clashing_names_are_refused(tmp_path: Path, settings: dict, fake_extractor: FakeExtractor) -> None:
-    with pytest.raises(RuntimeError, match="state_key` must be unique"):
+    with pytest.raises(RuntimeError, match=r"Two `FIDCallback` callbacks have name='fid'.* own `name=`"):
         make_trainer(tmp_path, [fid_callback(settings, None), fid_callback(settings, None)])
     trainer = make_trainer(tmp_path, [fid_callback(settings, None, name="is"), is_callback(settings)])
     with pytest.raises(ValueError, match=r"would both log `is`, `is_clamped`, `is_nonfinite`, `is_num_samples`"):
@@ -700,3 +701,118 @@ def test_callback_pickles_without_runtime_objects_after_setup(
     assert clone._metric.real is None  # no real statistics, accumulators or reference root travel
     assert clone.history == fid.history
     assert np.isfinite(clone.last_score)
+
+
+@pytest.mark.slow
+def test_a_reused_callback_starts_a_new_history_unless_resuming(
+    tmp_path: Path, settings: dict, fake_extractor: FakeExtractor, fake_stats: Path
+) -> None:
+    """Issue 13.6: a second ``fit`` with the same callback starts a new curve; a resume continues the old one."""
+    fid = fid_callback(settings, fake_stats)
+    first = ModelCheckpoint(dirpath=tmp_path / "first", save_last=True, save_top_k=0)
+    fit(make_trainer(tmp_path, [fid, first], enable_checkpointing=True), TinyGAN(deterministic=True))
+    assert [h["epoch"] for h in fid.history] == [0, 1]
+
+    # A new fit (another model, e.g. the next run of a sweep): epochs 0, 1 again, not [0, 1, 0, 1].
+    second = ModelCheckpoint(dirpath=tmp_path / "second", save_last=True, save_top_k=0)
+    fit(make_trainer(tmp_path, [fid, second], enable_checkpointing=True), TinyGAN(deterministic=True))
+    assert [h["epoch"] for h in fid.history] == [0, 1]
+    assert fid.last_score == fid.history[-1]["fid"]
+    saved = torch.load(second.last_model_path, weights_only=False)["callbacks"][fid.state_key]
+    assert [h["epoch"] for h in saved["history"]] == [0, 1]  # the checkpointed state too
+
+    # Resuming the first run with the same instance (`ckpt_path=`) continues its history.
+    first_history = torch.load(first.last_model_path, weights_only=False)["callbacks"][fid.state_key]["history"]
+    fit(make_trainer(tmp_path, [fid], max_epochs=3), TinyGAN(deterministic=True), ckpt_path=first.last_model_path)
+    assert [h["epoch"] for h in fid.history] == [0, 1, 2]
+    assert fid.history[:2] == first_history
+
+    # So does a state loaded by hand before the fit; the fit after that starts anew again.
+    fid.load_state_dict({"history": first_history, "last_score": first_history[-1]["fid"]})
+    fit(make_trainer(tmp_path, [fid], max_epochs=3), TinyGAN(deterministic=True))
+    assert [h["epoch"] for h in fid.history] == [0, 1, 0, 1, 2]
+    fit(make_trainer(tmp_path, [fid], max_epochs=1), TinyGAN(deterministic=True))
+    assert [h["epoch"] for h in fid.history] == [0]
+
+
+@pytest.mark.parametrize("namespace", ["lightning.pytorch", "pytorch_lightning"])
+def test_one_state_key_twice_is_refused_naming_name(tmp_path: Path, namespace: str) -> None:
+    """Issue 13.12: caught before Lightning's "more than one stateful callback", with the argument that fixes it."""
+    trainer_class = importlib.import_module(namespace).Trainer
+    once = InceptionScoreCallback()
+    cases = [
+        ([FIDCallback(), FIDCallback()], r"Two `FIDCallback` callbacks have name='fid'.*Give each its own `name=`"),
+        ([once, once], r"`InceptionScoreCallback\(name='is'\)` is listed twice.*its own `name=`"),
+    ]
+    for callbacks, pattern in cases:
+        with pytest.raises(RuntimeError, match=pattern) as info:
+            trainer_class(callbacks=callbacks, logger=False, default_root_dir=tmp_path)
+        assert "more than one stateful callback" not in str(info.value)
+    trainer_class(callbacks=[FIDCallback(), FIDCallback(name="fid_2")], logger=False, default_root_dir=tmp_path)
+
+
+class _ConfiguresOneCallbackTwice(TinyGAN):
+    def __init__(self, callback: Callback) -> None:
+        super().__init__()
+        self.callback = callback
+
+    def configure_callbacks(self) -> list[Callback]:
+        return [self.callback, self.callback]  # Lightning does not check these
+
+
+def test_one_instance_twice_from_configure_callbacks_is_refused_in_setup(
+    tmp_path: Path, settings: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without Lightning's private list check (another Lightning version) the wrapper degrades to nothing...
+    from lightning.pytorch.trainer.connectors import callback_connector
+
+    monkeypatch.delattr(callback_connector, "_validate_callbacks_list")
+    from lightning_ganeval.callbacks._state_keys import install_trainer_check
+
+    install_trainer_check()
+    assert not hasattr(callback_connector, "_validate_callbacks_list")
+    monkeypatch.undo()
+    # ... and setup still refuses the duplicate before any weights are resolved or any step runs.
+    trainer = make_trainer(tmp_path, [])
+    with pytest.raises(RuntimeError, match=r"`FIDCallback\(name='fid'\)` is listed twice"):
+        fit(trainer, _ConfiguresOneCallbackTwice(fid_callback(settings, None)))
+
+
+def test_function_keys_equal_exactly_for_equivalent_functions() -> None:
+    """Issue 13.15: the group key of a ``sample_fn`` sees code, defaults and captured objects, not identity."""
+    import functools
+
+    from lightning_ganeval.callbacks._sample_fns import function_key, provable
+
+    first = lambda pl_module, z: pl_module.generator(z)  # noqa: E731
+    second = lambda pl_module, z: pl_module.generator(z)  # noqa: E731 (another line, another object)
+    assert first is not second
+    assert function_key(first) == function_key(second)
+    assert hash(function_key(first)) == hash(function_key(second))
+    assert provable(function_key(first))
+
+    def capturing(module: nn.Module) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+        return lambda pl_module, z: module(z)
+
+    ema, other = nn.Linear(2, 2), nn.Linear(2, 2)
+    assert function_key(capturing(ema)) == function_key(capturing(ema))  # the same captured module
+    assert function_key(capturing(ema)) != function_key(capturing(other))
+    assert function_key(first) != function_key(lambda pl_module, z: pl_module.ema(z))  # other attribute
+    assert function_key(first) != function_key(lambda pl_module, z: pl_module.generator(z) * 2)  # other constant
+
+    def scaled(pl_module: Any, z: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return pl_module(z) * scale
+
+    assert function_key(functools.partial(scaled, scale=2.0)) == function_key(functools.partial(scaled, scale=2.0))
+    assert function_key(functools.partial(scaled, scale=2.0)) != function_key(functools.partial(scaled, scale=3.0))
+
+    class Sampler:
+        def __call__(self, pl_module: Any, z: torch.Tensor) -> torch.Tensor:
+            return pl_module(z)
+
+    one, two = Sampler(), Sampler()
+    assert function_key(one.__call__) == function_key(one.__call__)  # bound methods of one object
+    assert function_key(one) == function_key(one)
+    assert function_key(one) != function_key(two)
+    assert not provable(function_key(one))  # a callable object: identity only, so the callbacks warn
+    assert function_key(None) is None

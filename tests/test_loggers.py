@@ -201,3 +201,45 @@ def test_trainer_sends_grids_to_tensorboard_and_csv(tmp_path: Path, namespace: s
     with open(Path(csv_logger.log_dir) / "metrics.csv") as handle:
         rows = [row for row in csv.DictReader(handle) if row.get("fid")]
     assert [float(row["fid"]) for row in rows] == pytest.approx([h["fid"] for h in callback.history], rel=1e-6)
+
+
+def test_a_grid_that_cannot_be_written_warns_once_and_training_goes_on(tmp_path: Path) -> None:
+    """Issue 13.9: ``images/`` of a CSVLogger taken by a file: one warning, the fit ends, every scalar is logged."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    csv_logger = CSVLogger(tmp_path, name="csv")
+    Path(csv_logger.log_dir).mkdir(parents=True)
+    (Path(csv_logger.log_dir) / "images").write_text("not a folder")
+    tensorboard = TensorBoardLogger(tmp_path, name="tb")
+    callback = FIDCallback(
+        feature_extractor=TinyFeatures(), num_samples=16, batch_size=8, log_images=4, cache_dir=tmp_path / "cache"
+    )
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        devices=1,
+        callbacks=[callback],
+        logger=[csv_logger, tensorboard],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(_gan_class(pl)(), DataLoader(TensorDataset(real_images()), batch_size=8))
+
+    failures = [str(w.message) for w in caught if "grid could not be sent" in str(w.message)]
+    assert len(failures) == 1, failures  # once for this logger, not once per evaluation
+    assert "CSVLogger" in failures[0], failures[0]
+    assert "FileExistsError" in failures[0], failures[0]
+    assert trainer.current_epoch == 3  # training went on
+    assert len(callback.history) == 3
+    with open(Path(csv_logger.log_dir) / "metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("fid")]
+    assert [float(row["fid"]) for row in rows] == pytest.approx([h["fid"] for h in callback.history], rel=1e-6)
+    # The other logger still got every grid.
+    accumulator = EventAccumulator(str(tensorboard.log_dir), size_guidance={"images": 0})
+    accumulator.Reload()
+    assert [e.step for e in accumulator.Images("fid_samples")] == [1, 3, 5]

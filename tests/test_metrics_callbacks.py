@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -289,6 +290,12 @@ def rel(a: float, b: float) -> float:
             {"extrapolation_points": 1},
             ValueError,
             "`extrapolation_points` must be an int >= 2, got 1",
+        ),
+        (
+            InceptionScoreCallback,
+            {"num_samples": 8},  # issue 13.13: the default splits=10 is named, not only "must be >= 10"
+            ValueError,
+            r"`num_samples` must be an int >= 10 with splits=10 .*got num_samples=8.*`splits=8` or fewer",
         ),
         (
             InceptionScoreCallback,
@@ -780,3 +787,124 @@ def test_class_sorted_training_data_give_spread_real_rows_and_space_logged_once(
         "lightning_ganeval: `kid` compares with 40 real rows, a seeded uniform sample of 200 real images."
     ]
     assert len(kid.history) == 2
+
+
+# ------------------------------------------------------------------------ messages that name the right culprit
+
+
+def test_a_torch_file_as_real_statistics_says_an_npz_is_expected(
+    tmp_path: Path, common: dict[str, Any], recorder: RecordingExtractor
+) -> None:
+    """Issue 13.13: ``real="stats.pt"`` says that a ``.npz`` with ``mu`` and ``sigma`` is expected."""
+    stats = tmp_path / "stats.pt"
+    torch.save({"mu": torch.zeros(16), "sigma": torch.eye(16)}, stats)
+    CountingSteps.steps = 0
+    with pytest.raises(ValueError, match=r"stats\.pt.*PyTorch file.*\.npz archive holding 'mu' \(d,\) and 'sigma'"):
+        fit(make_trainer(tmp_path, [FIDCallback(real=stats, log_images=0, **common)]), CountingSteps())
+    assert CountingSteps.steps == 0
+
+
+@pytest.mark.slow
+def test_nan_inception_weights_blame_the_weights_file(tmp_path: Path, common: dict[str, Any]) -> None:
+    """Issue 13.13: NaN weights are reported as a problem of the weights file, before any real image is read."""
+    state = torch.load(common["inception_weights"], map_location="cpu", weights_only=True)
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = torch.full_like(state[key], float("nan"))
+    broken = tmp_path / "nan-inception.pth"
+    torch.save(state, broken)
+    read: list[int] = []
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return NUM_SAMPLES
+
+        def __getitem__(self, index: int) -> torch.Tensor:
+            read.append(index)
+            return real_images(1, seed=index)[0]
+
+    callbacks = [
+        FIDCallback(real=DataLoader(Images(), batch_size=8), log_images=0, **{**common, "inception_weights": broken})
+    ]
+    with pytest.raises(ValueError, match="weights file") as info:
+        fit(make_trainer(tmp_path, callbacks), new_model())
+    message = str(info.value)
+    assert str(broken) in message, message
+    assert re.search(r"NaN or Inf in 1 tensor\(s\) \(" + re.escape(key), message), message
+    assert "real images" not in message, message  # not "Checking the real images ..."
+    assert read == []  # found before the real pass
+
+
+# ------------------------------------------------------------------ equivalent sample_fn: one pass, not one each
+
+
+class _Sampler:
+    """A callable object: whether two instances sample alike cannot be read from their code."""
+
+    def __call__(self, pl_module: pl.LightningModule, z: torch.Tensor) -> torch.Tensor:
+        return pl_module(z)
+
+
+def _scaled_by(factor: float) -> Any:
+    return lambda pl_module, z: pl_module(z) * factor
+
+
+@pytest.mark.slow
+def test_one_lambda_per_callback_shares_one_pass(
+    tmp_path: Path, common: dict[str, Any], recorder: RecordingExtractor
+) -> None:
+    """Issue 13.15: four callbacks, each with its own equivalent lambda, sample and extract once per batch."""
+    real = loader()
+    with_real = {"real": real, "cache_dir": tmp_path / "cache", **common}
+    # Written out per callback, as people do; `real_image_fn` likewise (one real pass, not three).
+    metrics = [
+        FIDCallback(
+            log_images=0, sample_fn=lambda pl_module, z: pl_module(z), real_image_fn=lambda b: b[0], **with_real
+        ),
+        InceptionScoreCallback(splits=2, sample_fn=lambda pl_module, z: pl_module(z), **common),
+        KIDCallback(
+            subsets=4,
+            subset_size=12,
+            sample_fn=lambda pl_module, z: pl_module(z),
+            real_image_fn=lambda b: b[0],
+            **with_real,
+        ),
+        PrecisionRecallCallback(
+            k=3, sample_fn=lambda pl_module, z: pl_module(z), real_image_fn=lambda b: b[0], **with_real
+        ),
+    ]
+    model = new_model()
+    counts = Counts(model, recorder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_trainer(tmp_path, [*metrics, counts]).fit(model, train_dataloaders=loader())
+    batches = NUM_SAMPLES // 8
+    # One pre-flight and one real pass, then one generator pass and one network pass per batch: not four each.
+    assert counts.seen == [([2], [batches]), ([8] * batches, [batches])]
+    assert not [w for w in caught if "sample_fn" in str(w.message)]
+    for callback in metrics:
+        assert [h["epoch"] for h in callback.history] == [0]
+
+    # Functions that differ in what they capture are meant to differ: separate passes, no warning.
+    scale = [1.0, 0.5]
+    apart = [
+        FIDCallback(log_images=0, sample_fn=_scaled_by(s), name=f"fid{i}", **with_real) for i, s in enumerate(scale)
+    ]
+    model = new_model()
+    counts = Counts(model, recorder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_trainer(tmp_path, [*apart, counts]).fit(model, train_dataloaders=loader())
+    assert counts.seen[1] == ([8] * batches * 2, [batches * 2])
+    assert not [w for w in caught if "sample_fn" in str(w.message)]
+
+    # Callable objects cannot be compared: separate passes, and one warning that says how to share one.
+    objects = [
+        FIDCallback(log_images=0, sample_fn=_Sampler(), **with_real),
+        InceptionScoreCallback(splits=2, sample_fn=_Sampler(), **common),
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_trainer(tmp_path, objects).fit(new_model(), train_dataloaders=loader())
+    messages = [str(w.message) for w in caught if "`sample_fn` objects" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert "pass the same function object to every callback" in messages[0]

@@ -609,6 +609,65 @@ def test_preflight_runs_again_after_a_resume(lit: SimpleNamespace, tmp_path: Pat
     assert model.steps == 0
 
 
+def _gan_without_forward(pl: Any, attribute: str) -> Any:
+    """A GAN written like the Lightning GAN example: no ``forward``, ``training_step`` calls the generator."""
+
+    class GeneratorOnlyGAN(pl.LightningModule):
+        def __init__(self, latent_dim: int = 8) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            generator = torch.nn.Sequential(torch.nn.Linear(latent_dim, 64), torch.nn.Sigmoid())
+            setattr(self, attribute, generator)
+            self.discriminator = torch.nn.Linear(64, 1)
+            self.steps = 0
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            self.steps += 1
+            real = batch[0].flatten(1)
+            fake = getattr(self, attribute)(torch.randn(len(real), self.hparams.latent_dim))
+            return (self.discriminator(fake) - self.discriminator(real)).mean()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    return GeneratorOnlyGAN()
+
+
+class CountingReads(TensorDataset):
+    """Records every index read, to show that nothing was read before an error."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        super().__init__(*tensors)
+        self.read: list[int] = []
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        self.read.append(index)
+        return super().__getitem__(index)
+
+
+@pytest.mark.parametrize("attribute", ["generator", "netG"])
+def test_module_without_forward_is_refused_before_any_real_data_is_read(
+    ns: SimpleNamespace, tmp_path: Path, attribute: str
+) -> None:
+    """Issue 13.14: a TypeError with the one-line ``sample_fn`` naming the generator, before any image is read."""
+    data = CountingReads(to_tensor01(mnist_like_uint8(NUM_REAL)), torch.zeros(NUM_REAL))
+    model = _gan_without_forward(ns.pl, attribute)
+    trainer = make_trainer(ns, tmp_path, [tiny_fid(tmp_path)])
+    with pytest.raises(TypeError, match="defines no `forward`") as info:
+        quiet_fit(trainer, model, loader(data))
+    assert f"sample_fn=lambda pl_module, z: pl_module.{attribute}(z)" in str(info.value), str(info.value)
+    assert data.read == []  # neither the real pass nor the pixel-space inference ran
+    assert model.steps == 0
+
+    # The advice, followed, works.
+    def sample_fn(pl_module: Any, z: torch.Tensor) -> torch.Tensor:
+        return getattr(pl_module, attribute)(z).view(len(z), 1, 8, 8)
+
+    fid = tiny_fid(tmp_path, sample_fn=sample_fn)
+    quiet_fit(make_trainer(ns, tmp_path, [fid], max_epochs=1), model, loader(data))
+    assert np.isfinite(fid.last_score)
+
+
 def test_endless_iterable_loader_needs_num_real(tmp_path: Path) -> None:
     """An infinite IterableDataset train loader: a prompt ValueError about ``num_real``, not an endless read."""
     failing = start_script("endless_loader.py", "--root", str(tmp_path / "a"))

@@ -34,6 +34,8 @@ from lightning_ganeval.callbacks._checks import (
     check_path,
 )
 from lightning_ganeval.callbacks._compat import lightning_classes
+from lightning_ganeval.callbacks._sample_fns import describe_function, function_key, provable
+from lightning_ganeval.callbacks._state_keys import check_state_keys, install_trainer_check
 from lightning_ganeval.callbacks.grids import log_grid
 from lightning_ganeval.callbacks.monitors import MonitorAdjustments
 from lightning_ganeval.evaluator import CLAMPED_WARNING_FRACTION, NONFINITE_POLICIES, EvaluationWarning, Evaluator
@@ -184,9 +186,7 @@ class _SharedEvaluation:
             # sample is the same on every rank, and rank 0's conclusion is everyone's.
             sample = sample_real_images(source, image_fn=image_fn, num_real=num_real)
             dataset = getattr(source, "dataset", None)
-            return infer_pixel_space(
-                dataset, sample.images, dataset_name="real data", batches_name=sample.description
-            )
+            return infer_pixel_space(dataset, sample.images, dataset_name="real data", batches_name=sample.description)
 
         space, reason = trainer.strategy.broadcast(_all_ranks(trainer, infer, "Inferring the pixel space"), src=0)
         self.space_reason = reason
@@ -303,6 +303,23 @@ def _module_device(module: nn.Module) -> torch.device:
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
+def _lacks_forward(module: nn.Module) -> bool:
+    """``forward`` is torch's or LightningModule's placeholder (which only raises NotImplementedError)."""
+    forward = getattr(type(module), "forward", None)
+    placeholders = (nn.Module, *lightning_classes("core", "LightningModule"))
+    return forward is None or any(forward is getattr(base, "forward", None) for base in placeholders)
+
+
+# Attribute names GAN code gives its generator: generator, gen, G, netG, g_ema, ema_generator, decoder, ...
+_GENERATOR_NAME = re.compile(r"(?i)^(g|netg|g_?ema|gen|.*generator.*|.*_g|decoder)$")
+
+
+def _generator_like_children(module: nn.Module) -> list[str]:
+    """Names of the submodules that look like a generator, most likely first (``generator`` before ``netG``)."""
+    names = [name for name, _ in module.named_children() if _GENERATOR_NAME.match(name)]
+    return sorted(names, key=lambda name: (name.lower() != "generator", "ema" in name.lower(), names.index(name)))
+
+
 def _is_loader(loader: Any) -> bool:
     from torch.utils.data import DataLoader
 
@@ -378,6 +395,8 @@ class _GenerativeMetricCallback(Callback):
         self.feature_extractor = feature_extractor
         self._metric = self._build_metric()
         check_int("num_samples", self.num_samples, self._metric.min_samples())
+        # Before the Trainer is built: two callbacks with one state key are refused with a message naming `name=`.
+        install_trainer_check()
 
         self.last_score: float | None = None
         self.history: list[dict[str, float]] = []
@@ -385,6 +404,9 @@ class _GenerativeMetricCallback(Callback):
         self._evaluated_step: int | None = None
         self._step_bucket = 0
         self._averaging: Any = None
+        # Set by `load_state_dict` before a fit (a resume by hand): that fit continues the restored history.
+        self._restored_before_fit = False
+        self._grid_failures: set[int] = set()  # ids of the loggers that could not take a grid in this fit
         self._extractor: nn.Module | None = None
         self._weights: InceptionWeights | None = None
         self._group: _SharedEvaluation | None = None
@@ -452,6 +474,8 @@ class _GenerativeMetricCallback(Callback):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Before a fit (by hand) or right after its `setup` (`ckpt_path=`): either way that fit resumes.
+        self._restored_before_fit = True
         self.history = [dict(entry) for entry in state_dict.get("history", [])]
         self.last_score = state_dict.get("last_score")
         self._evaluated_epoch = state_dict.get("evaluated_epoch")
@@ -507,6 +531,9 @@ class _GenerativeMetricCallback(Callback):
         if stage != "fit":
             return
         self._check_unique_keys(trainer)
+        # Before anything is loaded or read: a module without `forward` would otherwise fail only in the
+        # pre-flight, after the whole real pass, with torch's bare NotImplementedError.
+        self._check_generator(pl_module)
         self._resolved_latent_shape = self._resolve_latent_shape(pl_module)
         device = trainer.strategy.root_device
         # Building networks draws from the global RNG (parameter initialisation before the weights are loaded):
@@ -518,9 +545,20 @@ class _GenerativeMetricCallback(Callback):
             if self.feature_extractor is not None:
                 self.feature_extractor.to(device)
         self._metric.feature_extractor = self.feature_extractor
+        if not self._restored_before_fit:
+            # A callback reused for another fit starts a new curve; a resume (`ckpt_path=`) restores the old one
+            # after this hook, through `load_state_dict`.
+            self._start_new_history()
+        self._restored_before_fit = False
         self._evaluated_epoch = None
         self._evaluated_step = None
+        self._grid_failures = set()
         self._join_group(trainer)
+
+    def _start_new_history(self) -> None:
+        """Forget the scores (and what else the checkpointed state holds) of an earlier fit."""
+        self.history = []
+        self.last_score = None
 
     def _needs_inception_anyway(self) -> bool:
         return False
@@ -637,8 +675,27 @@ class _GenerativeMetricCallback(Callback):
         if self._log_images and result.images is not None and trainer.is_global_zero:
             step = max(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step) - 1, 0)
             suffix = "_current" if weights == "current" and self.model_weights == "both" else ""
-            log_grid(trainer.loggers, f"{self.name}_samples{suffix}", result.images[: self._log_images], step)
+            images = result.images[: self._log_images]
+            for logger in trainer.loggers:
+                # One logger at a time: one that cannot take the grid must not keep it from the others.
+                try:
+                    log_grid([logger], f"{self.name}_samples{suffix}", images, step)
+                except Exception as err:  # a grid is a picture, not a number: warn and keep training
+                    self._grid_failed(logger, err)
         return values
+
+    def _grid_failed(self, logger: Any, error: Exception) -> None:
+        """A grid is a picture, not a number: warn once per logger and fit, and let training go on."""
+        if id(logger) in self._grid_failures:
+            return
+        self._grid_failures.add(id(logger))
+        where = f" (log_dir {logger.log_dir!r})" if getattr(logger, "log_dir", None) else ""
+        rank_zero_warn(
+            f"The `{self.name}_samples` grid could not be sent to {type(logger).__name__}{where}:"
+            f" {type(error).__name__}: {error}. Training goes on and `{self.name}` is still logged; later grids for"
+            " this logger are tried again without a new warning.",
+            category=UserWarning,
+        )
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -650,6 +707,7 @@ class _GenerativeMetricCallback(Callback):
             self._release(trainer)
 
     def _release(self, trainer: pl.Trainer) -> None:
+        self._restored_before_fit = False  # a state loaded for this fit is not one for the next
         if self._monitors is not None:
             self._monitors.undo()
         self._monitors = None
@@ -672,6 +730,7 @@ class _GenerativeMetricCallback(Callback):
         return self.every_n_epochs is None or (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def _check_unique_keys(self, trainer: pl.Trainer) -> None:
+        check_state_keys(trainer.callbacks)  # also those Lightning did not check (`configure_callbacks`)
         mine = set(self._logged_keys())
         for other in trainer.callbacks:
             if other is self or not isinstance(other, _GenerativeMetricCallback):
@@ -683,6 +742,25 @@ class _GenerativeMetricCallback(Callback):
                     f" would both log {', '.join(f'`{k}`' for k in sorted(clash))}. Give each callback its own"
                     " `name`."
                 )
+
+    def _check_generator(self, pl_module: pl.LightningModule) -> None:
+        """Without ``sample_fn`` the module itself is the generator: it needs a ``forward`` of its own."""
+        if self.sample_fn is not None or not _lacks_forward(pl_module):
+            return
+        cls = type(pl_module).__name__
+        candidates = _generator_like_children(pl_module)
+        attribute = candidates[0] if candidates else "generator"
+        found = (
+            f" It has a submodule `{attribute}` that looks like the generator."
+            if candidates
+            else " (Replace `generator` by the attribute that holds your generator.)"
+        )
+        raise TypeError(
+            f"`{type(self).__name__}(name={self.name!r})` samples with `pl_module(z)`, but `{cls}` defines no"
+            f" `forward` (GAN code often calls `self.generator(z)` in `training_step` instead). Pass"
+            f" `sample_fn=lambda pl_module, z: pl_module.{attribute}(z)` to the callback, or define"
+            f" `forward(self, z)` in `{cls}`.{found}"
+        )
 
     def _resolve_latent_shape(self, pl_module: pl.LightningModule) -> tuple[int, ...]:
         if self.latent_shape is not None:
@@ -717,14 +795,15 @@ class _GenerativeMetricCallback(Callback):
             return outcome
         return resolve_weights(self.inception_weights, progress=False)
 
-    def _sampling_key(self) -> tuple[Any, ...]:
+    def _sampling_key(self, *, without_sample_fn: bool = False) -> tuple[Any, ...]:
         return (
             self.num_samples,
             self.batch_size,
             self.every_n_epochs,
             self.every_n_train_steps,
             self._resolved_latent_shape,
-            self.sample_fn,
+            # Equivalent functions (one lambda written per callback) share the pass; see _sample_fns.py.
+            None if without_sample_fn else function_key(self.sample_fn),
             self._space,
             self.seed,
             None if self._extractor is None else network_identity(self._extractor),
@@ -751,6 +830,30 @@ class _GenerativeMetricCallback(Callback):
             group.members.append(self)
         group.evaluator = None  # rebuilt in on_train_start with every member
         self._group = group
+        self._warn_if_split_by_sample_fn(groups)
+
+    def _warn_if_split_by_sample_fn(self, groups: dict[tuple[Any, ...], _SharedEvaluation]) -> None:
+        """Warn when another group differs from ours only by a ``sample_fn`` that could not be proven equal."""
+        mine, rest = function_key(self.sample_fn), self._sampling_key(without_sample_fn=True)
+        for other in groups.values():
+            theirs = function_key(other.owner.sample_fn)
+            if other is self._group or mine is None or theirs is None:
+                continue
+            if provable(mine) and provable(theirs):
+                continue  # different code or different captured objects: meant to differ
+            other_rest = other.owner._sampling_key(without_sample_fn=True)
+            if other_rest[:-1] != rest[:-1]:
+                continue
+            if None not in (other_rest[-1], rest[-1]) and other_rest[-1] != rest[-1]:
+                continue  # different Inception settings: separate passes anyway (the last entry)
+            rank_zero_warn(
+                f"`{type(self).__name__}(name={self.name!r})` and {other.describe()} have equal sampling settings but"
+                f" different `sample_fn` objects ({describe_function(self.sample_fn)} and"
+                f" {describe_function(other.owner.sample_fn)}) that cannot be shown to compute the same thing, so every"
+                " evaluation runs the generator and the feature network once more for each. If they sample alike, pass"
+                " the same function object to every callback (define it once, e.g. `def sample(pl_module, z): ...`).",
+                category=UserWarning,
+            )
 
     def _sampler(self, pl_module: pl.LightningModule) -> tuple[Callable[[Tensor], Any], str]:
         sample_fn = self.sample_fn

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lightning_ganeval.callbacks._checks import check_bool, check_extrapolation_samples, check_int, check_path
+from lightning_ganeval.callbacks._sample_fns import function_key
 from lightning_ganeval.callbacks.base import SampleFn, _GenerativeMetricCallback, _pixel_space, resolve_callable
 from lightning_ganeval.images import PixelSpace
 from lightning_ganeval.metrics.fid import FID
@@ -81,7 +82,13 @@ class RealDataCallbackMixin:
         return self.real if isinstance(self.real, str) else self._real_loader(trainer)
 
     def _real_settings_key(self) -> tuple[Any, ...]:
-        return (self._real_space_declared, self.real_image_fn, self.num_real, self.cache_dir)
+        # Equivalent `real_image_fn`s (one lambda per callback) share the real pass.
+        return (self._real_space_declared, function_key(self.real_image_fn), self.num_real, self.cache_dir)
+
+    def _start_new_history(self) -> None:
+        super()._start_new_history()  # type: ignore[misc]
+        self.real_fingerprint = None
+        self._saved_real_fingerprint = None
 
     def state_dict(self) -> dict[str, Any]:
         # A fingerprint, not the real data: a 2048 x 2048 float64 covariance would add 32 MiB to every checkpoint.

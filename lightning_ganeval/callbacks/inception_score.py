@@ -89,6 +89,13 @@ class InceptionScoreCallback(_GenerativeMetricCallback):
         progress: bool = True,
     ) -> None:
         self.splits = check_int("splits", splits, 1)
+        if isinstance(num_samples, int) and not isinstance(num_samples, bool) and num_samples < self.splits:
+            # The generic check would say only "must be an int >= 10", which leaves `splits` unmentioned.
+            raise ValueError(
+                f"`num_samples` must be an int >= {self.splits} with splits={self.splits} (each of the splits needs"
+                f" at least one sample), got num_samples={num_samples}. Generate more samples, or pass"
+                f" `splits={num_samples}` or fewer (IS over few samples per split is strongly biased low)."
+            )
         self.extrapolate = check_bool("extrapolate", extrapolate)
         self.extrapolation_points = check_int("extrapolation_points", extrapolation_points, 2)
         if self.extrapolate:
