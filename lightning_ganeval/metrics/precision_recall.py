@@ -29,10 +29,12 @@ the default block size, plus the float64 copies of the features).
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor
 
-from lightning_ganeval.metrics.base import PerSampleMetric
+from lightning_ganeval.metrics.base import PerSampleMetric, ieee_float32_matmul
 
 __all__ = ["PrecisionRecall", "precision_recall_density_coverage"]
 
@@ -79,6 +81,173 @@ def _kth_neighbour_sq_radii(x: Tensor, norms: Tensor, k: int, block_size: int) -
     return radii
 
 
+# Stored nearest-neighbour candidates per row beyond the k + 1 needed: a row whose candidate band holds more
+# is recomputed whole (rare: many ties or near-ties at its radius).
+_SPARE_CANDIDATES = 8
+# Pairs whose float64 distance is recomputed at once; bounds the temporary to this many rows of d float64 values.
+_RECHECK_CHUNK = 4096
+
+
+def _float32_error_scale(d: int) -> float:
+    """c such that |D₃₂ − ‖x − y‖²| <= c (‖x̃‖² + ‖ỹ‖²) for the float32 distances of :func:`_distance_factors`.
+
+    Rounding the centred float64 rows x̃, ỹ to float32 moves ‖x̃ − ỹ‖² by at most (4u + 2u²)(‖x̃‖² + ‖ỹ‖²)
+    (u = 2⁻²⁴). D₃₂ is one float32 inner product of d + 2 terms, (x̃, ‖x̃‖², 1)·(−2ỹ, 1, ‖ỹ‖²), whose absolute
+    terms sum to at most 2(‖x̃‖² + ‖ỹ‖²); in any summation order it errs by at most γ_{d+2} = (d + 2)u/(1 − (d + 2)u)
+    times that (Higham, Accuracy and Stability, 3.1), and the norms' own rounding adds u each. The float64
+    recomputation errs by ~dε₆₄ relative. The bound below covers all of it with room to spare.
+    """
+    u = 2.0**-24
+    return 2 * (d + 16) * u / (1 - (d + 16) * u) + 8 * d * 2.0**-53
+
+
+def _distance_factors(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """float32 (x̃, ‖x̃‖², 1) and (−2x̃, 1, ‖x̃‖²) of float64 centred rows, and float64 bounds on ‖x̃‖².
+
+    left_i · right_j = ‖x̃ᵢ‖² + ‖x̃ⱼ‖² − 2x̃ᵢᵀx̃ⱼ: one matrix product gives the squared distances, no element-wise
+    pass. The norm bound is the larger of the float64 and the rounded float32 row's norm.
+    """
+    n, d = rows.shape
+    left = torch.empty(n, d + 2, dtype=torch.float32, device=rows.device)
+    left[:, :d] = rows
+    norms = torch.maximum(rows.square().sum(dim=1), left[:, :d].to(torch.float64).square().sum(dim=1))
+    right = left.mul(-2.0)  # exact: a power of 2
+    left[:, d], left[:, d + 1] = left[:, :d].to(torch.float64).square().sum(dim=1), 1.0
+    right[:, d], right[:, d + 1] = 1.0, left[:, d]
+    return left, right, norms
+
+
+def _exact_squared_distances(a: Tensor, rows: Tensor, b: Tensor, cols: Tensor) -> Tensor:
+    """Σ (a[rows] − b[cols])² in float64, from explicit differences, for index vectors of equal length."""
+    out = torch.empty(len(rows), dtype=torch.float64, device=a.device)
+    for start in range(0, len(rows), _RECHECK_CHUNK):
+        stop = start + _RECHECK_CHUNK
+        out[start:stop] = (a[rows[start:stop]] - b[cols[start:stop]]).square_().sum(dim=1)
+    return out
+
+
+def _round_down(value: Tensor) -> Tensor:
+    """float64 → float32 rounded towards −∞ (never above ``value``)."""
+    low = value.to(torch.float32)
+    return torch.where(low.to(torch.float64) > value, torch.nextafter(low, low.new_tensor(-float("inf"))), low)
+
+
+def _round_up(value: Tensor) -> Tensor:
+    """float64 → float32 rounded towards +∞ (never below ``value``)."""
+    high = value.to(torch.float32)
+    return torch.where(high.to(torch.float64) < value, torch.nextafter(high, high.new_tensor(float("inf"))), high)
+
+
+def _merge_smallest(values: Tensor, indices: Tensor, new_values: Tensor, new_indices: Tensor) -> None:
+    """Keep, in place, the ``values.shape[1]`` smallest of (values, new_values) per row, sorted, with indices."""
+    width = values.shape[1]
+    kept, order = torch.cat([values, new_values], dim=1).topk(width, dim=1, largest=False, sorted=True)
+    indices.copy_(torch.cat([indices, new_indices], dim=1).gather(1, order))
+    values.copy_(kept)
+
+
+def _exact_kth_radii(left: Tensor, right: Tensor, x64: Tensor, tolerance: Tensor, k: int, block_size: int) -> Tensor:
+    """Squared k-NN radii of the float64 rows ``x64`` (duplicates count, self does not), exact in float64.
+
+    The float32 distances (factors ``left``, ``right``) are computed for the lower triangle of blocks only (the
+    matrix is symmetric: a block serves its rows and, transposed, its columns), keeping the k + 1 +
+    _SPARE_CANDIDATES smallest per row, self included at 0. The true distances lie within ``tolerance`` (per
+    row) of the float32 ones, so with t the float32 (k+1)-th smallest of a row, every entry below t − 2·tolerance
+    is truly below the (k+1)-th smallest and every entry above t + 2·tolerance truly above it. The entries in
+    between (usually the one at t) are recomputed in float64 from explicit differences and the radius is the
+    right-ranked one among them. A row with more such entries than were kept is recomputed against every row.
+    """
+    n = left.shape[0]
+    width = min(n, k + 1 + _SPARE_CANDIDATES)
+    device = left.device
+    best = torch.full((n, width), float("inf"), dtype=torch.float32, device=device)
+    best_idx = torch.zeros((n, width), dtype=torch.long, device=device)
+    bounds = [*range(0, n, block_size), n]
+    for bi, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        for clo, chi in itertools.pairwise(bounds[: bi + 2]):
+            dist = left[lo:hi] @ right[clo:chi].T
+            if clo == lo:
+                dist.diagonal().zero_()  # the self-distance is exactly 0
+            values, where = dist.topk(min(width, chi - clo), dim=1, largest=False, sorted=True)
+            _merge_smallest(best[lo:hi], best_idx[lo:hi], values, where + clo)
+            if clo != lo:
+                values, where = dist.T.topk(min(width, hi - lo), dim=1, largest=False, sorted=True)
+                _merge_smallest(best[clo:chi], best_idx[clo:chi], values, where + lo)
+            del dist
+    kth = best[:, k].to(torch.float64)
+    low, high = _round_down(kth - 2 * tolerance), _round_up(kth + 2 * tolerance)
+    below = (best < low[:, None]).sum(dim=1)
+    candidate = (best >= low[:, None]) & (best <= high[:, None])
+    overflow = candidate[:, -1].clone() if width < n else torch.zeros(n, dtype=torch.bool, device=device)
+    candidate[overflow] = False
+    rows, slots = candidate.nonzero(as_tuple=True)
+    cols = best_idx[rows, slots]
+    full_rows = overflow.nonzero().flatten()
+    for start in range(0, len(full_rows), block_size):
+        chunk = full_rows[start : start + block_size]
+        dist = left[chunk] @ right.T
+        dist[torch.arange(len(chunk), device=device), chunk] = 0.0
+        below[chunk] = (dist < low[chunk, None]).sum(dim=1)
+        r, c = ((dist >= low[chunk, None]) & (dist <= high[chunk, None])).nonzero(as_tuple=True)
+        rows, cols = torch.cat([rows, chunk[r]]), torch.cat([cols, c])
+    exact = _exact_squared_distances(x64, rows, x64, cols)
+    # Sort by row, then by value: the radius is the (k − below)-th (0-based) value of each row's run.
+    order = exact.argsort(stable=True)
+    order = order[rows[order].argsort(stable=True)]
+    counts = torch.bincount(rows, minlength=n)
+    starts = torch.cumsum(counts, dim=0) - counts
+    return exact[order][starts + k - below]
+
+
+def _fast_counts(x64: Tensor, y64: Tensor, k: int, block_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(real balls holding each fake row, real rows in some fake ball, real balls holding some fake row).
+
+    float32 distances of centred rows decide every comparison farther than the float32 error bound from its
+    radius; the few within it are recomputed in float64 from explicit differences, so every decision is that
+    of the float64 distances Σ(xᵢ − yⱼ)² against the float64 radii.
+    """
+    mean = x64.mean(dim=0)  # distances do not change; centred rows have smaller norms, hence smaller rounding
+    x_left, x_right, x_norms = _distance_factors(x64 - mean)
+    y_left, y_right, y_norms = _distance_factors(y64 - mean)
+    scale = _float32_error_scale(x64.shape[1])
+    n, m = x64.shape[0], y64.shape[0]
+    device = x64.device
+    with ieee_float32_matmul():
+        real_radii = _exact_kth_radii(x_left, x_right, x64, scale * (x_norms + x_norms.max()), k, block_size)
+        fake_radii = _exact_kth_radii(y_left, y_right, y64, scale * (y_norms + y_norms.max()), k, block_size)
+        # Per real row: the bound for its pairs with any fake row; per fake row: with any real row.
+        row_tol = scale * (x_norms + y_norms.max())
+        col_tol = scale * (x_norms.max() + y_norms)
+        row_low, row_high = _round_down(real_radii - row_tol)[:, None], _round_up(real_radii + row_tol)[:, None]
+        col_low, col_high = _round_down(fake_radii - col_tol), _round_up(fake_radii + col_tol)
+        real_balls_per_fake = torch.zeros(m, dtype=torch.long, device=device)
+        real_in_fake_ball = torch.empty(n, dtype=torch.bool, device=device)
+        real_ball_covered = torch.empty(n, dtype=torch.bool, device=device)
+        for start in range(0, n, block_size):
+            stop = min(start + block_size, n)
+            dist = x_left[start:stop] @ y_right.T
+            # Precision, density, coverage: the real row's ball. Sure decisions first, then the near ones.
+            sure = dist <= row_low[start:stop]
+            real_balls_per_fake += sure.sum(dim=0)
+            real_ball_covered[start:stop] = sure.any(dim=1)
+            near = (dist <= row_high[start:stop]).logical_xor_(sure)
+            rows, cols = near.nonzero(as_tuple=True)
+            rows += start
+            inside = _exact_squared_distances(x64, rows, y64, cols) <= real_radii[rows]
+            real_balls_per_fake.index_add_(0, cols[inside], torch.ones_like(cols[inside]))
+            real_ball_covered[rows[inside]] = True
+            # Recall: the fake row's ball.
+            torch.le(dist, col_low, out=sure)
+            real_in_fake_ball[start:stop] = sure.any(dim=1)
+            near = torch.le(dist, col_high, out=near).logical_xor_(sure)
+            rows, cols = near.nonzero(as_tuple=True)
+            rows += start
+            inside = _exact_squared_distances(x64, rows, y64, cols) <= fake_radii[cols]
+            real_in_fake_ball[rows[inside]] = True
+            del dist, sure, near
+    return real_balls_per_fake, real_in_fake_ball, real_ball_covered
+
+
 def precision_recall_density_coverage(
     real: Tensor,
     fake: Tensor,
@@ -86,6 +255,7 @@ def precision_recall_density_coverage(
     k: int = 3,
     block_size: int = 10_000,
     device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, float]:
     """Precision, recall, density and coverage of generated features against real ones (k-NN balls).
 
@@ -100,6 +270,10 @@ def precision_recall_density_coverage(
             excluding the sample itself; 1 <= k < min(n, m).
         block_size: Rows of distances computed at once; memory is about 9 x block_size x max(n, m) bytes.
         device: Where to compute (default: ``real``'s device). The features are copied there in float64.
+        dtype: Precision of the distance matrices. ``torch.float32`` (default) computes them in float32 from
+            centred rows and settles every comparison within the float32 error bound of its radius in float64
+            (explicit differences), so the counts are those of float64 distances, at about half the cost.
+            ``torch.float64`` computes every distance in float64 as ‖x‖² + ‖y‖² − 2xᵀy.
 
     Returns:
         ``{"precision", "recall", "density", "coverage"}`` as Python floats; precision, recall and coverage lie
@@ -117,12 +291,17 @@ def precision_recall_density_coverage(
         0.6666666666666666
     """
     _check_args(real, fake, k, block_size)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"`dtype` must be torch.float32 or torch.float64, got {dtype!r}.")
     target = torch.device(device) if device is not None else real.device
     x = real.detach().to(device=target, dtype=torch.float64)
     y = fake.detach().to(device=target, dtype=torch.float64)
     if not bool(torch.isfinite(x).all()) or not bool(torch.isfinite(y).all()):
         raise ValueError("`real` and `fake` must be finite; got NaN or Inf features.")
     n, m = x.shape[0], y.shape[0]
+    if dtype == torch.float32:
+        real_balls_per_fake, real_in_fake_ball, real_ball_covered = _fast_counts(x, y, k, block_size)
+        return _fractions(real_balls_per_fake, real_in_fake_ball, real_ball_covered, k)
     x_norms = x.square().sum(dim=1)
     y_norms = y.square().sum(dim=1)
     real_radii = _kth_neighbour_sq_radii(x, x_norms, k, block_size)
@@ -142,6 +321,13 @@ def precision_recall_density_coverage(
         real_in_fake_ball[start:stop] = (dist <= fake_radii.unsqueeze(0)).any(dim=1)
         del dist
 
+    return _fractions(real_balls_per_fake, real_in_fake_ball, real_ball_covered, k)
+
+
+def _fractions(
+    real_balls_per_fake: Tensor, real_in_fake_ball: Tensor, real_ball_covered: Tensor, k: int
+) -> dict[str, float]:
+    n, m = len(real_in_fake_ball), len(real_balls_per_fake)
     return {
         "precision": int((real_balls_per_fake > 0).sum()) / m,
         "recall": int(real_in_fake_ball.sum()) / n,
