@@ -86,6 +86,8 @@ def _kth_neighbour_sq_radii(x: Tensor, norms: Tensor, k: int, block_size: int) -
 _SPARE_CANDIDATES = 8
 # Pairs whose float64 distance is recomputed at once; bounds the temporary to this many rows of d float64 values.
 _RECHECK_CHUNK = 4096
+# Rows per block of the symmetric within-set distances: the lower triangle of blocks skips about half of them.
+_TRIANGLE_BLOCK = 1024
 
 
 def _float32_error_scale(d: int) -> float:
@@ -101,19 +103,22 @@ def _float32_error_scale(d: int) -> float:
     return 2 * (d + 16) * u / (1 - (d + 16) * u) + 8 * d * 2.0**-53
 
 
-def _distance_factors(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """float32 (x̃, ‖x̃‖², 1) and (−2x̃, 1, ‖x̃‖²) of float64 centred rows, and float64 bounds on ‖x̃‖².
+def _distance_factors(rows: Tensor, shift: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """float32 (x̃, ‖x̃‖², 1) and (−2x̃, 1, ‖x̃‖²) of the rows x̃ = x − shift, and float64 ‖x̃‖² per row.
 
     left_i · right_j = ‖x̃ᵢ‖² + ‖x̃ⱼ‖² − 2x̃ᵢᵀx̃ⱼ: one matrix product gives the squared distances, no element-wise
-    pass. The norm bound is the larger of the float64 and the rounded float32 row's norm.
+    pass. The subtraction rounds each centred value once (relative error at most u = 2⁻²⁴).
     """
     n, d = rows.shape
     left = torch.empty(n, d + 2, dtype=torch.float32, device=rows.device)
-    left[:, :d] = rows
-    norms = torch.maximum(rows.square().sum(dim=1), left[:, :d].to(torch.float64).square().sum(dim=1))
+    if rows.dtype == shift.dtype == torch.float32:
+        torch.sub(rows, shift, out=left[:, :d])
+    else:
+        left[:, :d] = rows.to(torch.float64) - shift.to(torch.float64)
+    norms = torch.linalg.vector_norm(left[:, :d], dim=1, dtype=torch.float64).square_()
     right = left.mul(-2.0)  # exact: a power of 2
-    left[:, d], left[:, d + 1] = left[:, :d].to(torch.float64).square().sum(dim=1), 1.0
-    right[:, d], right[:, d + 1] = 1.0, left[:, d]
+    left[:, d], left[:, d + 1] = norms, 1.0
+    right[:, d], right[:, d + 1] = 1.0, norms
     return left, right, norms
 
 
@@ -122,7 +127,8 @@ def _exact_squared_distances(a: Tensor, rows: Tensor, b: Tensor, cols: Tensor) -
     out = torch.empty(len(rows), dtype=torch.float64, device=a.device)
     for start in range(0, len(rows), _RECHECK_CHUNK):
         stop = start + _RECHECK_CHUNK
-        out[start:stop] = (a[rows[start:stop]] - b[cols[start:stop]]).square_().sum(dim=1)
+        diff = a[rows[start:stop]].to(torch.float64) - b[cols[start:stop]].to(torch.float64)
+        out[start:stop] = diff.square_().sum(dim=1)
     return out
 
 
@@ -146,23 +152,19 @@ def _merge_smallest(values: Tensor, indices: Tensor, new_values: Tensor, new_ind
     values.copy_(kept)
 
 
-def _exact_kth_radii(left: Tensor, right: Tensor, x64: Tensor, tolerance: Tensor, k: int, block_size: int) -> Tensor:
-    """Squared k-NN radii of the float64 rows ``x64`` (duplicates count, self does not), exact in float64.
+def _nearest_float32(left: Tensor, right: Tensor, k: int, block_size: int) -> tuple[Tensor, Tensor]:
+    """The k + 1 + _SPARE_CANDIDATES smallest float32 squared distances of each row to the rows of its own set
+    (self included, at exactly 0), sorted, and their column indices.
 
-    The float32 distances (factors ``left``, ``right``) are computed for the lower triangle of blocks only (the
-    matrix is symmetric: a block serves its rows and, transposed, its columns), keeping the k + 1 +
-    _SPARE_CANDIDATES smallest per row, self included at 0. The true distances lie within ``tolerance`` (per
-    row) of the float32 ones, so with t the float32 (k+1)-th smallest of a row, every entry below t − 2·tolerance
-    is truly below the (k+1)-th smallest and every entry above t + 2·tolerance truly above it. The entries in
-    between (usually the one at t) are recomputed in float64 from explicit differences and the radius is the
-    right-ranked one among them. A row with more such entries than were kept is recomputed against every row.
+    Only the lower triangle of blocks is computed: the matrix is symmetric, so a block serves its rows and,
+    transposed, its columns.
     """
     n = left.shape[0]
     width = min(n, k + 1 + _SPARE_CANDIDATES)
     device = left.device
     best = torch.full((n, width), float("inf"), dtype=torch.float32, device=device)
     best_idx = torch.zeros((n, width), dtype=torch.long, device=device)
-    bounds = [*range(0, n, block_size), n]
+    bounds = [*range(0, n, min(block_size, _TRIANGLE_BLOCK)), n]
     for bi, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         for clo, chi in itertools.pairwise(bounds[: bi + 2]):
             dist = left[lo:hi] @ right[clo:chi].T
@@ -174,77 +176,124 @@ def _exact_kth_radii(left: Tensor, right: Tensor, x64: Tensor, tolerance: Tensor
                 values, where = dist.T.topk(min(width, hi - lo), dim=1, largest=False, sorted=True)
                 _merge_smallest(best[clo:chi], best_idx[clo:chi], values, where + lo)
             del dist
+    return best, best_idx
+
+
+def _exact_radii(
+    which: Tensor,
+    nearest: tuple[Tensor, Tensor],
+    factors: tuple[Tensor, Tensor],
+    rows: Tensor,
+    tolerance: Tensor,
+    k: int,
+    block_size: int,
+) -> Tensor:
+    """float64 squared k-NN radii (duplicates count, self does not) of the rows ``which`` of ``rows``.
+
+    The true distances lie within ``tolerance`` (per row) of the float32 ones, so with t the float32 (k+1)-th
+    smallest of a row, every entry below t − 2·tolerance is truly below the (k+1)-th smallest and every entry
+    above t + 2·tolerance truly above it. The entries in between (usually the one at t alone) are recomputed in
+    float64 from explicit differences, and the radius is the right-ranked one among them. A row with more such
+    entries than :func:`_nearest_float32` kept is recomputed against every row.
+    """
+    best, best_idx = nearest[0][which], nearest[1][which]
+    left, right = factors
+    count, width = best.shape
+    device = best.device
+    tol = tolerance[which]
     kth = best[:, k].to(torch.float64)
-    low, high = _round_down(kth - 2 * tolerance), _round_up(kth + 2 * tolerance)
-    below = (best < low[:, None]).sum(dim=1)
-    candidate = (best >= low[:, None]) & (best <= high[:, None])
-    overflow = candidate[:, -1].clone() if width < n else torch.zeros(n, dtype=torch.bool, device=device)
+    low, high = _round_down(kth - 2 * tol)[:, None], _round_up(kth + 2 * tol)[:, None]
+    below = (best < low).sum(dim=1)
+    candidate = (best >= low) & (best <= high)
+    overflow = candidate[:, -1].clone() if width < rows.shape[0] else torch.zeros_like(candidate[:, 0])
     candidate[overflow] = False
-    rows, slots = candidate.nonzero(as_tuple=True)
-    cols = best_idx[rows, slots]
-    full_rows = overflow.nonzero().flatten()
-    for start in range(0, len(full_rows), block_size):
-        chunk = full_rows[start : start + block_size]
-        dist = left[chunk] @ right.T
-        dist[torch.arange(len(chunk), device=device), chunk] = 0.0
-        below[chunk] = (dist < low[chunk, None]).sum(dim=1)
-        r, c = ((dist >= low[chunk, None]) & (dist <= high[chunk, None])).nonzero(as_tuple=True)
-        rows, cols = torch.cat([rows, chunk[r]]), torch.cat([cols, c])
-    exact = _exact_squared_distances(x64, rows, x64, cols)
+    pos, slots = candidate.nonzero(as_tuple=True)
+    cols = best_idx[pos, slots]
+    full = overflow.nonzero().flatten()
+    for start in range(0, len(full), block_size):
+        chunk = full[start : start + block_size]
+        dist = left[which[chunk]] @ right.T
+        dist[torch.arange(len(chunk), device=device), which[chunk]] = 0.0
+        below[chunk] = (dist < low[chunk]).sum(dim=1)
+        r, c = ((dist >= low[chunk]) & (dist <= high[chunk])).nonzero(as_tuple=True)
+        pos, cols = torch.cat([pos, chunk[r]]), torch.cat([cols, c])
+    exact = _exact_squared_distances(rows, which[pos], rows, cols)
     # Sort by row, then by value: the radius is the (k − below)-th (0-based) value of each row's run.
     order = exact.argsort(stable=True)
-    order = order[rows[order].argsort(stable=True)]
-    counts = torch.bincount(rows, minlength=n)
+    order = order[pos[order].argsort(stable=True)]
+    counts = torch.bincount(pos, minlength=count)
     starts = torch.cumsum(counts, dim=0) - counts
     return exact[order][starts + k - below]
 
 
-def _fast_counts(x64: Tensor, y64: Tensor, k: int, block_size: int) -> tuple[Tensor, Tensor, Tensor]:
+def _fast_counts(real: Tensor, fake: Tensor, k: int, block_size: int) -> tuple[Tensor, Tensor, Tensor] | None:
     """(real balls holding each fake row, real rows in some fake ball, real balls holding some fake row).
 
-    float32 distances of centred rows decide every comparison farther than the float32 error bound from its
-    radius; the few within it are recomputed in float64 from explicit differences, so every decision is that
-    of the float64 distances Σ(xᵢ − yⱼ)² against the float64 radii.
+    float32 distances of centred rows decide every comparison farther than the float32 error bounds (of the
+    distance and of the radius) from the float32 radius; the few within them are recomputed in float64 from
+    explicit differences, with the float64 radius of the rows concerned, so every decision is that of the float64
+    distances Σ(xᵢ − yⱼ)² against the float64 radii. ``real`` and ``fake`` are the features in any floating
+    dtype (float32 features are converted to float64 only for the rows recomputed). Returns None when the
+    centred rows are not finite (non-finite input, or values near the float32 limit).
     """
-    mean = x64.mean(dim=0)  # distances do not change; centred rows have smaller norms, hence smaller rounding
-    x_left, x_right, x_norms = _distance_factors(x64 - mean)
-    y_left, y_right, y_norms = _distance_factors(y64 - mean)
-    scale = _float32_error_scale(x64.shape[1])
-    n, m = x64.shape[0], y64.shape[0]
-    device = x64.device
+    # Distances do not depend on the shift; centred rows have smaller norms, hence smaller rounding. The shift is
+    # the real mean rounded to the rows' dtype, so that float32 rows are centred in one rounding step.
+    shift = real.mean(dim=0, dtype=torch.float64).to(torch.float32 if real.dtype == torch.float32 else torch.float64)
+    x_factors = _distance_factors(real, shift)
+    y_factors = _distance_factors(fake, shift)
+    x_norms, y_norms = x_factors[2], y_factors[2]
+    if not bool(torch.isfinite(x_norms).all()) or not bool(torch.isfinite(y_norms).all()):
+        return None
+    scale = _float32_error_scale(real.shape[1])
+    n, m = real.shape[0], fake.shape[0]
+    device = real.device
+    x_tol, y_tol = scale * (x_norms + x_norms.max()), scale * (y_norms + y_norms.max())
+    # Bounds for a real row's pairs with any fake row, and for a fake row's pairs with any real row.
+    row_tol, col_tol = scale * (x_norms + y_norms.max()), scale * (x_norms.max() + y_norms)
+    real_balls_per_fake = torch.zeros(m, dtype=torch.long, device=device)
+    real_in_fake_ball = torch.empty(n, dtype=torch.bool, device=device)
+    real_ball_covered = torch.empty(n, dtype=torch.bool, device=device)
+    near_real: list[tuple[Tensor, Tensor]] = []
+    near_fake: list[tuple[Tensor, Tensor]] = []
     with ieee_float32_matmul():
-        real_radii = _exact_kth_radii(x_left, x_right, x64, scale * (x_norms + x_norms.max()), k, block_size)
-        fake_radii = _exact_kth_radii(y_left, y_right, y64, scale * (y_norms + y_norms.max()), k, block_size)
-        # Per real row: the bound for its pairs with any fake row; per fake row: with any real row.
-        row_tol = scale * (x_norms + y_norms.max())
-        col_tol = scale * (x_norms.max() + y_norms)
-        row_low, row_high = _round_down(real_radii - row_tol)[:, None], _round_up(real_radii + row_tol)[:, None]
-        col_low, col_high = _round_down(fake_radii - col_tol), _round_up(fake_radii + col_tol)
-        real_balls_per_fake = torch.zeros(m, dtype=torch.long, device=device)
-        real_in_fake_ball = torch.empty(n, dtype=torch.bool, device=device)
-        real_ball_covered = torch.empty(n, dtype=torch.bool, device=device)
+        x_nearest = _nearest_float32(x_factors[0], x_factors[1], k, block_size)
+        y_nearest = _nearest_float32(y_factors[0], y_factors[1], k, block_size)
+        # A pair is decided in float32 when it is farther from the float32 radius than both bounds together.
+        x_kth, y_kth = x_nearest[0][:, k].to(torch.float64), y_nearest[0][:, k].to(torch.float64)
+        row_low = _round_down(x_kth - x_tol - row_tol)[:, None]
+        row_high = _round_up(x_kth + x_tol + row_tol)[:, None]
+        col_low, col_high = _round_down(y_kth - y_tol - col_tol), _round_up(y_kth + y_tol + col_tol)
         for start in range(0, n, block_size):
             stop = min(start + block_size, n)
-            dist = x_left[start:stop] @ y_right.T
-            # Precision, density, coverage: the real row's ball. Sure decisions first, then the near ones.
+            dist = x_factors[0][start:stop] @ y_factors[1].T
+            # Precision, density, coverage: the real row's ball.
             sure = dist <= row_low[start:stop]
             real_balls_per_fake += sure.sum(dim=0)
             real_ball_covered[start:stop] = sure.any(dim=1)
             near = (dist <= row_high[start:stop]).logical_xor_(sure)
             rows, cols = near.nonzero(as_tuple=True)
-            rows += start
-            inside = _exact_squared_distances(x64, rows, y64, cols) <= real_radii[rows]
-            real_balls_per_fake.index_add_(0, cols[inside], torch.ones_like(cols[inside]))
-            real_ball_covered[rows[inside]] = True
+            near_real.append((rows + start, cols))
             # Recall: the fake row's ball.
             torch.le(dist, col_low, out=sure)
             real_in_fake_ball[start:stop] = sure.any(dim=1)
             near = torch.le(dist, col_high, out=near).logical_xor_(sure)
             rows, cols = near.nonzero(as_tuple=True)
-            rows += start
-            inside = _exact_squared_distances(x64, rows, y64, cols) <= fake_radii[cols]
-            real_in_fake_ball[rows[inside]] = True
+            near_fake.append((rows + start, cols))
             del dist, sure, near
+        # The undecided pairs, against the float64 radii of the rows they concern.
+        rows, cols = (torch.cat(part) for part in zip(*near_real, strict=True))
+        if len(rows):
+            which, position = torch.unique(rows, return_inverse=True)
+            radii = _exact_radii(which, x_nearest, x_factors[:2], real, x_tol, k, block_size)[position]
+            inside = _exact_squared_distances(real, rows, fake, cols) <= radii
+            real_balls_per_fake.index_add_(0, cols[inside], torch.ones_like(cols[inside]))
+            real_ball_covered[rows[inside]] = True
+        rows, cols = (torch.cat(part) for part in zip(*near_fake, strict=True))
+        if len(rows):
+            which, position = torch.unique(cols, return_inverse=True)
+            radii = _exact_radii(which, y_nearest, y_factors[:2], fake, y_tol, k, block_size)[position]
+            inside = _exact_squared_distances(real, rows, fake, cols) <= radii
+            real_in_fake_ball[rows[inside]] = True
     return real_balls_per_fake, real_in_fake_ball, real_ball_covered
 
 
@@ -294,14 +343,18 @@ def precision_recall_density_coverage(
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"`dtype` must be torch.float32 or torch.float64, got {dtype!r}.")
     target = torch.device(device) if device is not None else real.device
+    if dtype == torch.float32:
+        x, y = real.detach().to(target), fake.detach().to(target)
+        x = x if x.is_floating_point() else x.to(torch.float64)
+        y = y if y.is_floating_point() else y.to(torch.float64)
+        counts = _fast_counts(x, y, k, block_size)  # None: not finite, checked below (one pass fewer when finite)
+        if counts is not None:
+            return _fractions(*counts, k)
     x = real.detach().to(device=target, dtype=torch.float64)
     y = fake.detach().to(device=target, dtype=torch.float64)
     if not bool(torch.isfinite(x).all()) or not bool(torch.isfinite(y).all()):
         raise ValueError("`real` and `fake` must be finite; got NaN or Inf features.")
     n, m = x.shape[0], y.shape[0]
-    if dtype == torch.float32:
-        real_balls_per_fake, real_in_fake_ball, real_ball_covered = _fast_counts(x, y, k, block_size)
-        return _fractions(real_balls_per_fake, real_in_fake_ball, real_ball_covered, k)
     x_norms = x.square().sum(dim=1)
     y_norms = y.square().sum(dim=1)
     real_radii = _kth_neighbour_sq_radii(x, x_norms, k, block_size)
