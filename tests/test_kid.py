@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -248,3 +249,12 @@ def test_bad_dtype() -> None:
     real = _features(20, 4, seed=0)
     with pytest.raises(ValueError, match=r"`dtype` must be torch.float32 or torch.float64, got torch.float16"):
         kid_from_features(real, real, subset_size=5, dtype=torch.float16)
+
+
+def test_float32_overflow_falls_back_to_float64() -> None:
+    """Finite features whose kernel overflows float32 (P³ with P ~ 1e27) get the float64 result, not inf."""
+    real, fake = _features(60, 8, seed=24) * 1e13, _features(50, 8, seed=25, shift=0.5) * 1e13
+    expected = kid_from_features(real, fake, subsets=3, subset_size=40, **F64)
+    assert math.isfinite(expected[0])
+    assert kid_from_features(real, fake, subsets=3, subset_size=40) == expected
+    assert mmd2_unbiased(real, fake) == mmd2_unbiased(real, fake, **F64)

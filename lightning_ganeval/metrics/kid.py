@@ -89,23 +89,31 @@ def _as_float64(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
 def _kernel_factors(
     real: Tensor, fake: Tensor, gamma: float, coef0: float, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
-    """Rows ``left`` and ``right`` in ``dtype`` with leftᵢ·rightⱼ = γ·xᵢᵀxⱼ + c₀ for the rows of real then fake.
+    """Rows ``left``, ``right`` in ``dtype`` with γ·(leftᵢ·rightⱼ) = γ·xᵢᵀxⱼ + c₀, for the rows of real then fake.
 
-    With z = x − μ (μ the mean of all rows, subtracted in float64) and hᵢ = γ μᵀzᵢ + (γ μᵀμ + c₀)/2,
-    γ·xᵢᵀxⱼ + c₀ = γ·zᵢᵀzⱼ + hᵢ + hⱼ, so leftᵢ = (√γ zᵢ, hᵢ, 1) and rightⱼ = (√γ zⱼ, 1, hⱼ): one matrix product
-    yields the kernel's base with no element-wise pass. Pool3 features are non-negative with a large common
-    mean, so centred inner products are several times smaller than raw ones, and so is their rounding.
+    With a shift μ (the mean of all rows, rounded to ``dtype``), zᵢ = xᵢ − μ and hᵢ = μᵀzᵢ + (μᵀμ + c₀/γ)/2,
+    xᵢᵀxⱼ + c₀/γ = zᵢᵀzⱼ + hᵢ + hⱼ, so leftᵢ = (zᵢ, hᵢ, 1) and rightⱼ = (zⱼ, 1, hⱼ): one matrix product yields the
+    kernel's base with no element-wise pass (γ^degree multiplies the sums instead). Pool3 features are
+    non-negative with a large common mean, so centred inner products are several times smaller than raw ones,
+    and so is their rounding. float32 rows are centred in one rounding step, without float64 copies.
     """
-    x, y = _as_float64(real, fake)
-    rows = torch.cat([x, y])
-    del x, y
-    mean = rows.mean(dim=0)
-    rows -= mean
-    offsets = (rows @ mean).mul_(gamma).add_((gamma * float(mean.dot(mean)) + coef0) / 2)
-    n, d = rows.shape
-    left = torch.empty(n, d + 2, dtype=dtype, device=rows.device)
-    left[:, :d] = rows.mul_(math.sqrt(gamma))
-    del rows
+    n, d = real.shape
+    total = n + fake.shape[0]
+    device = real.device
+    fake = fake.to(device)
+    mean = (real.sum(dim=0, dtype=torch.float64) + fake.sum(dim=0, dtype=torch.float64)) / total
+    left = torch.empty(total, d + 2, dtype=dtype, device=device)
+    if dtype == real.dtype == fake.dtype:
+        shift = mean.to(dtype)
+        torch.sub(real, shift, out=left[:n, :d])
+        torch.sub(fake, shift, out=left[n:, :d])
+    else:
+        shift = mean.to(dtype).to(torch.float64)
+        left[:n, :d] = real.to(torch.float64) - shift
+        left[n:, :d] = fake.to(torch.float64) - shift
+    with ieee_float32_matmul():
+        offsets = (left[:, :d] @ shift.to(dtype)).to(torch.float64)
+    offsets += (float(shift.to(torch.float64).dot(shift.to(torch.float64))) + coef0 / gamma) / 2
     right = left.clone()
     left[:, d], left[:, d + 1] = offsets, 1.0
     right[:, d], right[:, d + 1] = 1.0, offsets
@@ -210,10 +218,14 @@ def mmd2_unbiased(
             raise ValueError(f"`{name}` must have at least 2 rows for the unbiased MMD², got {x.shape[0]}.")
     degree, gamma, coef0 = _resolve_kernel(real.shape[1], degree, gamma, coef0)
     dtype = _check_dtype(dtype)
-    left, right = _kernel_factors(real, fake, gamma, coef0, dtype)
     n, m = real.shape[0], fake.shape[0]
-    k_xx, k_yy, k_xy = _pair_sums(left, right, n, degree, None)
-    return float(k_xx / (n * (n - 1)) + k_yy / (m * (m - 1)) - 2 * k_xy / (n * m))
+    for attempt in (dtype, torch.float64):
+        left, right = _kernel_factors(real.detach(), fake.detach(), gamma, coef0, attempt)
+        k_xx, k_yy, k_xy = _pair_sums(left, right, n, degree, None)
+        value = float(k_xx / (n * (n - 1)) + k_yy / (m * (m - 1)) - 2 * k_xy / (n * m)) * gamma**degree
+        if math.isfinite(value) or _check_finite(real, fake):
+            return value
+    return value
 
 
 def _one_gram_is_cheaper(used: int, d: int, subsets: int, size: int) -> bool:
@@ -271,7 +283,7 @@ def kid_subset_values(
             "`real_indices` and `fake_indices` must have the same shape (subsets, subset_size >= 2), got "
             f"{tuple(real_indices.shape)} and {tuple(fake_indices.shape)}."
         )
-    subsets, size = real_indices.shape
+    subsets = real_indices.shape[0]
     device = real.device
     if subsets == 0:
         return torch.zeros(0, dtype=torch.float64, device=device)
@@ -280,9 +292,41 @@ def kid_subset_values(
     real_used, real_pos = torch.unique(real_indices, return_inverse=True)
     fake_used, fake_pos = torch.unique(fake_indices, return_inverse=True)
     # Only the drawn rows are read: with n much larger than subsets x size most rows are never needed.
-    left, right = _kernel_factors(real[real_used], fake.to(device)[fake_used], gamma, coef0, dtype)
-    split = len(real_used)
+    real_rows = real.detach() if len(real_used) == real.shape[0] else real.detach()[real_used]
+    fake_rows = fake.detach().to(device)
+    fake_rows = fake_rows if len(fake_used) == fake_rows.shape[0] else fake_rows[fake_used]
+    values = _subset_values(real_rows, fake_rows, real_pos, fake_pos, degree, gamma, coef0, dtype)
+    if not bool(torch.isfinite(values).all()) and not _check_finite(real, fake):
+        # Finite features whose powers overflow float32: float64 has the range.
+        values = _subset_values(real_rows, fake_rows, real_pos, fake_pos, degree, gamma, coef0, torch.float64)
+    return values
+
+
+def _check_finite(real: Tensor, fake: Tensor) -> bool:
+    """Raise for NaN/Inf features; False when they are finite. Run only when a result is not finite, which
+    saves a pass over the features on every ordinary call."""
+    if not bool(torch.isfinite(real).all()) or not bool(torch.isfinite(fake).all()):
+        raise ValueError("`real` and `fake` must be finite; got NaN or Inf features.")
+    return False
+
+
+def _subset_values(
+    real: Tensor,
+    fake: Tensor,
+    real_pos: Tensor,
+    fake_pos: Tensor,
+    degree: int,
+    gamma: float,
+    coef0: float,
+    dtype: torch.dtype,
+) -> Tensor:
+    """MMD² of each subset (rows ``real_pos[s]`` of ``real`` against ``fake_pos[s]`` of ``fake``)."""
+    subsets, size = real_pos.shape
+    device = real.device
+    left, right = _kernel_factors(real, fake, gamma, coef0, dtype)
+    split = real.shape[0]
     pairs = size * (size - 1)
+    scale = gamma**degree
     if _one_gram_is_cheaper(left.shape[0], real.shape[1], subsets, size):
         # Multiplicity of each distinct row in each subset (a row drawn twice counts twice, as in the gather).
         weights = torch.zeros(left.shape[0], subsets, dtype=torch.float64, device=device)
@@ -291,12 +335,12 @@ def kid_subset_values(
         weights.index_put_((real_pos.flatten(), columns.flatten()), ones, accumulate=True)
         weights.index_put_(((fake_pos + split).flatten(), columns.flatten()), ones, accumulate=True)
         k_xx, k_yy, k_xy = _pair_sums(left, right, split, degree, weights)
-        return (k_xx + k_yy) / pairs - 2 * k_xy / (size * size)
+        return ((k_xx + k_yy) / pairs - 2 * k_xy / (size * size)) * scale
     values = torch.empty(subsets, dtype=torch.float64, device=device)
     for s in range(subsets):
         picked = torch.cat([real_pos[s], fake_pos[s] + split])
         k_xx, k_yy, k_xy = _pair_sums(left[picked], right[picked], size, degree, None)
-        values[s] = ((k_xx + k_yy) / pairs - 2 * k_xy / (size * size))[0]
+        values[s] = ((k_xx + k_yy) / pairs - 2 * k_xy / (size * size))[0] * scale
     return values
 
 
