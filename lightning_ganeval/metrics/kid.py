@@ -11,7 +11,11 @@ Conventions that change the numbers (Bińkowski et al. 2018, "Demystifying MMD G
   the population standard deviation (``ddof=0``, ``np.std``) of the subset values, as in torch-fidelity.
   torchmetrics' ``KernelInceptionDistance`` reports ``torch.std`` (``ddof=1``), √(s/(s−1)) larger.
 
-Everything is computed in float64 on the device of the inputs. The subsets are drawn by a CPU
+The inner products run in IEEE float32 (``dtype=torch.float32``, the default) on rows centred by their mean, with
+the large common part added in float64; the kernel sums accumulate in float64. The result is within 1e-5 of the
+kernel's scale (the mean k(x, y), the size of the three kernel means whose difference MMD² is) of the all-float64
+computation (``dtype=torch.float64``); measured on pool3-like features: ~1e-9 of the scale, ~2e-7 of a KID of
+4e-3. Everything runs on the device of the inputs. The subsets are drawn by a CPU
 :class:`torch.Generator` seeded with ``seed``, over row positions: with rows in global sample order the value
 depends only on the features and the seed, not on how many processes produced them or on the device. The draws
 differ from torch-fidelity's (``numpy.random.RandomState.choice``), so per-seed values differ from

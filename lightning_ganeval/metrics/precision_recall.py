@@ -16,15 +16,20 @@ Conventions that change the numbers:
   reference density/coverage code (``prdc``) uses open balls (``<``); the two differ only when a distance
   equals a radius exactly (duplicated or quantised features). All four metrics here use the same closed balls,
   so that precision > 0 exactly when density > 0.
-* Distances are Euclidean, computed in float64 as ‖x‖² + ‖y‖² − 2xᵀy (clamped at 0; the self-distance is set to
-  exactly 0), and compared squared. torch-fidelity uses float32 ``torch.cdist``; the decisions agree except for
-  distances within float32 rounding of a radius. Ties are exact for features whose squared distances are
-  exactly representable (e.g. small integers).
+* Distances are Euclidean and compared squared; every decision is that of the float64 distance Σ(xᵢ − yⱼ)²
+  against the float64 radius (the self-distance is exactly 0). By default (``dtype=torch.float32``) they come
+  from float32 products of centred rows, and every comparison within the rigorous float32 error bound of its
+  radius is redone in float64 from explicit differences, so exact ties (duplicated or quantised features) are
+  decided as in float64. ``dtype=torch.float64`` computes every distance in float64 as ‖x‖² + ‖y‖² − 2xᵀy (clamped
+  at 0); the two can differ only for a distance within ~1e-13 relative of a radius that is not an exact tie.
+  torch-fidelity uses float32 ``torch.cdist``; the decisions agree except for distances within float32 rounding
+  of a radius.
 * k = 3 by default (torch-fidelity's ``prc_neighborhood``, StyleGAN's ``pr50k3``; Naeem et al. use k = 5).
 
 Memory is O(block_size x max(n, m)) besides the inputs: the n x n, m x m and n x m distance matrices are
-never held whole, so 50,000 samples per side fit on one GPU (about 9 bytes x block_size x 50,000 = 4.5 GB at
-the default block size, plus the float64 copies of the features).
+never held whole, so 50,000 samples per side fit on one GPU (about 6 bytes x block_size x 50,000 = 3 GB at
+the default block size in float32, plus float32 centred copies of the features; float64: 9 bytes and float64
+copies).
 """
 
 from __future__ import annotations
