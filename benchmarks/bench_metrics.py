@@ -3,28 +3,36 @@
 Both sides get the same random float32 features (n per side, d = 2048, non-negative like Inception pool3):
 
 * KID, 100 subsets of 1000 (quick: 20), degree-3 polynomial kernel: ours
-  (:func:`~lightning_ganeval.metrics.kid.kid_from_features`, float64) vs torch-fidelity's
+  (:func:`~lightning_ganeval.metrics.kid.kid_from_features`; float32 products of centred rows, float64 kernel
+  sums, one Gram matrix of the drawn rows or one per subset, whichever costs less) vs torch-fidelity's
   ``kid_features_to_metric`` (numpy, in the features' dtype: float32, always on the CPU). The subset draws
-  differ (torch.Generator vs RandomState), so the values must only agree within 5 combined standard errors.
-* Precision/recall with k = 3: ours (``precision_recall_density_coverage``, float64 distances, which also
-  yields density and coverage) vs torch-fidelity's ``prc_features_to_metric``
-  (float32 ``torch.cdist`` on the features' device). Precision and recall must agree to 0.1% (float32 rounding
-  can flip a sample lying on a ball's edge).
+  differ (torch.Generator vs RandomState), so the values must only agree within 5 combined standard errors;
+  our float32 default must agree with our ``dtype=torch.float64`` path within 1e-5 of the mean kernel value.
+* Precision/recall with k = 3: ours (``precision_recall_density_coverage``: float32 distances of centred rows,
+  lower triangle only for the radii, comparisons within the float32 error bound of a radius redone in float64;
+  it also yields density and coverage) vs torch-fidelity's ``prc_features_to_metric`` (float32
+  ``torch.cdist`` on the features' device). Our four values must equal those of ``dtype=torch.float64``
+  exactly; precision and recall must agree with torch-fidelity's to 0.1% (its float32 rounding can flip a
+  sample lying on a ball's edge).
 
-On CUDA (when available) the same comparisons run with the features on the GPU; torch-fidelity's KID stays on
-the CPU (it converts to numpy), so its row compares our GPU time with its CPU time. One timed call per method
-at full size (each takes tens of seconds on a small CPU), after an untimed warm-up on a small problem.
+The ``dtype=torch.float64`` rows time our float64 option (the only path before issue 17) against the same peer.
+Every method runs ``repeats`` times, interleaved (ours, peer, ours, peer, ...) so that a change of the load of
+a shared machine hits both alike, and the best time of each is reported. On CUDA (when available) the same
+comparisons run with the features on the GPU; torch-fidelity's KID stays on the CPU (it converts to numpy), so
+its row compares our GPU time with its CPU time.
 
 Usage::
 
-    python benchmarks/bench_metrics.py            # n = 10,000 per side
-    python benchmarks/bench_metrics.py --quick    # n = 2,000 per side, 20 KID subsets
+    python benchmarks/bench_metrics.py                  # n = 10,000 per side, 3 repeats
+    python benchmarks/bench_metrics.py --quick          # n = 2,000 per side, 20 KID subsets, 2 repeats
+    python benchmarks/bench_metrics.py --n 5000 --repeats 2
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -63,11 +71,30 @@ def _row(name: str, ours: float, peer: str, peer_value: float) -> dict[str, Any]
     }
 
 
-def _run_on(device: torch.device, quick: bool) -> list[dict[str, Any]]:
+def _interleaved_best(methods: dict[str, Callable[[], Any]], repeats: int, device: torch.device) -> dict:
+    """{name: (best seconds, last value)} over ``repeats`` interleaved rounds of every method."""
+    best: dict[str, float] = dict.fromkeys(methods, math.inf)
+    values: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            seconds, values[name] = _timed(fn, device)
+            best[name] = min(best[name], seconds)
+    return {name: (best[name], values[name]) for name in methods}
+
+
+def _mean_cross_kernel(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """The mean of k(x, y) over 1000 x 1000 rows: the scale of the kernel means whose difference is KID."""
+    x, y = real[:1000].double(), fake[:1000].double()
+    return float(((x @ y.T) / x.shape[1] + 1).pow(3).mean())
+
+
+def _run_on(device: torch.device, quick: bool, n: int | None, repeats: int) -> list[dict[str, Any]]:
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
     from torch_fidelity.metric_prc import prc_features_to_metric
 
-    n, d, subsets, subset_size, k = (2000, 2048, 20, 1000, 3) if quick else (10_000, 2048, 100, 1000, 3)
+    d, subset_size, k = 2048, 1000, 3
+    n_default, subsets = (2000, 20) if quick else (10_000, 100)
+    n = n or n_default
     real = _features(n, d, seed=0, shift=0.0).to(device)
     fake = _features(n, d, seed=1, shift=0.05).to(device)
     where = "CUDA" if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -79,61 +106,90 @@ def _run_on(device: torch.device, quick: bool) -> list[dict[str, Any]]:
     precision_recall_density_coverage(small_r, small_f, k=k)
     prc_features_to_metric(small_f, small_r, prc_neighborhood=k, prc_batch_size=10000, verbose=False)
 
-    t_kid, (kid_mean, kid_std) = _timed(
-        lambda: kid_from_features(real, fake, subsets=subsets, subset_size=subset_size, seed=0), device
-    )
-    t_kid_peer, peer_kid = _timed(
-        lambda: kid_features_to_metric(
-            real, fake, kid_subsets=subsets, kid_subset_size=subset_size, rng_seed=0, verbose=False
-        ),
+    def ours_kid(dtype: torch.dtype) -> Callable[[], Any]:
+        return lambda: kid_from_features(real, fake, subsets=subsets, subset_size=subset_size, seed=0, dtype=dtype)
+
+    def ours_pr(dtype: torch.dtype) -> Callable[[], Any]:
+        return lambda: precision_recall_density_coverage(real, fake, k=k, dtype=dtype)
+
+    kid_times = _interleaved_best(
+        {
+            "ours": ours_kid(torch.float32),
+            "peer": lambda: kid_features_to_metric(
+                real, fake, kid_subsets=subsets, kid_subset_size=subset_size, rng_seed=0, verbose=False
+            ),
+            "ours64": ours_kid(torch.float64),
+        },
+        repeats,
         device,
     )
-    t_prdc, ours_pr = _timed(lambda: precision_recall_density_coverage(real, fake, k=k), device)
-    t_prc_peer, peer_pr = _timed(
-        lambda: prc_features_to_metric(fake, real, prc_neighborhood=k, prc_batch_size=10000, verbose=False), device
+    pr_times = _interleaved_best(
+        {
+            "ours": ours_pr(torch.float32),
+            "peer": lambda: prc_features_to_metric(fake, real, prc_neighborhood=k, prc_batch_size=10000, verbose=False),
+            "ours64": ours_pr(torch.float64),
+        },
+        repeats,
+        device,
     )
 
+    (kid_mean, kid_std), (kid64_mean, _) = kid_times["ours"][1], kid_times["ours64"][1]
+    peer_kid = kid_times["peer"][1]
     peer_mean, peer_std = peer_kid[KEY_METRIC_KID_MEAN], peer_kid[KEY_METRIC_KID_STD]
     allowed = 5 * math.hypot(kid_std, peer_std) / math.sqrt(subsets)
     if abs(kid_mean - peer_mean) > allowed:
         raise RuntimeError(f"KID {kid_mean!r} vs torch-fidelity {peer_mean!r}: more than 5 standard errors apart")
+    scale = _mean_cross_kernel(real, fake)
+    if abs(kid_mean - kid64_mean) > 1e-5 * scale:
+        raise RuntimeError(f"KID float32 {kid_mean!r} vs float64 {kid64_mean!r}: beyond 1e-5 x {scale:.4g}")
+    ours_pr_value, ours64_pr_value, peer_pr = (pr_times[key][1] for key in ("ours", "ours64", "peer"))
+    if ours_pr_value != ours64_pr_value:
+        raise RuntimeError(f"precision/recall float32 {ours_pr_value} vs float64 {ours64_pr_value}: not identical")
     for key in ("precision", "recall"):
-        if abs(ours_pr[key] - peer_pr[key]) > 1e-3:
-            raise RuntimeError(f"{key} {ours_pr[key]!r} vs torch-fidelity {peer_pr[key]!r}: not the same")
+        if abs(ours_pr_value[key] - peer_pr[key]) > 1e-3:
+            raise RuntimeError(f"{key} {ours_pr_value[key]!r} vs torch-fidelity {peer_pr[key]!r}: not the same")
 
     kid_peer = "torch-fidelity kid_features_to_metric (numpy float32"
     kid_peer += ", on the CPU)" if device.type == "cuda" else ")"
+    pr_peer = "torch-fidelity prc_features_to_metric (float32 cdist)"
+    kid_name = f"KID {subsets} subsets of {subset_size}, {size}"
+    pr_name = f"Precision/recall k={k} (ours: + density/coverage), {size}"
     return [
-        _row(f"KID {subsets} subsets of {subset_size}, {size}", t_kid, kid_peer, t_kid_peer),
-        _row(
-            f"Precision/recall k={k} (ours: + density/coverage), {size}",
-            t_prdc,
-            "torch-fidelity prc_features_to_metric (float32 cdist)",
-            t_prc_peer,
-        ),
+        _row(kid_name, kid_times["ours"][0], kid_peer, kid_times["peer"][0]),
+        _row(f"  {kid_name}, ours dtype=float64", kid_times["ours64"][0], kid_peer, kid_times["peer"][0]),
+        _row(pr_name, pr_times["ours"][0], pr_peer, pr_times["peer"][0]),
+        _row(f"  {pr_name}, ours dtype=float64", pr_times["ours64"][0], pr_peer, pr_times["peer"][0]),
     ]
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
+def run(quick: bool = False, n: int | None = None, repeats: int | None = None) -> list[dict[str, Any]]:
     """Time KID and precision/recall, ours vs torch-fidelity, on the CPU and (when available) on CUDA.
 
     Rows follow the ``benchmarks/run_all.py`` format; ratio = peer time / our time (> 1: we are faster).
 
     Args:
-        quick: n = 2,000 per side and 20 KID subsets instead of 10,000 and 100.
+        quick: n = 2,000 per side, 20 KID subsets and 2 repeats instead of 10,000, 100 and 3.
+        n: Rows per side instead of the default of the mode.
+        repeats: Interleaved timed calls of each method (the best is reported).
     """
-    rows = _run_on(torch.device("cpu"), quick)
+    repeats = repeats or (2 if quick else 3)
+    rows = _run_on(torch.device("cpu"), quick, n, repeats)
     if torch.cuda.is_available():
-        rows += [{**row, "benchmark": f"{row['benchmark']} [cuda]"} for row in _run_on(torch.device("cuda"), quick)]
+        cuda_rows = _run_on(torch.device("cuda"), quick, n, repeats)
+        rows += [{**row, "benchmark": f"{row['benchmark']} [cuda]"} for row in cuda_rows]
     return rows
 
 
 def _main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="n = 2,000 per side, 20 KID subsets")
+    parser.add_argument("--quick", action="store_true", help="n = 2,000 per side, 20 KID subsets, 2 repeats")
+    parser.add_argument("--n", type=int, default=None, help="rows per side (default 10,000; quick 2,000)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved timed calls (default 3; quick 2)")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(format_table(run(quick=args.quick)))
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average before: {load}")
+    print(format_table(run(quick=args.quick, n=args.n, repeats=args.repeats)))
+    print(f"load average after: {', '.join(f'{value:.1f}' for value in os.getloadavg())}")
 
 
 if __name__ == "__main__":

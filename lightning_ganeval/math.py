@@ -207,6 +207,9 @@ class FrechetReference:
         _check_gaussian(mean_t, cov_t, "mean", "cov")
         cov_t = (cov_t + cov_t.T) / 2
         self._sqrt_eigenvalues, self._factor = _psd_square_root_factor(cov_t, "cov")
+        # A definite reference (real statistics of more samples than features) also gets its Cholesky factor:
+        # Lᵀ Σ L costs about 1.3 d³ multiply-adds per distance against 3 d³ for Qᵀ Σ Q (L is triangular).
+        self._chol = _cholesky_if_definite(cov_t)
         self._mean = mean_t
         self._trace = float(torch.trace(cov_t))
         self._norm = torch.linalg.matrix_norm(cov_t)  # Frobenius, for the rank tolerance of each distance
@@ -280,11 +283,12 @@ class FrechetReference:
         def check_inputs() -> None:
             _check_gaussian(mean_t, cov_t, "mean", "cov")
 
+        if self._chol is not None:
+            product = _triangular_congruence(self._chol, cov_t)
+        else:
+            product = _lower_gram(self._factor, cov_t @ self._factor)
         trace_sqrt_product = _trace_sqrt_product(
-            _lower_gram(self._factor, cov_t @ self._factor),
-            "cov",
-            check_inputs,
-            torch.linalg.matrix_norm(cov_t) * self._norm,
+            product, "cov", check_inputs, torch.linalg.matrix_norm(cov_t) * self._norm
         )
         diff = mean_t - self._mean
         return _distance_value(diff.dot(diff), torch.trace(cov_t), self._trace, trace_sqrt_product, "cov", check_inputs)

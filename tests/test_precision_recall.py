@@ -181,3 +181,84 @@ def test_cuda_equals_cpu_and_brute_force() -> None:
     expected = _brute_force(real.double().numpy(), fake.double().numpy(), k=3)
     assert precision_recall_density_coverage(real.cuda(), fake.cuda(), k=3, block_size=64) == expected
     assert precision_recall_density_coverage(real, fake, k=3, device="cuda") == expected
+
+
+def _dyadic_ties(n: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real rows in pairs (x, x + δ) and one fake row x + (δ permuted) per pair, on a grid of step 1/64.
+
+    Every value, square and sum is exact in float64, so ‖fake − x‖² = ‖δ‖² is *exactly* x's k = 1 radius (its
+    nearest neighbour is x + δ): a fake row on the boundary of a closed real ball, for every pair. In float32
+    the d = 2048-term inner products of values up to 8 round at ~1e-5, so a float32 decision flips about half
+    of these ties.
+    """
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randint(0, 512, (n, d), generator=g, dtype=torch.float64) / 64
+    delta = torch.randint(-3, 4, (n, d), generator=g, dtype=torch.float64) / 64
+    real = torch.cat([base, base + delta])
+    shuffled = torch.stack([row[torch.randperm(d, generator=g)] for row in delta])
+    return real.float(), (base + shuffled).float()
+
+
+def test_float32_default_equals_float64_on_exact_ties(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The float32 distances settle every comparison near a radius in float64: the counts are float64's.
+
+    With the float32 error bound set to 0 (no float64 recheck) the same call gets ties wrong, which shows that
+    the recheck decides them (and that this test can fail).
+    """
+    import lightning_ganeval.metrics.precision_recall as pr
+
+    real, fake = _dyadic_ties(40, 2048, seed=10)
+    exact = precision_recall_density_coverage(real, fake, k=1, dtype=torch.float64)
+    assert exact["precision"] == 1.0  # every fake row is on the boundary of its pair's ball, and inside it
+    for block_size in (7, 10_000):
+        assert precision_recall_density_coverage(real, fake, k=1, block_size=block_size) == exact
+    monkeypatch.setattr(pr, "_float32_error_scale", lambda d: 0.0)
+    assert precision_recall_density_coverage(real, fake, k=1)["precision"] < 1.0
+
+
+def test_float32_default_equals_float64_on_pool3_like_features() -> None:
+    """Continuous non-negative features, d = 2048, with duplicated rows: identical counts in both dtypes."""
+    g = torch.Generator().manual_seed(11)
+    real = (torch.randn(300, 2048, generator=g) + 0.5).abs()
+    fake = (torch.randn(260, 2048, generator=g) * 1.1 + 0.5).abs()
+    real[150:170] = real[100:120]  # duplicates: radii of exactly 0 for k = 1
+    fake[:10] = real[:10]
+    for k in (1, 3):
+        exact = precision_recall_density_coverage(real, fake, k=k, dtype=torch.float64)
+        assert precision_recall_density_coverage(real, fake, k=k, block_size=64) == exact
+        assert 0 < exact["recall"] < 1
+
+
+def test_rows_with_more_near_ties_than_kept_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows whose radius band holds more entries than the stored candidates are recomputed against every row."""
+    import lightning_ganeval.metrics.precision_recall as pr
+
+    g = torch.Generator().manual_seed(12)
+    real = torch.randint(0, 2, (80, 4), generator=g).float()  # 16 distinct rows, ~5 copies each
+    fake = torch.randint(0, 3, (70, 4), generator=g).float()
+    expected = _brute_force(real.double().numpy(), fake.double().numpy(), k=3)
+    monkeypatch.setattr(pr, "_SPARE_CANDIDATES", 0)
+    calls = []
+    original = pr._exact_squared_distances
+    monkeypatch.setattr(pr, "_exact_squared_distances", lambda *a: calls.append(len(a[1])) or original(*a))
+    assert precision_recall_density_coverage(real, fake, k=3, block_size=16) == expected
+    assert calls[0] > 4 * 80  # the radii of both sets were settled from whole rows, not from k + 1 candidates
+
+
+def test_float32_is_ieee_under_a_lowered_matmul_precision() -> None:
+    """``set_float32_matmul_precision("medium")`` (bfloat16 products on oneDNN CPUs, TF32 on CUDA) changes nothing."""
+    real, fake = _dyadic_ties(20, 2048, seed=13)
+    expected = precision_recall_density_coverage(real, fake, k=1, dtype=torch.float64)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        assert precision_recall_density_coverage(real, fake, k=1) == expected
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_bad_dtype() -> None:
+    x = _gaussian(10, 3, seed=0)
+    with pytest.raises(ValueError, match=r"`dtype` must be torch.float32 or torch.float64, got torch.bfloat16"):
+        precision_recall_density_coverage(x, x, dtype=torch.bfloat16)

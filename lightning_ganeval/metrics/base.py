@@ -11,7 +11,9 @@ Adding a metric is one file with one subclass, plus a line in ``metrics/__init__
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +23,34 @@ from torch import Tensor, nn
 from lightning_ganeval.math import GaussianStats
 from lightning_ganeval.moments import FeatureBank
 
-__all__ = ["GenerativeMetric", "PerSampleMetric", "RealData", "RealRequest", "features_fingerprint"]
+__all__ = [
+    "GenerativeMetric",
+    "PerSampleMetric",
+    "RealData",
+    "RealRequest",
+    "features_fingerprint",
+    "ieee_float32_matmul",
+]
+
+
+@contextlib.contextmanager
+def ieee_float32_matmul() -> Iterator[None]:
+    """Full-precision float32 matrix products inside the block, whatever the global matmul precision.
+
+    ``torch.set_float32_matmul_precision("high")`` or ``("medium")``, which Lightning suggests on recent GPUs, lets
+    float32 products run in TF32 on CUDA and in bfloat16 on oneDNN CPUs (8 to 11 significant bits instead of 24).
+    The float32 paths of KID and precision/recall bound their rounding with the float32 unit roundoff, so they
+    force IEEE float32 here and restore the caller's settings on exit.
+    """
+    backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
+    saved = [backend.fp32_precision for backend in backends]
+    try:
+        for backend in backends:
+            backend.fp32_precision = "ieee"
+        yield
+    finally:
+        for backend, value in zip(backends, saved, strict=True):
+            backend.fp32_precision = value
 
 
 @dataclass(frozen=True)

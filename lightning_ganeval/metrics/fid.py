@@ -141,17 +141,19 @@ class FID(GenerativeMetric):
                 parts.append((int(chunk.n.item()), chunk.mean.clone(), chunk.m2.clone()))
         prefixes = list(itertools.accumulate(parts, _merge_moments))
         total = prefixes[-1][0]
-        values = {self.name: self._distance(prefixes[-1]), f"{self.name}_num_samples": float(total)}
+        full = self._distance(prefixes[-1])
+        values = {self.name: full, f"{self.name}_num_samples": float(total)}
         finite = f"only {total} of the {self.num_samples} generated samples were finite (the others held NaN or Inf)"
         self._nan_reasons = {self.name: f"{finite}; a covariance needs at least 2"} if total < 2 else {}
         if self.extrapolate:
             counts: list[int] = []
             scores: list[float] = []
-            for prefix in prefixes:
+            for k, prefix in enumerate(prefixes):
                 # A prefix without 2 samples has no covariance; one without new samples would repeat a point.
                 if prefix[0] >= 2 and (not counts or prefix[0] > counts[-1]):
                     counts.append(prefix[0])
-                    scores.append(self._distance(prefix))
+                    # The last prefix is every sample: its distance is the one above (an eigenvalue problem less).
+                    scores.append(full if k == len(prefixes) - 1 else self._distance(prefix))
             values[f"{self.name}_inf"] = extrapolate_to_infinity(counts, scores) if len(counts) >= 2 else math.nan
             if len(counts) < 2:
                 self._nan_reasons[f"{self.name}_inf"] = (
