@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 
 from lightning_ganeval.moments import FeatureBank
 
-pytestmark = pytest.mark.ddp
+pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # spawns 2-3 processes: ~10-15 s each
 
 N, D = 53, 7
 CHUNK_BYTES = 4 * D * 5  # 5 rows of float32 per all-gather

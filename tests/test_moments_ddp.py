@@ -25,7 +25,7 @@ from lightning_ganeval.metrics import FID, KID
 from lightning_ganeval.moments import FIDMoments, ISMarginals
 from lightning_ganeval.real import prepare_real_data
 
-pytestmark = pytest.mark.ddp
+pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # spawns 2-3 processes: ~10-15 s each
 
 RTOL = 1e-9  # merged over ranks vs one process: only the floating-point summation order differs
 N_FID, D_FID = 101, 64
