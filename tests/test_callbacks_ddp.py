@@ -90,6 +90,8 @@ def _run(root: Path, devices: int, weights: Path, averaging: bool = False) -> li
             real=DataLoader(TensorDataset(real), batch_size=4),
             cache_dir=root / "cache",
             model_weights="both" if averaging else "averaged",
+            # The averaged run also evaluates on a step schedule: 2 batches per epoch, so steps 2 and 4.
+            every_n_train_steps=2 if averaging else None,
             **common,
         ),
         InceptionScoreCallback(splits=2, **common),
@@ -149,13 +151,16 @@ def test_two_processes_log_the_single_process_scores(tmp_path: Path, inception_w
     torch.testing.assert_close(stats.cov, stats_single.cov, rtol=1e-5, atol=1e-6)
 
 
-def test_two_processes_score_the_averaged_weights(tmp_path: Path, inception_weights_path: Path) -> None:
+def test_two_processes_score_the_averaged_weights_on_a_step_schedule(
+    tmp_path: Path, inception_weights_path: Path
+) -> None:
     # ddp_spawn pickles the callbacks (the averaging callback is found again in each worker). With lr 0 only the
     # BatchNorm running statistics move, and the averaged copy averages them too, so `fid` and `fid_current` differ;
     # each equals the single-process value (rank 0's statistics are used on every rank), on every rank.
     (single,) = _run(tmp_path / "single", 1, inception_weights_path, averaging=True)
     ranks = _run(tmp_path / "ddp", 2, inception_weights_path, averaging=True)
     assert ranks[0] == {**ranks[1], "world_size": 2}
+    assert [h["step"] for h in ranks[0]["history"]["fid"]] == [h["step"] for h in single["history"]["fid"]] == [2, 4]
     for entry, reference in zip(ranks[0]["history"]["fid"], single["history"]["fid"], strict=True):
         assert entry["fid"] == pytest.approx(reference["fid"], rel=1e-5)
         assert entry["fid_current"] == pytest.approx(reference["fid_current"], rel=1e-5)
