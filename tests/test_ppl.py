@@ -571,3 +571,33 @@ def test_callback_scores_the_averaged_weights(tmp_path: Path) -> None:
     assert ppl.history[0]["ppl"] == pytest.approx(averaged, rel=1e-12)
     assert "ppl_current" in trainer.callback_metrics
     assert ppl.history[0]["ppl_current"] != ppl.history[0]["ppl"]
+
+
+def test_callback_infers_the_pixel_space_of_the_training_data(
+    lpips_files: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``value_range=``, ToTensor-like [0, 1] training data make the generated images read in [0, 1]."""
+    import lightning_ganeval.callbacks.ppl as ppl_module
+
+    said: list[str] = []
+    monkeypatch.setattr(ppl_module, "rank_zero_info", said.append)
+    ppl = PPLCallback(num_pairs=4, batch_size=4, resize=16, lpips_weights=lpips_files[0], vgg16_weights=lpips_files[1])
+    data = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = pl.Trainer(
+            default_root_dir=tmp_path,
+            accelerator="cpu",
+            devices=1,
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[ppl],
+        )
+        trainer.fit(TinyGAN(), DataLoader(TensorDataset(data), batch_size=8))
+    (message,) = [m for m in said if "inferred the pixel space" in m]
+    assert "value_range=(0.0, 1.0)" in message
+    assert len(ppl.history) == 1
+    assert ppl.state_dict()["settings"]["pixel_space"] is None  # inferred, not a setting

@@ -18,13 +18,15 @@ from lightning_ganeval.callbacks._compat import lightning_classes
 from lightning_ganeval.callbacks.base import (
     MODEL_WEIGHTS,
     SampleFn,
+    _all_ranks,
+    _is_loader,
     _module_device,
     _pixel_space,
     resolve_callable,
 )
 from lightning_ganeval.callbacks.monitors import MonitorAdjustments
 from lightning_ganeval.evaluator import NONFINITE_POLICIES
-from lightning_ganeval.images import PixelSpace
+from lightning_ganeval.images import PixelSpace, infer_pixel_space
 from lightning_ganeval.lpips import LPIPSVGG16, resolve_lpips_weights
 from lightning_ganeval.metrics.ppl import (
     DEFAULT_EPSILON,
@@ -33,6 +35,7 @@ from lightning_ganeval.metrics.ppl import (
     PerceptualPathLength,
     _check_discard,
 )
+from lightning_ganeval.real import sample_real_images
 from lightning_ganeval.sampling import isolated_rng, normalize_latent_shape
 
 __all__ = ["MappingFn", "PPLCallback"]
@@ -75,7 +78,8 @@ class PPLCallback(Callback):
         sampling: ``"end"`` (``t = 0``) or ``"full"`` (``t ~ U[0, 1)`` per pair, StyleGAN's ``*full``).
         epsilon: The step ``ε``.
         discard: ``(lower, upper)`` percentiles kept between, ``None`` on a side to keep that side.
-        value_range: Pixel space of the generated images, ``(low, high)``; default ``(-1, 1)``.
+        value_range: Pixel space of the generated images, ``(low, high)``; default: inferred from the training data
+            as the other callbacks do (``(-1, 1)`` without a training DataLoader).
         normalize: Or a torchvision-style ``(mean, std)``.
         resize: LPIPS input side, or ``None`` for the images' own size.
         quantize: Round to uint8 before LPIPS.
@@ -197,7 +201,8 @@ class PPLCallback(Callback):
         return self._generate_state_key(name=self.name)
 
     def _settings(self) -> dict[str, Any]:
-        space = self._space.describe() if self._space is not None else "value_range=(-1.0, 1.0)"
+        # An undeclared space is inferred from the training data in on_train_start: not a setting to compare.
+        space = self._space.describe() if self._space is not None else None
         return {
             "num_pairs": self.num_pairs,
             "batch_size": self.batch_size,
@@ -259,11 +264,6 @@ class PPLCallback(Callback):
             return
         self._check_unique_keys(trainer)
         self._resolved_latent_shape = self._resolve_latent_shape(pl_module)
-        if self._space is None:
-            rank_zero_info(
-                f"lightning_ganeval: `{self.name}` reads the generated images as value_range=(-1.0, 1.0) (the"
-                " default). Pass `value_range=` or `normalize=` to declare another pixel space."
-            )
         device = trainer.strategy.root_device
         # Building a network draws from the global RNG (parameter initialisation before the weights are loaded):
         # training's random stream must not notice.
@@ -301,6 +301,36 @@ class PPLCallback(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._step_bucket = trainer.global_step // (self.every_n_train_steps or 1)
         self._averaging = self._find_weight_averaging(trainer)
+        if self._space is None and self._metric is not None and not trainer.fast_dev_run:
+            self._metric.space = self._infer_space(trainer)
+
+    def _infer_space(self, trainer: pl.Trainer) -> PixelSpace:
+        """The training data's pixel space, as the other callbacks infer it (the generator imitates the data)."""
+        loader = trainer.train_dataloader
+        if not _is_loader(loader):
+            space = PixelSpace.from_value_range(-1.0, 1.0)
+            rank_zero_info(
+                f"lightning_ganeval: `{self.name}` has no training DataLoader to look at; generated images are read"
+                f" as {space.describe()} (the default). Pass `value_range=` or `normalize=` to declare it."
+            )
+            return space
+
+        def infer() -> tuple[PixelSpace, str]:
+            # Images spread over the whole dataset, the same on every rank; rank 0's conclusion is everyone's.
+            sample = sample_real_images(loader)
+            return infer_pixel_space(
+                getattr(loader, "dataset", None),
+                sample.images,
+                dataset_name="train data",
+                batches_name=sample.description,
+            )
+
+        space, reason = trainer.strategy.broadcast(_all_ranks(trainer, infer, "Inferring the pixel space"), src=0)
+        rank_zero_info(
+            f"lightning_ganeval: `{self.name}` inferred the pixel space {space.describe()} from {reason}; generated"
+            " images are read in the same space. Pass `value_range=` or `normalize=` to declare it."
+        )
+        return space
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
