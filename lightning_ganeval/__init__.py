@@ -1,9 +1,12 @@
-"""FID, Inception Score, KID, precision/recall, CMMD, Vendi and memorization for PyTorch Lightning GAN training.
+"""Generative-model metrics for PyTorch Lightning training: FID, IS, KID, precision/recall, CMMD, Vendi, PPL and
+memorization, as callbacks, from a plain loop (:class:`Evaluator`) or the command line.
 
-The callbacks (:class:`FIDCallback`, :class:`InceptionScoreCallback`, :class:`KIDCallback`,
-:class:`PrecisionRecallCallback`, :class:`CMMDCallback`, :class:`VendiScoreCallback`,
-:class:`MemorizationCallback`) are loaded on first access, so that the plain-torch parts (the :class:`Evaluator`
-and its metrics, extractors, accumulators, math, statistics files) can be imported without Lightning.
+The public API is the one list :data:`_EXPORTS` below (``__all__``): the callbacks, the :class:`Evaluator` and its
+result, the metric units and the bases to write another (:class:`GenerativeMetric`, :class:`PerSampleMetric`,
+:class:`RealRequest`, :class:`RealData`), :class:`PixelSpace`, the feature networks, the statistics files and the
+weights resolution. Everything else stays importable from its module (``lightning_ganeval.math.frechet_distance``,
+``lightning_ganeval.images.to_uint8_rgb``, ...). Names are loaded on first access, so that the plain-torch parts can
+be imported without Lightning (only the callbacks need it).
 """
 
 from __future__ import annotations
@@ -13,95 +16,49 @@ from typing import TYPE_CHECKING, Any
 
 from lightning_ganeval._version import __version__ as __version__
 
+# name -> the module (under lightning_ganeval) that defines it.
 _EXPORTS = {
+    # Lightning callbacks
     "FIDCallback": "callbacks",
     "InceptionScoreCallback": "callbacks",
     "KIDCallback": "callbacks",
-    "MemorizationCallback": "callbacks",
     "PrecisionRecallCallback": "callbacks",
+    "CMMDCallback": "callbacks",
+    "VendiScoreCallback": "callbacks",
+    "PPLCallback": "callbacks",
+    "MemorizationCallback": "callbacks",
+    # plain loops and Fabric
     "Evaluator": "evaluator",
     "EvaluationResult": "evaluator",
     "EvaluationWarning": "evaluator",
+    # metric units
     "FID": "metrics",
     "InceptionScore": "metrics",
     "KID": "metrics",
-    "Memorization": "metrics",
     "PrecisionRecall": "metrics",
-    "GenerativeMetric": "metrics",
-    "PixelSpace": "images",
-    "infer_pixel_space": "images",
-    "DINOv2Extractor": "dinov2",
-    "InceptionExtractor": "extractor",
-    "InceptionFeatures": "extractor",
-    "get_extractor": "extractor",
-    "to_uint8_rgb": "images",
-    "ConvertedImages": "images",
-    "FIDMoments": "moments",
-    "ISMarginals": "moments",
-    "GaussianStats": "math",
-    "FrechetReference": "math",
-    "frechet_distance": "math",
-    "inception_score": "math",
-    "load_stats": "reference",
-    "save_stats": "reference",
-    "InceptionWeights": "weights",
-    "WeightsError": "weights",
-    "resolve_weights": "weights",
-    "WEIGHTS_ENV_VAR": "weights",
-    "CMMDCallback": "callbacks",
-    "VendiScoreCallback": "callbacks",
     "CMMD": "metrics",
     "VendiScore": "metrics",
-    "CLIPExtractor": "clip",
-    "PPLCallback": "callbacks",
     "PerceptualPathLength": "metrics",
+    "Memorization": "metrics",
+    # writing another metric
+    "GenerativeMetric": "metrics",
+    "PerSampleMetric": "metrics",
+    "RealRequest": "metrics",
+    "RealData": "metrics",
+    # pixels, networks, files, weights
+    "PixelSpace": "images",
+    "InceptionExtractor": "extractor",
+    "get_extractor": "extractor",
+    "DINOv2Extractor": "dinov2",
+    "CLIPExtractor": "clip",
     "LPIPSVGG16": "lpips",
+    "load_stats": "reference",
+    "save_stats": "reference",
+    "resolve_weights": "weights",
+    "WeightsError": "weights",
 }
 
-__all__ = [
-    "CMMD",
-    "FID",
-    "KID",
-    "LPIPSVGG16",
-    "WEIGHTS_ENV_VAR",
-    "CLIPExtractor",
-    "CMMDCallback",
-    "ConvertedImages",
-    "DINOv2Extractor",
-    "EvaluationResult",
-    "EvaluationWarning",
-    "Evaluator",
-    "FIDCallback",
-    "FIDMoments",
-    "FrechetReference",
-    "GaussianStats",
-    "GenerativeMetric",
-    "ISMarginals",
-    "InceptionExtractor",
-    "InceptionFeatures",
-    "InceptionScore",
-    "InceptionScoreCallback",
-    "InceptionWeights",
-    "KIDCallback",
-    "Memorization",
-    "MemorizationCallback",
-    "PPLCallback",
-    "PerceptualPathLength",
-    "PixelSpace",
-    "PrecisionRecall",
-    "PrecisionRecallCallback",
-    "VendiScore",
-    "VendiScoreCallback",
-    "WeightsError",
-    "frechet_distance",
-    "get_extractor",
-    "inception_score",
-    "infer_pixel_space",
-    "load_stats",
-    "resolve_weights",
-    "save_stats",
-    "to_uint8_rgb",
-]
+__all__ = list(_EXPORTS)  # the one list; tests/test_layering.py checks the TYPE_CHECKING block against it
 
 
 def __getattr__(name: str) -> Any:
@@ -117,7 +74,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for type checkers and IDEs, which cannot follow __getattr__
     from lightning_ganeval.callbacks import (
         CMMDCallback,
         FIDCallback,
@@ -131,10 +88,9 @@ if TYPE_CHECKING:
     from lightning_ganeval.clip import CLIPExtractor
     from lightning_ganeval.dinov2 import DINOv2Extractor
     from lightning_ganeval.evaluator import EvaluationResult, EvaluationWarning, Evaluator
-    from lightning_ganeval.extractor import InceptionExtractor, InceptionFeatures, get_extractor
-    from lightning_ganeval.images import ConvertedImages, PixelSpace, infer_pixel_space, to_uint8_rgb
+    from lightning_ganeval.extractor import InceptionExtractor, get_extractor
+    from lightning_ganeval.images import PixelSpace
     from lightning_ganeval.lpips import LPIPSVGG16
-    from lightning_ganeval.math import FrechetReference, GaussianStats, frechet_distance, inception_score
     from lightning_ganeval.metrics import (
         CMMD,
         FID,
@@ -143,9 +99,11 @@ if TYPE_CHECKING:
         InceptionScore,
         Memorization,
         PerceptualPathLength,
+        PerSampleMetric,
         PrecisionRecall,
+        RealData,
+        RealRequest,
         VendiScore,
     )
-    from lightning_ganeval.moments import FIDMoments, ISMarginals
     from lightning_ganeval.reference import load_stats, save_stats
-    from lightning_ganeval.weights import WEIGHTS_ENV_VAR, InceptionWeights, WeightsError, resolve_weights
+    from lightning_ganeval.weights import WeightsError, resolve_weights

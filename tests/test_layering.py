@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,22 @@ def test_plain_modules_load_without_lightning() -> None:
         + "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_public_api_is_one_list_mirrored_for_type_checkers() -> None:
+    # `_EXPORTS` is the public API (`__all__` is built from it); the TYPE_CHECKING imports, which type checkers read
+    # instead of `__getattr__`, must name exactly the same objects from the same modules.
+    import lightning_ganeval
+
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    (block,) = [n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)]
+    mirrored = {
+        alias.name: node.module.removeprefix("lightning_ganeval.")
+        for node in block.body
+        if isinstance(node, ast.ImportFrom) and node.module
+        for alias in node.names
+    }
+    assert mirrored == lightning_ganeval._EXPORTS
+    assert lightning_ganeval.__all__ == list(lightning_ganeval._EXPORTS)
+    for name, module in lightning_ganeval._EXPORTS.items():
+        assert getattr(lightning_ganeval, name) is getattr(importlib.import_module(f"lightning_ganeval.{module}"), name)

@@ -4,7 +4,7 @@ Adding a metric: a subclass of :class:`~lightning_ganeval.metrics.base.Generativ
 here, and (for Lightning) a thin callback in ``lightning_ganeval/callbacks/``.
 """
 
-from lightning_ganeval.metrics.base import GenerativeMetric, RealData, RealRequest
+from lightning_ganeval.metrics.base import GenerativeMetric, PerSampleMetric, RealData, RealRequest
 from lightning_ganeval.metrics.cmmd import CMMD
 from lightning_ganeval.metrics.fid import FID
 from lightning_ganeval.metrics.inception_score import InceptionScore
@@ -21,6 +21,7 @@ __all__ = [
     "GenerativeMetric",
     "InceptionScore",
     "Memorization",
+    "PerSampleMetric",
     "PerceptualPathLength",
     "PrecisionRecall",
     "RealData",
