@@ -151,17 +151,21 @@ def test_two_processes_log_the_single_process_scores(tmp_path: Path, inception_w
     torch.testing.assert_close(stats.cov, stats_single.cov, rtol=1e-5, atol=1e-6)
 
 
-def test_two_processes_score_the_averaged_weights_on_a_step_schedule(
+def test_two_and_three_processes_score_the_averaged_weights_on_a_step_schedule(
     tmp_path: Path, inception_weights_path: Path
 ) -> None:
     # ddp_spawn pickles the callbacks (the averaging callback is found again in each worker). With lr 0 only the
     # BatchNorm running statistics move, and the averaged copy averages them too, so `fid` and `fid_current` differ;
-    # each equals the single-process value (rank 0's statistics are used on every rank), on every rank.
+    # each equals the single-process value (rank 0's statistics are used on every rank), on every rank, for 2 and 3
+    # processes (13 real images: unequal shards).
     (single,) = _run(tmp_path / "single", 1, inception_weights_path, averaging=True)
-    ranks = _run(tmp_path / "ddp", 2, inception_weights_path, averaging=True)
-    assert ranks[0] == {**ranks[1], "world_size": 2}
-    assert [h["step"] for h in ranks[0]["history"]["fid"]] == [h["step"] for h in single["history"]["fid"]] == [2, 4]
-    for entry, reference in zip(ranks[0]["history"]["fid"], single["history"]["fid"], strict=True):
-        assert entry["fid"] == pytest.approx(reference["fid"], rel=1e-5)
-        assert entry["fid_current"] == pytest.approx(reference["fid_current"], rel=1e-5)
-        assert entry["fid"] != pytest.approx(entry["fid_current"], rel=1e-4)
+    for devices in (2, 3):
+        ranks = _run(tmp_path / f"ddp{devices}", devices, inception_weights_path, averaging=True)
+        for rank in ranks[1:]:
+            assert ranks[0] == rank
+        steps = [h["step"] for h in ranks[0]["history"]["fid"]]
+        assert steps == [h["step"] for h in single["history"]["fid"]] == [2, 4]
+        for entry, reference in zip(ranks[0]["history"]["fid"], single["history"]["fid"], strict=True):
+            assert entry["fid"] == pytest.approx(reference["fid"], rel=1e-5)
+            assert entry["fid_current"] == pytest.approx(reference["fid_current"], rel=1e-5)
+            assert entry["fid"] != pytest.approx(entry["fid_current"], rel=1e-4)

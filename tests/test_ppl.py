@@ -601,3 +601,33 @@ def test_callback_infers_the_pixel_space_of_the_training_data(
     assert "value_range=(0.0, 1.0)" in message
     assert len(ppl.history) == 1
     assert ppl.state_dict()["settings"]["pixel_space"] is None  # inferred, not a setting
+
+
+def test_callback_resumes_its_history_from_a_trainer_checkpoint(tmp_path: Path) -> None:
+    """A fit resumed with ``ckpt_path=`` continues the history saved in the checkpoint (and its schedule)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    data = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def run(max_epochs: int, ckpt_path: str | None = None) -> PPLCallback:
+        ppl = PPLCallback(num_pairs=8, batch_size=4, lpips=MeanSquare())
+        checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer = pl.Trainer(
+                default_root_dir=tmp_path,
+                accelerator="cpu",
+                devices=1,
+                max_epochs=max_epochs,
+                logger=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                callbacks=[ppl, checkpoint],
+            )
+            trainer.fit(TinyGAN(), DataLoader(TensorDataset(data), batch_size=8), ckpt_path=ckpt_path)
+        return ppl
+
+    first = run(1)
+    resumed = run(2, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert [h["epoch"] for h in resumed.history] == [0, 1]
+    assert resumed.history[0] == first.history[0]
