@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
@@ -35,9 +34,9 @@ from lightning_ganeval.callbacks._checks import (
 )
 from lightning_ganeval.callbacks._compat import lightning_classes
 from lightning_ganeval.callbacks._sample_fns import describe_function, function_key, provable
-from lightning_ganeval.callbacks._state_keys import check_state_keys, install_trainer_check
+from lightning_ganeval.callbacks._scheduled import _ScheduledCallback, rank_zero_first
+from lightning_ganeval.callbacks._state_keys import install_trainer_check
 from lightning_ganeval.callbacks.grids import log_grid
-from lightning_ganeval.callbacks.monitors import MonitorAdjustments
 from lightning_ganeval.evaluator import CLAMPED_WARNING_FRACTION, NONFINITE_POLICIES, EvaluationWarning, Evaluator
 from lightning_ganeval.extractor import RESIZE_MODES, get_extractor
 from lightning_ganeval.images import PixelSpace, infer_pixel_space, to_uint8_rgb
@@ -55,10 +54,6 @@ from lightning_ganeval.weights import InceptionWeights, resolve_weights
 __all__ = ["CLAMPED_WARNING_FRACTION", "SampleFn"]
 
 SampleFn = Callable[["pl.LightningModule", Tensor], Tensor]
-
-#: What ``model_weights=`` accepts: with a ``WeightAveraging`` callback in the Trainer, score its averaged copy,
-#: the weights being trained, or both (the current ones logged under ``<key>_current``).
-MODEL_WEIGHTS = ("averaged", "current", "both")
 
 
 def resolve_callable(name: str, value: Any) -> Any:
@@ -330,7 +325,7 @@ def _is_loader(loader: Any) -> bool:
 _GROUPS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], _SharedEvaluation]] = weakref.WeakKeyDictionary()
 
 
-class _GenerativeMetricCallback(Callback):
+class _GenerativeMetricCallback(_ScheduledCallback):
     """Configuration, scheduling, the shared pass, state and logging of the metric callbacks."""
 
     # Attributes that only exist while fitting; dropped when the callback is pickled (ddp_spawn) or saved.
@@ -360,20 +355,7 @@ class _GenerativeMetricCallback(Callback):
     ) -> None:
         self.num_samples = num_samples  # checked below, against the metric's minimum
         self.batch_size = check_int("batch_size", batch_size, 1)
-        if every_n_epochs is not None and every_n_train_steps is not None:
-            raise ValueError(
-                f"`every_n_epochs={every_n_epochs!r}` and `every_n_train_steps={every_n_train_steps!r}` are mutually"
-                " exclusive: pass one of them (the other stays None)."
-            )
-        self.every_n_train_steps = (
-            None if every_n_train_steps is None else check_int("every_n_train_steps", every_n_train_steps, 1)
-        )
-        self.every_n_epochs = (
-            None if self.every_n_train_steps is not None else check_int("every_n_epochs", every_n_epochs or 1, 1)
-        )
-        if every_n_epochs is not None:
-            check_int("every_n_epochs", every_n_epochs, 1)
-        self.model_weights = check_choice("model_weights", model_weights, MODEL_WEIGHTS)
+        self._init_schedule(every_n_epochs, every_n_train_steps, model_weights)
         self.latent_shape = None if latent_shape is None else normalize_latent_shape(latent_shape)
         self.sample_fn = resolve_callable("sample_fn", sample_fn)
         self.value_range = value_range
@@ -398,19 +380,12 @@ class _GenerativeMetricCallback(Callback):
         # Before the Trainer is built: two callbacks with one state key are refused with a message naming `name=`.
         install_trainer_check()
 
-        self.last_score: float | None = None
-        self.history: list[dict[str, float]] = []
-        self._evaluated_epoch: int | None = None
-        self._evaluated_step: int | None = None
-        self._step_bucket = 0
-        self._averaging: Any = None
         # Set by `load_state_dict` before a fit (a resume by hand): that fit continues the restored history.
         self._restored_before_fit = False
         self._grid_failures: set[int] = set()  # ids of the loggers that could not take a grid in this fit
         self._extractor: nn.Module | None = None
         self._weights: InceptionWeights | None = None
         self._group: _SharedEvaluation | None = None
-        self._monitors: MonitorAdjustments | None = None
         self._resolved_latent_shape: tuple[int, ...] | None = None
 
     # -------------------------------------------------------------------------------- subclass interface
@@ -564,57 +539,17 @@ class _GenerativeMetricCallback(Callback):
         return False
 
     @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # After every callback's setup, so EarlyStopping has resolved its own `check_on_train_epoch_end`.
-        self._monitors = MonitorAdjustments(self)
-        self._monitors.apply(trainer)
-
-    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.fast_dev_run:
             return
         assert self._group is not None, "setup(stage='fit') must run before on_train_start"
         self._group.prepare(trainer, pl_module)
-        # After a resume global_step is restored: the next evaluation is at the next multiple.
-        self._step_bucket = trainer.global_step // (self.every_n_train_steps or 1)
-        self._averaging = self._find_weight_averaging(trainer)
-
-    @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.every_n_epochs is None or not self._should_evaluate(trainer):
-            return
-        self._evaluate_and_log(trainer, pl_module)
-
-    @override
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if self.every_n_train_steps is None or not self._should_evaluate(trainer):
-            return
-        # global_step counts optimizer steps; it may move by more than one per batch (manual optimization with
-        # several optimizers) and not at all (gradient accumulation): evaluate when it crosses a multiple.
-        bucket = trainer.global_step // self.every_n_train_steps
-        if bucket <= self._step_bucket:
-            return
-        self._step_bucket = bucket
-        self._evaluate_and_log(trainer, pl_module)
+        self._start_schedule(trainer)
 
     # --------------------------------------------------------------------------------- averaged weights
 
-    def _find_weight_averaging(self, trainer: pl.Trainer) -> Any:
-        """The Trainer's ``WeightAveraging`` callback whose averaged copy is scored, or None (said once)."""
-        classes = lightning_classes("callbacks", "WeightAveraging")
-        averaging = next((c for c in trainer.callbacks if classes and isinstance(c, classes)), None)
-        if averaging is None or self.model_weights == "current":
-            return None
-        if not isinstance(getattr(averaging, "_average_model", None), nn.Module):
-            rank_zero_warn(
-                f"`{type(self).__name__}(name={self.name!r})` scores the current weights: this Lightning version's"
-                f" `{type(averaging).__name__}` keeps its averaged model where lightning_ganeval cannot find it"
-                " (`_average_model`). Pass `model_weights='current'` to silence this.",
-                category=UserWarning,
-            )
-            return None
+    def _announce_averaging(self, trainer: pl.Trainer, averaging: Any) -> None:
+        # Once per group: its first member speaks for all.
         if trainer.is_global_zero and self._group is not None and self is self._group.owner:
             also = " and the current weights (logged as `<key>_current`)" if self.model_weights == "both" else ""
             rank_zero_info(
@@ -622,31 +557,18 @@ class _GenerativeMetricCallback(Callback):
                 f" `{type(averaging).__name__}`{also}. Pass `model_weights='current'` to score the weights being"
                 " trained instead, or `model_weights='both'` to log both."
             )
-        return averaging
-
-    def _scored_module(self, pl_module: pl.LightningModule, weights: str) -> pl.LightningModule:
-        """The module sampled for ``weights`` ("averaged" or "current").
-
-        The averaged copy is sampled in place (``AveragedModel.module`` is a whole copy of the LightningModule),
-        never swapped into ``pl_module``: an evaluation that fails leaves both exactly as they were.
-        """
-        if weights == "averaged" and self._averaging is not None:
-            average = getattr(self._averaging, "_average_model", None)
-            if isinstance(average, nn.Module):
-                return average.module
-        return pl_module
 
     # ------------------------------------------------------------------------------------- evaluation
 
     def _evaluate_and_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert self._group is not None, "setup(stage='fit') must run before an evaluation"
-        first = "averaged" if self._averaging is not None and self.model_weights != "current" else "current"
+        first = self._first_weights()
         values = self._evaluate_values(trainer, pl_module, first)
         if first == "averaged" and self.model_weights == "both":
             current = self._evaluate_values(trainer, pl_module, "current")
             metric_keys = self._metric.keys()
             values.update({f"{key}_current": current[key] for key in metric_keys})
-        self._publish(trainer, pl_module, values)
+        self._publish(trainer, pl_module, values, self._metric.primary_key())
 
     def _evaluate_values(self, trainer: pl.Trainer, pl_module: pl.LightningModule, weights: str) -> dict[str, float]:
         assert self._group is not None
@@ -708,9 +630,7 @@ class _GenerativeMetricCallback(Callback):
 
     def _release(self, trainer: pl.Trainer) -> None:
         self._restored_before_fit = False  # a state loaded for this fit is not one for the next
-        if self._monitors is not None:
-            self._monitors.undo()
-        self._monitors = None
+        self._undo_monitors()
         groups = _GROUPS.get(trainer, {})
         for key, group in list(groups.items()):
             if self in group.members:
@@ -721,27 +641,6 @@ class _GenerativeMetricCallback(Callback):
         self._extractor = None
 
     # ------------------------------------------------------------------------------------------ steps
-
-    def _should_evaluate(self, trainer: pl.Trainer) -> bool:
-        if getattr(trainer.state.fn, "value", trainer.state.fn) != "fit" or trainer.sanity_checking:
-            return False
-        if trainer.fast_dev_run:
-            return False
-        return self.every_n_epochs is None or (trainer.current_epoch + 1) % self.every_n_epochs == 0
-
-    def _check_unique_keys(self, trainer: pl.Trainer) -> None:
-        check_state_keys(trainer.callbacks)  # also those Lightning did not check (`configure_callbacks`)
-        mine = set(self._logged_keys())
-        for other in trainer.callbacks:
-            if other is self or not isinstance(other, _GenerativeMetricCallback):
-                continue
-            clash = mine & set(other._logged_keys())
-            if clash:
-                raise ValueError(
-                    f"`{type(self).__name__}(name={self.name!r})` and `{type(other).__name__}(name={other.name!r})`"
-                    f" would both log {', '.join(f'`{k}`' for k in sorted(clash))}. Give each callback its own"
-                    " `name`."
-                )
 
     def _check_generator(self, pl_module: pl.LightningModule) -> None:
         """Without ``sample_fn`` the module itself is the generator: it needs a ``forward`` of its own."""
@@ -762,37 +661,11 @@ class _GenerativeMetricCallback(Callback):
             f" `forward(self, z)` in `{cls}`.{found}"
         )
 
-    def _resolve_latent_shape(self, pl_module: pl.LightningModule) -> tuple[int, ...]:
-        if self.latent_shape is not None:
-            return self.latent_shape
-        hparams = getattr(pl_module, "hparams", None)
-        latent_dim = hparams.get("latent_dim") if hparams is not None and hasattr(hparams, "get") else None
-        if latent_dim is None:
-            raise ValueError(
-                f"`{type(self).__name__}` needs the shape of the generator's latent vector: pass"
-                f" `{type(self).__name__}(latent_shape=...)`, or save a `latent_dim` hyperparameter in your"
-                f" LightningModule (`self.save_hyperparameters()` with a `latent_dim` argument); "
-                f"`{type(pl_module).__name__}.hparams` has no `latent_dim`."
-            )
-        return normalize_latent_shape(latent_dim, argument="pl_module.hparams.latent_dim")
-
     def _resolve_weights_rank_zero_first(self, trainer: pl.Trainer) -> InceptionWeights:
-        # Rank 0 finds (and, if needed, downloads) the file first; the others then find it in the cache. Its
-        # outcome, error included, is broadcast, so that a missing file stops every rank with the same message
-        # before training starts instead of leaving the others waiting at a barrier.
-        strategy = trainer.strategy
-        outcome: InceptionWeights | Exception | None = None
+        # Rank 0 finds (and, if needed, downloads) the file first; the others then find it in the cache.
+        found = rank_zero_first(trainer, lambda: resolve_weights(self.inception_weights, progress=self.progress))
         if trainer.is_global_zero:
-            try:
-                outcome = resolve_weights(self.inception_weights, progress=self.progress)
-            except Exception as err:  # broadcast below, then raised on every rank
-                outcome = err
-        outcome = strategy.broadcast(outcome, src=0)
-        if isinstance(outcome, Exception):
-            raise outcome
-        if trainer.is_global_zero:
-            assert outcome is not None
-            return outcome
+            return found
         return resolve_weights(self.inception_weights, progress=False)
 
     def _sampling_key(self, *, without_sample_fn: bool = False) -> tuple[Any, ...]:
@@ -865,23 +738,3 @@ class _GenerativeMetricCallback(Callback):
         enabled = self.progress and trainer.is_global_zero and trainer.progress_bar_callback is not None
         # `delay`: short evaluations finish before the bar would appear, so only long ones show one.
         return Tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True, delay=2.0, disable=not enabled)
-
-    def _publish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, values: dict[str, float]) -> None:
-        for key, value in values.items():
-            # sync_dist with "max" over identical values is exact and keeps Lightning from asking for sync_dist.
-            pl_module.log(
-                key,
-                float(value),
-                prog_bar=key == self._metric.primary_key(),
-                logger=bool(trainer.loggers),
-                # A step schedule logs at the step it evaluated; an epoch one once per epoch.
-                on_step=self.every_n_train_steps is not None,
-                on_epoch=self.every_n_train_steps is None,
-                sync_dist=True,
-                reduce_fx="max",
-                batch_size=1,
-            )
-        self.last_score = float(values[self._metric.primary_key()])
-        self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **values})
-        self._evaluated_epoch = trainer.current_epoch
-        self._evaluated_step = trainer.global_step

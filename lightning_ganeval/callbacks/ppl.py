@@ -7,16 +7,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_ganeval.callbacks._checks import check_bool, check_choice, check_int, check_name, check_path
-from lightning_ganeval.callbacks._compat import lightning_classes
+from lightning_ganeval.callbacks._scheduled import _ScheduledCallback, rank_zero_first
 from lightning_ganeval.callbacks.base import (
-    MODEL_WEIGHTS,
     SampleFn,
     _all_ranks,
     _is_loader,
@@ -24,7 +22,6 @@ from lightning_ganeval.callbacks.base import (
     _pixel_space,
     resolve_callable,
 )
-from lightning_ganeval.callbacks.monitors import MonitorAdjustments
 from lightning_ganeval.evaluator import NONFINITE_POLICIES
 from lightning_ganeval.images import PixelSpace, infer_pixel_space
 from lightning_ganeval.lpips import LPIPSVGG16, resolve_lpips_weights
@@ -43,7 +40,7 @@ __all__ = ["MappingFn", "PPLCallback"]
 MappingFn = Callable[["pl.LightningModule", Tensor], Tensor]
 
 
-class PPLCallback(Callback):
+class PPLCallback(_ScheduledCallback):
     r"""Perceptual path length of the generator (Karras et al. 2019), at the end of training epochs or steps.
 
     Logs ``ppl`` (``name`` replaces it), ``ppl_std``, ``ppl_nonfinite`` and ``ppl_clamped``: the mean over the
@@ -128,18 +125,7 @@ class PPLCallback(Callback):
     ) -> None:
         self.num_pairs = check_int("num_pairs", num_pairs, 1)
         self.batch_size = check_int("batch_size", batch_size, 1)
-        if every_n_epochs is not None and every_n_train_steps is not None:
-            raise ValueError(
-                f"`every_n_epochs={every_n_epochs!r}` and `every_n_train_steps={every_n_train_steps!r}` are mutually"
-                " exclusive: pass one of them (the other stays None)."
-            )
-        self.every_n_train_steps = (
-            None if every_n_train_steps is None else check_int("every_n_train_steps", every_n_train_steps, 1)
-        )
-        if every_n_epochs is not None:
-            check_int("every_n_epochs", every_n_epochs, 1)
-        self.every_n_epochs = None if self.every_n_train_steps is not None else (every_n_epochs or 1)
-        self.model_weights = check_choice("model_weights", model_weights, MODEL_WEIGHTS)
+        self._init_schedule(every_n_epochs, every_n_train_steps, model_weights)
         self.latent_shape = None if latent_shape is None else normalize_latent_shape(latent_shape)
         self.sample_fn = resolve_callable("sample_fn", sample_fn)
         self.mapping_fn = resolve_callable("mapping_fn", mapping_fn)
@@ -176,15 +162,8 @@ class PPLCallback(Callback):
         self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
         self.progress = check_bool("progress", progress)
 
-        self.last_score: float | None = None
-        self.history: list[dict[str, float]] = []
-        self._evaluated_epoch: int | None = None
-        self._evaluated_step: int | None = None
-        self._step_bucket = 0
         self._metric: PerceptualPathLength | None = None
         self._network: nn.Module | None = None
-        self._monitors: MonitorAdjustments | None = None
-        self._averaging: Any = None
         self._resolved_latent_shape: tuple[int, ...] | None = None
 
     # ----------------------------------------------------------------------------------------- keys, state
@@ -293,14 +272,8 @@ class PPLCallback(Callback):
         self._evaluated_step = None
 
     @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._monitors = MonitorAdjustments(self)
-        self._monitors.apply(trainer)
-
-    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._step_bucket = trainer.global_step // (self.every_n_train_steps or 1)
-        self._averaging = self._find_weight_averaging(trainer)
+        self._start_schedule(trainer)
         if self._space is None and self._metric is not None and not trainer.fast_dev_run:
             self._metric.space = self._infer_space(trainer)
 
@@ -333,24 +306,6 @@ class PPLCallback(Callback):
         return space
 
     @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.every_n_epochs is None or not self._should_evaluate(trainer):
-            return
-        self._evaluate_and_log(trainer, pl_module)
-
-    @override
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if self.every_n_train_steps is None or not self._should_evaluate(trainer):
-            return
-        bucket = trainer.global_step // self.every_n_train_steps
-        if bucket <= self._step_bucket:
-            return
-        self._step_bucket = bucket
-        self._evaluate_and_log(trainer, pl_module)
-
-    @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._release()
 
@@ -360,52 +315,24 @@ class PPLCallback(Callback):
             self._release()
 
     def _release(self) -> None:
-        if self._monitors is not None:
-            self._monitors.undo()
-        self._monitors = None
+        self._undo_monitors()
         self._network = None
         self._metric = None
 
     # ------------------------------------------------------------------------------------- evaluation
 
-    def _should_evaluate(self, trainer: pl.Trainer) -> bool:
-        if getattr(trainer.state.fn, "value", trainer.state.fn) != "fit" or trainer.sanity_checking:
-            return False
-        if trainer.fast_dev_run:
-            return False
-        return self.every_n_epochs is None or (trainer.current_epoch + 1) % self.every_n_epochs == 0
-
     def _evaluate_and_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        first = "averaged" if self._averaging is not None and self.model_weights != "current" else "current"
+        first = self._first_weights()
         values = self._evaluate(trainer, pl_module, first)
         if first == "averaged" and self.model_weights == "both":
             current = self._evaluate(trainer, pl_module, "current")
             values[f"{self.name}_current"] = current[self.name]
             values[f"{self.name}_std_current"] = current[f"{self.name}_std"]
-        for key, value in values.items():
-            # sync_dist with "max" over identical values is exact and keeps Lightning from asking for sync_dist.
-            pl_module.log(
-                key,
-                float(value),
-                prog_bar=key == self.name,
-                logger=bool(trainer.loggers),
-                on_step=self.every_n_train_steps is not None,
-                on_epoch=self.every_n_train_steps is None,
-                sync_dist=True,
-                reduce_fx="max",
-                batch_size=1,
-            )
-        self.last_score = float(values[self.name])
-        self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **values})
-        self._evaluated_epoch = trainer.current_epoch
-        self._evaluated_step = trainer.global_step
+        self._publish(trainer, pl_module, values, self.name)
 
     def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, weights: str) -> dict[str, float]:
         assert self._metric is not None, "setup(stage='fit') must run before an evaluation"
-        module = pl_module
-        if weights == "averaged" and self._averaging is not None:
-            # Sampled in place, never swapped into pl_module: a failed evaluation leaves both as they were.
-            module = self._averaging._average_model.module
+        module = self._scored_module(pl_module, weights)
         sample_fn, mapping_fn = self.sample_fn, self.mapping_fn
         render = module if sample_fn is None else (lambda x: sample_fn(module, x))
         mapping = None if mapping_fn is None else (lambda z: mapping_fn(module, z))
@@ -459,61 +386,8 @@ class PPLCallback(Callback):
 
     # ----------------------------------------------------------------------------------------- helpers
 
-    def _find_weight_averaging(self, trainer: pl.Trainer) -> Any:
-        classes = lightning_classes("callbacks", "WeightAveraging")
-        averaging = next((c for c in trainer.callbacks if classes and isinstance(c, classes)), None)
-        if averaging is None or self.model_weights == "current":
-            return None
-        if not isinstance(getattr(averaging, "_average_model", None), nn.Module):
-            rank_zero_warn(
-                f"`PPLCallback(name={self.name!r})` scores the current weights: this Lightning version's"
-                f" `{type(averaging).__name__}` keeps its averaged model where lightning_ganeval cannot find it."
-                " Pass `model_weights='current'` to silence this.",
-                category=UserWarning,
-            )
-            return None
-        rank_zero_info(
-            f"lightning_ganeval: `{self.name}` scores the averaged weights of `{type(averaging).__name__}`. Pass"
-            " `model_weights='current'` to score the weights being trained instead, or `'both'` to log both."
-        )
-        return averaging
-
-    def _check_unique_keys(self, trainer: pl.Trainer) -> None:
-        mine = set(self._logged_keys())
-        for other in trainer.callbacks:
-            keys = getattr(other, "_logged_keys", None)
-            if other is self or not callable(keys):
-                continue
-            clash = mine & set(keys())
-            if clash:
-                other_name = getattr(other, "name", None)
-                raise ValueError(
-                    f"`PPLCallback(name={self.name!r})` and `{type(other).__name__}(name={other_name!r})` would both"
-                    f" log {', '.join(f'`{k}`' for k in sorted(clash))}. Give each callback its own `name`."
-                )
-
-    def _resolve_latent_shape(self, pl_module: pl.LightningModule) -> tuple[int, ...]:
-        if self.latent_shape is not None:
-            return self.latent_shape
-        hparams = getattr(pl_module, "hparams", None)
-        latent_dim = hparams.get("latent_dim") if hparams is not None and hasattr(hparams, "get") else None
-        if latent_dim is None:
-            raise ValueError(
-                "`PPLCallback` needs the shape of the generator's latent vector: pass `PPLCallback(latent_shape=...)`,"
-                " or save a `latent_dim` hyperparameter in your LightningModule; "
-                f"`{type(pl_module).__name__}.hparams` has no `latent_dim`."
-            )
-        return normalize_latent_shape(latent_dim, argument="pl_module.hparams.latent_dim")
-
     def _resolve_weights_rank_zero_first(self, trainer: pl.Trainer) -> None:
-        # Rank 0 finds (and if needed downloads) the files first; its outcome, error included, is broadcast, so that
-        # a missing file stops every rank with the same message before training starts.
-        outcome: Any = None
-        if trainer.is_global_zero:
-            try:
-                outcome = resolve_lpips_weights(self.lpips_weights, self.vgg16_weights, progress=self.progress)
-            except Exception as err:  # broadcast below, then raised on every rank
-                outcome = err
-        outcome = trainer.strategy.broadcast(outcome, src=0)
-        if isinstance(outcome, Exception):
-            raise outcome
+        # Rank 0 finds (and if needed downloads) the files first; the others then find them in the cache.
+        rank_zero_first(
+            trainer, lambda: resolve_lpips_weights(self.lpips_weights, self.vgg16_weights, progress=self.progress)
+        )
