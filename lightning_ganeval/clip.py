@@ -46,7 +46,6 @@ import contextlib
 import os
 import re
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_ganeval.extractor import _check_images, _default_device
+from lightning_ganeval.extractor import _check_images, _default_device, feature_numerics
 from lightning_ganeval.weights import (
     ResolvedWeights,
     WeightsNotFoundError,
@@ -348,18 +347,8 @@ class CLIPExtractor(nn.Module):
         """Stay in eval mode: Lightning calls ``train()`` on every submodule of a LightningModule."""
         return super().train(False)
 
-    @contextlib.contextmanager
-    def _numerics(self) -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.no_grad())
-            if self.device.type == "cuda":
-                saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-                stack.callback(_restore_tf32, saved)
-                torch.backends.cuda.matmul.allow_tf32 = self.allow_tf32
-                torch.backends.cudnn.allow_tf32 = self.allow_tf32
-            if self.device.type in ("cuda", "cpu"):
-                stack.enter_context(torch.autocast(self.device.type, enabled=False))
-            yield
+    def _numerics(self) -> contextlib.AbstractContextManager[None]:
+        return feature_numerics(self.device, allow_tf32=self.allow_tf32)
 
     def preprocess(self, images: Tensor) -> Tensor:
         """Centre crop, resize and normalise: the network's float32 N x 3 x S x S input on :attr:`device`.
@@ -419,7 +408,3 @@ def get_clip_extractor(
     if extractor is None:
         extractor = _EXTRACTORS[key] = CLIPExtractor(resolved, resize=resize, device=target)
     return extractor
-
-
-def _restore_tf32(saved: tuple[bool, bool]) -> None:
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

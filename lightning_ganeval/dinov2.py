@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_ganeval.extractor import _check_images, _default_device
+from lightning_ganeval.extractor import _check_images, _default_device, feature_numerics
 from lightning_ganeval.weights import ResolvedWeights, WeightsSpec, resolve_weights
 
 __all__ = [
@@ -407,18 +406,8 @@ class DINOv2Extractor(nn.Module):
         """Stay in eval mode: Lightning calls ``train()`` on every submodule of a LightningModule."""
         return super().train(False)
 
-    @contextlib.contextmanager
-    def _numerics(self) -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.no_grad())
-            if self.device.type == "cuda":
-                saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-                stack.callback(_restore_tf32, saved)
-                torch.backends.cuda.matmul.allow_tf32 = self.allow_tf32
-                torch.backends.cudnn.allow_tf32 = self.allow_tf32
-            if self.device.type in ("cuda", "cpu"):
-                stack.enter_context(torch.autocast(self.device.type, enabled=False))
-            yield
+    def _numerics(self) -> contextlib.AbstractContextManager[None]:
+        return feature_numerics(self.device, allow_tf32=self.allow_tf32)
 
     def preprocess(self, images: Tensor) -> Tensor:
         """Resize to 224 x 224 and normalise: the network's float32 N x 3 x 224 x 224 input on :attr:`device`.
@@ -454,7 +443,3 @@ class DINOv2Extractor(nn.Module):
 
     def extra_repr(self) -> str:
         return f"identity={self.identity!r}, device={self.device}"
-
-
-def _restore_tf32(saved: tuple[bool, bool]) -> None:
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

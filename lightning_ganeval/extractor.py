@@ -470,20 +470,8 @@ class InceptionExtractor(nn.Module):
         """Stay in eval mode: Lightning calls ``train()`` on every submodule of a LightningModule."""
         return super().train(False)
 
-    @contextlib.contextmanager
-    def _numerics(self) -> Iterator[None]:
-        """No autograd, no autocast (a bf16-mixed Trainer must not change the features), TF32 only if allowed."""
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.no_grad())
-            if self.device.type == "cuda":
-                tf32 = self.allow_tf32 or self.fast
-                saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-                stack.callback(_restore_tf32, saved)
-                torch.backends.cuda.matmul.allow_tf32 = tf32
-                torch.backends.cudnn.allow_tf32 = tf32
-            if self.device.type in ("cuda", "cpu"):
-                stack.enter_context(torch.autocast(self.device.type, enabled=False))
-            yield
+    def _numerics(self) -> contextlib.AbstractContextManager[None]:
+        return feature_numerics(self.device, allow_tf32=self.allow_tf32 or self.fast)
 
     def forward(self, images: Tensor) -> InceptionFeatures:
         """Compute pool3 features and bias-free logits.
@@ -516,6 +504,22 @@ class InceptionExtractor(nn.Module):
 
     def extra_repr(self) -> str:
         return f"identity={self.identity!r}, device={self.device}"
+
+
+@contextlib.contextmanager
+def feature_numerics(device: torch.device, *, allow_tf32: bool) -> Iterator[None]:
+    """How every feature network runs: no autograd, no autocast (a bf16-mixed Trainer must not change the
+    features), and on CUDA TF32 only if ``allow_tf32`` (the global flags are restored afterwards)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.no_grad())
+        if device.type == "cuda":
+            saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+            stack.callback(_restore_tf32, saved)
+            torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+            torch.backends.cudnn.allow_tf32 = allow_tf32
+        if device.type in ("cuda", "cpu"):
+            stack.enter_context(torch.autocast(device.type, enabled=False))
+        yield
 
 
 def _restore_tf32(saved: tuple[bool, bool]) -> None:
