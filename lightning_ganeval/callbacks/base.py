@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import itertools
 import os
 import re
 import weakref
@@ -41,7 +40,7 @@ from lightning_ganeval.evaluator import CLAMPED_WARNING_FRACTION, NONFINITE_POLI
 from lightning_ganeval.extractor import RESIZE_MODES, get_extractor
 from lightning_ganeval.images import PixelSpace, infer_pixel_space, to_uint8_rgb
 from lightning_ganeval.metrics.base import GenerativeMetric
-from lightning_ganeval.networks import network_identity
+from lightning_ganeval.networks import network_device, network_identity
 from lightning_ganeval.real import prepare_real_data, sample_real_images
 from lightning_ganeval.sampling import (
     check_generated,
@@ -275,7 +274,7 @@ class _SharedEvaluation:
                 keep_images=wanted,
                 progress=lambda done: bar.update(done - bar.n),
                 source=source if weights == "current" else f"{source} on the averaged weights",
-                generator_device=_module_device(pl_module),
+                generator_device=network_device(pl_module),  # an averaged copy may live elsewhere
                 call=call,
                 warn=False,
             )
@@ -290,12 +289,6 @@ class _SharedEvaluation:
                 f"lightning_ganeval, {when} ({self.describe()}{which}): {message}", category=EvaluationWarning
             )
         return result
-
-
-def _module_device(module: nn.Module) -> torch.device:
-    """Where ``module`` lives (an averaged copy may be kept on another device than the LightningModule)."""
-    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def _lacks_forward(module: nn.Module) -> bool:

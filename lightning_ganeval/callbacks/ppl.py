@@ -18,7 +18,6 @@ from lightning_ganeval.callbacks.base import (
     SampleFn,
     _all_ranks,
     _is_loader,
-    _module_device,
     _pixel_space,
     resolve_callable,
 )
@@ -32,6 +31,7 @@ from lightning_ganeval.metrics.ppl import (
     PerceptualPathLength,
     _check_discard,
 )
+from lightning_ganeval.networks import network_device
 from lightning_ganeval.real import sample_real_images
 from lightning_ganeval.sampling import isolated_rng, normalize_latent_shape
 
@@ -360,7 +360,7 @@ class PPLCallback(_ScheduledCallback):
                 module=module,
                 rank=trainer.global_rank,
                 world_size=trainer.world_size,
-                generator_device=_module_device(module),
+                generator_device=network_device(module),
                 network_device=trainer.strategy.root_device,
                 call=call,
                 progress=lambda done: bar.update(done - bar.n),
