@@ -282,3 +282,14 @@ def test_a_failing_evaluation_leaves_the_weights_alone(
         fit(trainer, model)
     for key, value in model.state_dict().items():
         assert torch.equal(value, snapshot.state[key]), key
+
+
+def test_both_weights_without_an_averaging_callback_say_so(
+    tmp_path: Path, settings: dict, fake_extractor: Any, fake_stats: Path
+) -> None:
+    # `model_weights="both"` promises `fid_current`; without a WeightAveraging callback there is none to log.
+    fid = fid_callback(settings, fake_stats, model_weights="both")
+    with pytest.warns(UserWarning, match=r"model_weights='both'\)` finds no WeightAveraging callback"):
+        fit(make_trainer(tmp_path, [fid], max_epochs=1), TinyGAN())
+    assert "fid_current" not in fid.history[0]
+    assert "fid" in fid.history[0]

@@ -151,6 +151,13 @@ class _ScheduledCallback(Callback):
         """The Trainer's ``WeightAveraging`` callback whose averaged copy is scored, or None (said once)."""
         classes = lightning_classes("callbacks", "WeightAveraging")
         averaging = next((c for c in trainer.callbacks if classes and isinstance(c, classes)), None)
+        if averaging is None and self.model_weights == "both":
+            rank_zero_warn(
+                f"`{type(self).__name__}(name={self.name!r}, model_weights='both')` finds no WeightAveraging callback"
+                " (e.g. EMAWeightAveraging) in the Trainer: it scores the current weights under the plain keys and"
+                " logs no `<key>_current`. Add the averaging callback, or pass `model_weights='current'`.",
+                category=UserWarning,
+            )
         if averaging is None or self.model_weights == "current":
             return None
         if not isinstance(getattr(averaging, "_average_model", None), nn.Module):
