@@ -41,13 +41,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_ganeval.callbacks.base as callbacks_module
 from lightning_ganeval import FIDCallback, InceptionScoreCallback
-from lightning_ganeval.extractor import get_extractor
+from lightning_ganeval.accumulators import FIDMoments, ISMarginals
+from lightning_ganeval.frechet import GaussianStats
 from lightning_ganeval.images import to_uint8_rgb
-from lightning_ganeval.math import GaussianStats
-from lightning_ganeval.moments import FIDMoments, ISMarginals
-from lightning_ganeval.real import network_provenance
-from lightning_ganeval.reference import save_stats
+from lightning_ganeval.inception import get_extractor
+from lightning_ganeval.real_pass import network_provenance
 from lightning_ganeval.sampling import LatentBank, check_generated
+from lightning_ganeval.stats_files import save_stats
 from lightning_ganeval.testing import cached_random_inception_weights
 
 LATENT_DIM = 128
@@ -209,7 +209,7 @@ def fixed_cost_rows(quick: bool = False, repeats: int = 3) -> list[dict[str, Any
     precision/recall (k = 3) on 1000 samples per side. The building of the reference (once per fit) is shown
     apart. Best of ``repeats`` calls each.
     """
-    from lightning_ganeval.math import FrechetReference, _trace_sqrt_product
+    from lightning_ganeval.frechet import FrechetReference, _trace_sqrt_product
     from lightning_ganeval.metrics.base import RealData
     from lightning_ganeval.metrics.fid import FID
     from lightning_ganeval.metrics.inception_score import InceptionScore

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from run_all import format_table  # the one table format of benchmarks/
 
-from lightning_ganeval.extractor import InceptionExtractor
-from lightning_ganeval.math import frechet_distance
+from lightning_ganeval.frechet import frechet_distance
+from lightning_ganeval.inception import InceptionExtractor
 from lightning_ganeval.testing import cached_random_inception_weights
 
 

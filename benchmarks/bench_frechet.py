@@ -1,8 +1,8 @@
 """Cost of the Fréchet distance at d = 2048: ours vs pytorch-fid and torchmetrics.
 
-During training the real statistics are fixed, so :class:`~lightning_ganeval.math.FrechetReference` computes
+During training the real statistics are fixed, so :class:`~lightning_ganeval.frechet.FrechetReference` computes
 the reference square root once and every evaluation costs two matrix products and one symmetric ``eigvalsh``.
-The one-shot :func:`~lightning_ganeval.math.frechet_distance` (both covariances new) costs a Cholesky
+The one-shot :func:`~lightning_ganeval.frechet.frechet_distance` (both covariances new) costs a Cholesky
 factorisation, two triangular-blocked products and one ``eigvalsh``; it is also compared with the eigh-based
 one-shot it replaced (a ``FrechetReference`` built per call). The peers, called as they are used:
 
@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from run_all import format_table  # the one table format of benchmarks/
 
-from lightning_ganeval.math import FrechetReference, frechet_distance
+from lightning_ganeval.frechet import FrechetReference, frechet_distance
 
 
 def _statistics(d: int, n: int, seed: int, shift: float) -> tuple[torch.Tensor, torch.Tensor]:

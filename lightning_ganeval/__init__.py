@@ -4,7 +4,7 @@ memorization, as callbacks, from a plain loop (:class:`Evaluator`) or the comman
 The public API is the one list :data:`_EXPORTS` below (``__all__``): the callbacks, the :class:`Evaluator` and its
 result, the metric units and the bases to write another (:class:`GenerativeMetric`, :class:`PerSampleMetric`,
 :class:`RealRequest`, :class:`RealData`), :class:`PixelSpace`, the feature networks, the statistics files and the
-weights resolution. Everything else stays importable from its module (``lightning_ganeval.math.frechet_distance``,
+weights resolution. Everything else stays importable from its module (``lightning_ganeval.frechet.frechet_distance``,
 ``lightning_ganeval.images.to_uint8_rgb``, ...). Names are loaded on first access, so that the plain-torch parts can
 be imported without Lightning (only the callbacks need it).
 """
@@ -47,13 +47,13 @@ _EXPORTS = {
     "RealData": "metrics",
     # pixels, networks, files, weights
     "PixelSpace": "images",
-    "InceptionExtractor": "extractor",
-    "get_extractor": "extractor",
+    "InceptionExtractor": "inception",
+    "get_extractor": "inception",
     "DINOv2Extractor": "dinov2",
     "CLIPExtractor": "clip",
     "LPIPSVGG16": "lpips",
-    "load_stats": "reference",
-    "save_stats": "reference",
+    "load_stats": "stats_files",
+    "save_stats": "stats_files",
     "resolve_weights": "weights",
     "WeightsError": "weights",
 }
@@ -88,8 +88,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs, which cannot follow __getattr__
     from lightning_ganeval.clip import CLIPExtractor
     from lightning_ganeval.dinov2 import DINOv2Extractor
     from lightning_ganeval.evaluator import EvaluationResult, EvaluationWarning, Evaluator
-    from lightning_ganeval.extractor import InceptionExtractor, get_extractor
     from lightning_ganeval.images import PixelSpace
+    from lightning_ganeval.inception import InceptionExtractor, get_extractor
     from lightning_ganeval.lpips import LPIPSVGG16
     from lightning_ganeval.metrics import (
         CMMD,
@@ -105,5 +105,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs, which cannot follow __getattr__
         RealRequest,
         VendiScore,
     )
-    from lightning_ganeval.reference import load_stats, save_stats
+    from lightning_ganeval.stats_files import load_stats, save_stats
     from lightning_ganeval.weights import WeightsError, resolve_weights

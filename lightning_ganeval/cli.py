@@ -13,11 +13,12 @@
     torchrun --nproc-per-node=8 -m lightning_ganeval fid generated/ real/
 
 ``python -m lightning_ganeval`` is the same program. It runs the callbacks' pipeline on image files: the same
-extractor (:func:`~lightning_ganeval.extractor.get_extractor`, or
+extractor (:func:`~lightning_ganeval.inception.get_extractor`, or
 :class:`~lightning_ganeval.dinov2.DINOv2Extractor` with ``--network dinov2``), the same conversion
 (:func:`~lightning_ganeval.images.to_uint8_rgb` with ``side="real"``; decoded files are uint8 already), the same
-streaming accumulators (:class:`~lightning_ganeval.moments.FIDMoments`, :class:`~lightning_ganeval.moments.ISMarginals`,
-:class:`~lightning_ganeval.moments.FeatureBank`) and the same math (:func:`~lightning_ganeval.math.frechet_distance`,
+streaming accumulators (:class:`~lightning_ganeval.accumulators.FIDMoments`,
+:class:`~lightning_ganeval.accumulators.ISMarginals`, :class:`~lightning_ganeval.accumulators.FeatureBank`) and the
+same math (:func:`~lightning_ganeval.frechet.frechet_distance`,
 :func:`~lightning_ganeval.metrics.kid.kid_from_features`,
 :func:`~lightning_ganeval.metrics.precision_recall.precision_recall_density_coverage`).
 
@@ -70,8 +71,8 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
+    from lightning_ganeval.frechet import GaussianStats
     from lightning_ganeval.images import PixelSpace
-    from lightning_ganeval.math import GaussianStats
 
 __all__ = [
     "COMMANDS",
@@ -409,14 +410,14 @@ class _Extracted:
 
 
 def _layer(network: nn.Module) -> str:
-    from lightning_ganeval.extractor import InceptionExtractor
+    from lightning_ganeval.inception import InceptionExtractor
 
     return "pool" if isinstance(network, InceptionExtractor) else "features"
 
 
 def _width(network: nn.Module, layer: str) -> int:
     """The layer's width, known on every rank (also one whose share of the files is empty)."""
-    from lightning_ganeval.extractor import NUM_FEATURES, NUM_LOGITS, InceptionExtractor
+    from lightning_ganeval.inception import NUM_FEATURES, NUM_LOGITS, InceptionExtractor
 
     if isinstance(network, InceptionExtractor):
         return NUM_FEATURES if layer == "pool" else NUM_LOGITS
@@ -453,8 +454,8 @@ def _extract(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
+    from lightning_ganeval.accumulators import FeatureBank, FIDMoments, ISMarginals
     from lightning_ganeval.images import to_uint8_rgb
-    from lightning_ganeval.moments import FeatureBank, FIDMoments, ISMarginals
     from lightning_ganeval.networks import run_network
 
     assert source.files is not None
@@ -698,7 +699,7 @@ def _build_network(args: argparse.Namespace, device: torch.device) -> nn.Module:
         warnings.simplefilter("always")
         try:
             if args.network == "inception":
-                from lightning_ganeval.extractor import get_extractor
+                from lightning_ganeval.inception import get_extractor
 
                 network: nn.Module = get_extractor(device, weights=args.inception_weights, resize=resize)
             elif args.network == "clip":
@@ -720,7 +721,7 @@ def _build_network(args: argparse.Namespace, device: torch.device) -> nn.Module:
 
 
 def _load_stats(source: _Source, expect: dict[str, Any] | None) -> tuple[GaussianStats, dict[str, Any]]:
-    from lightning_ganeval.reference import load_stats
+    from lightning_ganeval.stats_files import load_stats
 
     try:
         return load_stats(source.text, expect=expect)
@@ -731,7 +732,7 @@ def _load_stats(source: _Source, expect: dict[str, Any] | None) -> tuple[Gaussia
 def _check_stats_file(source: _Source) -> None:
     """Refuse a statistics file that cannot be used before the network is loaded (seconds), cheaply.
 
-    Only the archive's directory is read; on any doubt the full :func:`~lightning_ganeval.reference.load_stats`
+    Only the archive's directory is read; on any doubt the full :func:`~lightning_ganeval.stats_files.load_stats`
     runs, so that the message is the library's. The file is read in full (and its provenance checked) later.
     """
     import numpy as np
@@ -746,7 +747,7 @@ def _check_stats_file(source: _Source) -> None:
 
 
 def _provenance(run: _Run, layer: str | None = None) -> dict[str, Any]:
-    from lightning_ganeval.real import network_provenance
+    from lightning_ganeval.real_pass import network_provenance
 
     return network_provenance(run.network, _layer(run.network) if layer is None else layer)
 
@@ -790,7 +791,7 @@ def _fid(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, An
             f"A has {stats_a.num_features} features per sample and B has {stats_b.num_features}: they come from "
             "different networks or layers."
         )
-    from lightning_ganeval.math import frechet_distance
+    from lightning_ganeval.frechet import frechet_distance
 
     try:
         value = frechet_distance(stats_a.mean, stats_a.cov, stats_b.mean, stats_b.cov)
@@ -915,7 +916,7 @@ def _stats(args: argparse.Namespace, make_run: Callable[[], _Run]) -> dict[str, 
     }
     if args.output is not None:
         if rank == 0:
-            from lightning_ganeval.reference import save_stats
+            from lightning_ganeval.stats_files import save_stats
 
             try:
                 written = save_stats(args.output, stats, provenance)
@@ -1327,7 +1328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def make_run() -> _Run:
         nonlocal created, rank
-        from lightning_ganeval.reference import default_max_workers
+        from lightning_ganeval.real_images import default_max_workers
 
         local_rank = _env_int("LOCAL_RANK", 0)
         device = _device(args.device, local_rank if _env_int("WORLD_SIZE", 1) > 1 else None)

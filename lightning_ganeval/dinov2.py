@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_ganeval.extractor import _check_images, _default_device, feature_numerics
+from lightning_ganeval.inception import _check_images, _default_device, feature_numerics
 from lightning_ganeval.weights import ResolvedWeights, WeightsSpec, resolve_weights
 
 __all__ = [

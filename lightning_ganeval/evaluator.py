@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from lightning_ganeval.images import PixelSpace, RangeCheck, to_uint8_rgb
 from lightning_ganeval.metrics.base import GenerativeMetric
 from lightning_ganeval.networks import network_device, run_network
-from lightning_ganeval.real import prepare_real_data
+from lightning_ganeval.real_pass import prepare_real_data
 from lightning_ganeval.sampling import (
     LatentBank,
     check_generated,
@@ -102,7 +102,7 @@ class Evaluator:
         space: Pixel space of the generated images (a :class:`~lightning_ganeval.images.PixelSpace` or a
             ``(low, high)`` pair); values outside it are clamped and counted.
         inception: The Inception network for metrics without their own ``feature_extractor``
-            (:func:`~lightning_ganeval.extractor.get_extractor`).
+            (:func:`~lightning_ganeval.inception.get_extractor`).
         nonfinite: ``"exclude"`` samples with NaN/Inf from the statistics (counted), or ``"raise"``.
 
     Raises:
@@ -187,8 +187,8 @@ class Evaluator:
         """Give every metric that needs real data its statistics / features, from one pass over ``real``.
 
         ``real`` is a ``DataLoader`` (or dataset, or iterable of batches), a ``.npz`` statistics file, or
-        :class:`~lightning_ganeval.math.GaussianStats`. Keyword arguments are those of
-        :func:`lightning_ganeval.real.prepare_real_data` (``space``, ``image_fn``, ``num_real``, ``cache_dir``,
+        :class:`~lightning_ganeval.frechet.GaussianStats`. Keyword arguments are those of
+        :func:`lightning_ganeval.real_pass.prepare_real_data` (``space``, ``image_fn``, ``num_real``, ``cache_dir``,
         ``progress``). Every rank must call it.
         """
         wanting = [(network, m) for network, members in self._networks for m in members if m.real_request()]

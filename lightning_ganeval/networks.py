@@ -1,6 +1,6 @@
 """Feature networks as the evaluation sees them: what identifies their outputs, where they run, their layers.
 
-Inception returns pool3 features and logits (:class:`~lightning_ganeval.extractor.InceptionFeatures`); any other
+Inception returns pool3 features and logits (:class:`~lightning_ganeval.inception.InceptionFeatures`); any other
 ``nn.Module`` that maps uint8 ``N x 3 x H x W`` images to an ``N x d`` tensor (DINOv2, CLIP, a domain network) is
 a network with one layer, ``features``.
 """
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from lightning_ganeval.extractor import InceptionFeatures
+from lightning_ganeval.inception import InceptionFeatures
 
 __all__ = ["network_device", "network_identity", "run_network"]
 

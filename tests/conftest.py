@@ -20,7 +20,7 @@ def inception_weights_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def extractor(inception_weights_path: Path):
     """The package's shared CPU extractor on the random weights (default TF1 resize)."""
-    from lightning_ganeval.extractor import get_extractor
+    from lightning_ganeval.inception import get_extractor
 
     return get_extractor("cpu", weights=inception_weights_path)
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_ganeval.extractor import InceptionFeatures
+from lightning_ganeval.inception import InceptionFeatures
 
 
 class FakeExtractor(nn.Module):

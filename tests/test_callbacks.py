@@ -29,11 +29,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_ganeval.callbacks.base as callbacks_module
-import lightning_ganeval.real as real_module
+import lightning_ganeval.real_pass as real_module
 from lightning_ganeval import FIDCallback, InceptionScoreCallback
-from lightning_ganeval.extractor import InceptionFeatures
-from lightning_ganeval.math import GaussianStats
-from lightning_ganeval.reference import extractor_provenance, save_stats
+from lightning_ganeval.frechet import GaussianStats
+from lightning_ganeval.inception import InceptionFeatures
+from lightning_ganeval.stats_files import extractor_provenance, save_stats
 from lightning_ganeval.weights import WeightsError
 
 IMAGE_SIZE = 8
@@ -656,7 +656,7 @@ def test_real_statistics_are_cached_on_disk(
 def test_npz_from_another_extractor_is_refused(
     tmp_path: Path, settings: dict, fake_extractor: FakeExtractor, fake_stats: Path
 ) -> None:
-    from lightning_ganeval.reference import load_stats
+    from lightning_ganeval.stats_files import load_stats
 
     stats, provenance = load_stats(fake_stats)
     other = save_stats(tmp_path / "other.npz", stats, {**provenance, "extractor": "inception-2015-12-05/abc/tf1"})

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_ganeval.callbacks.base as callbacks_module
 from lightning_ganeval import FIDCallback, InceptionScoreCallback
-from lightning_ganeval.reference import load_stats
+from lightning_ganeval.stats_files import load_stats
 
 pytestmark = [pytest.mark.slow, pytest.mark.ddp]
 

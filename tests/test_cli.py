@@ -26,10 +26,10 @@ import torch
 from PIL import Image
 
 from lightning_ganeval import cli
-from lightning_ganeval.math import frechet_distance
+from lightning_ganeval.frechet import frechet_distance
 from lightning_ganeval.metrics import FID
-from lightning_ganeval.real import network_provenance, prepare_real_data
-from lightning_ganeval.reference import load_stats
+from lightning_ganeval.real_pass import network_provenance, prepare_real_data
+from lightning_ganeval.stats_files import load_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -521,7 +521,7 @@ def test_precision_recall_equal_torch_fidelity(ours: dict[str, Any], fidelity: d
 
 @pytest.mark.slow
 def test_every_command_equals_the_extractor_and_math_run_directly(ours: dict[str, Any], direct: dict[str, Any]) -> None:
-    from lightning_ganeval.math import inception_score
+    from lightning_ganeval.inception_score_math import inception_score
     from lightning_ganeval.metrics.kid import mmd2_unbiased
     from lightning_ganeval.metrics.precision_recall import precision_recall_density_coverage
 

@@ -2,8 +2,8 @@
 
 The feature networks are `FakeExtractor` (the Inception interface: ``pool`` and ``logits``) and `TinyFeatures`
 (a one-layer network for ``feature_extractor=``); both count their forward calls. Reference values are computed
-here from the same features with :func:`lightning_ganeval.math.frechet_distance` and
-:func:`lightning_ganeval.math.inception_score`.
+here from the same features with :func:`lightning_ganeval.frechet.frechet_distance` and
+:func:`lightning_ganeval.inception_score_math.inception_score`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from tiny_nets import LATENT_DIM, TinyFeatures, TinyGenerator, real_images
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_ganeval import FID, KID, Evaluator, InceptionScore, PrecisionRecall
+from lightning_ganeval.frechet import frechet_distance
 from lightning_ganeval.images import to_uint8_rgb
-from lightning_ganeval.math import frechet_distance, inception_score
+from lightning_ganeval.inception_score_math import inception_score
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_SAMPLES, BATCH = 20, 8  # 3 batches: 8, 8, 4

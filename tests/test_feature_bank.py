@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from lightning_ganeval.moments import FeatureBank, _communication_device
+from lightning_ganeval.accumulators import FeatureBank, _communication_device
 
 
 def _rows(n: int, d: int, seed: int = 0) -> torch.Tensor:

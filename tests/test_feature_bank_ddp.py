@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lightning_ganeval.moments import FeatureBank
+from lightning_ganeval.accumulators import FeatureBank
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # spawns 2-3 processes: ~10-15 s each
 

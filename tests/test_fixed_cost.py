@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import lightning_ganeval.math as gmath
-from lightning_ganeval.math import FrechetReference, GaussianStats
+import lightning_ganeval.frechet as gmath
+from lightning_ganeval.frechet import FrechetReference, GaussianStats
 from lightning_ganeval.metrics.base import RealData
 from lightning_ganeval.metrics.fid import FID
 

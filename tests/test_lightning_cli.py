@@ -20,9 +20,9 @@ import pytest
 import torch
 import yaml
 
-from lightning_ganeval.math import GaussianStats
-from lightning_ganeval.real import network_provenance
-from lightning_ganeval.reference import save_stats
+from lightning_ganeval.frechet import GaussianStats
+from lightning_ganeval.real_pass import network_provenance
+from lightning_ganeval.stats_files import save_stats
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "tests" / "cli_app.py"

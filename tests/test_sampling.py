@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_ganeval.math import FrechetReference
-from lightning_ganeval.moments import FIDMoments, ISMarginals, chan_merge
+from lightning_ganeval.accumulators import FIDMoments, ISMarginals, chan_merge
+from lightning_ganeval.frechet import FrechetReference
 from lightning_ganeval.sampling import (
     LatentBank,
     check_generated,

@@ -47,7 +47,7 @@ def test_torch_fidelity_inception_score_on_random_weights_is_finite_and_ours(inc
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     from torch_fidelity.metric_isc import isc_features_to_metric
 
-    from lightning_ganeval.math import inception_score
+    from lightning_ganeval.inception_score_math import inception_score
 
     model = FeatureExtractorInceptionV3(
         "inception-v3-compat", ["logits_unbiased"], feature_extractor_weights_path=str(inception_weights_path)

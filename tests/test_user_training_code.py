@@ -835,7 +835,7 @@ def test_inception_defaults_infer_the_space_for_fid_and_is(
     lit: SimpleNamespace, tmp_path: Path, inception_weights_path: Path, extractor: Any
 ) -> None:
     """No ``feature_extractor``: Inception (random weights), FID and IS sharing a pass, both in the data's space."""
-    from lightning_ganeval.math import inception_score
+    from lightning_ganeval.inception_score_math import inception_score
 
     real_uint8 = mnist_like_uint8(8)
     common = {"num_samples": 8, "batch_size": 8, "inception_weights": inception_weights_path, "progress": False}

@@ -37,11 +37,11 @@ from lightning_ganeval.callbacks._scheduled import _ScheduledCallback, rank_zero
 from lightning_ganeval.callbacks._state_keys import install_trainer_check
 from lightning_ganeval.callbacks.grids import log_grid
 from lightning_ganeval.evaluator import CLAMPED_WARNING_FRACTION, NONFINITE_POLICIES, EvaluationWarning, Evaluator
-from lightning_ganeval.extractor import RESIZE_MODES, get_extractor
 from lightning_ganeval.images import PixelSpace, infer_pixel_space, to_uint8_rgb
+from lightning_ganeval.inception import RESIZE_MODES, get_extractor
 from lightning_ganeval.metrics.base import GenerativeMetric
 from lightning_ganeval.networks import network_device, network_identity
-from lightning_ganeval.real import prepare_real_data, sample_real_images
+from lightning_ganeval.real_pass import prepare_real_data, sample_real_images
 from lightning_ganeval.sampling import (
     check_generated,
     isolated_rng,

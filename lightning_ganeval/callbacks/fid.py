@@ -123,7 +123,7 @@ class FIDCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
     ``fid_inf`` through ``pl_module.log`` on every rank with the same value.
 
     Args:
-        real: The real side: a ``.npz`` statistics file (:func:`~lightning_ganeval.reference.save_stats`, or
+        real: The real side: a ``.npz`` statistics file (:func:`~lightning_ganeval.stats_files.save_stats`, or
             pytorch-fid's ``mu``/``sigma`` files), a :class:`~torch.utils.data.DataLoader`, or ``None`` for the
             Trainer's training dataloader. Statistics computed from a loader are cached on disk.
         num_samples: Generated samples per evaluation.
@@ -154,7 +154,7 @@ class FIDCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
         inception_weights: Path to the Inception weights; default: ``$LIGHTNING_GANEVAL_INCEPTION_WEIGHTS``, the
             torch hub cache, then a verified download (see :func:`~lightning_ganeval.weights.resolve_weights`).
         resize: How images reach 299 x 299: ``"tf1"`` (reference) or ``"antialias"``.
-        fast: Faster, not reference-exact Inception (see :class:`~lightning_ganeval.extractor.InceptionExtractor`).
+        fast: Faster, not reference-exact Inception (see :class:`~lightning_ganeval.inception.InceptionExtractor`).
         feature_extractor: Any ``nn.Module`` mapping uint8 ``N x 3 x H x W`` images to ``N x d`` features (it does
             its own resizing and normalisation), e.g. :class:`~lightning_ganeval.dinov2.DINOv2Extractor` for
             FD_DINOv2; default: Inception pool3. It runs in eval mode on the training device and never lands in a

@@ -19,8 +19,8 @@ from lightning_ganeval.callbacks.fid import RealDataCallbackMixin
 from lightning_ganeval.callbacks.grids import log_grid
 from lightning_ganeval.images import to_uint8_rgb
 from lightning_ganeval.metrics.memorization import Memorization
-from lightning_ganeval.real import prepare_real_data
-from lightning_ganeval.reference import iter_real_images
+from lightning_ganeval.real_images import iter_real_images
+from lightning_ganeval.real_pass import prepare_real_data
 from lightning_ganeval.sampling import check_generated, preserved_module_state, seed_batch_noise
 
 __all__ = ["MemorizationCallback"]

@@ -32,7 +32,7 @@ from lightning_ganeval.metrics.ppl import (
     _check_discard,
 )
 from lightning_ganeval.networks import network_device
-from lightning_ganeval.real import sample_real_images
+from lightning_ganeval.real_pass import sample_real_images
 from lightning_ganeval.sampling import isolated_rng, normalize_latent_shape
 
 __all__ = ["MappingFn", "PPLCallback"]

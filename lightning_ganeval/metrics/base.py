@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_ganeval.math import GaussianStats
-from lightning_ganeval.moments import FeatureBank
+from lightning_ganeval.accumulators import FeatureBank
+from lightning_ganeval.frechet import GaussianStats
 
 __all__ = [
     "GenerativeMetric",
@@ -187,7 +187,7 @@ def features_fingerprint(features: Tensor) -> str:
 class PerSampleMetric(GenerativeMetric):
     """A metric that compares per-sample features of both sides (KID, precision/recall).
 
-    The generated rows are kept on the CPU in a :class:`~lightning_ganeval.moments.FeatureBank` and gathered on
+    The generated rows are kept on the CPU in a :class:`~lightning_ganeval.accumulators.FeatureBank` and gathered on
     every rank, in global sample order, by :meth:`generated_features`; the real rows (``max_real`` rows, a seeded
     uniform sample of the whole real set) come from the real pass. Subclasses check the real rows in
     :meth:`check_real` and score in :meth:`compute`.

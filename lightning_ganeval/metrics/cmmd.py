@@ -157,7 +157,7 @@ def cmmd_from_features(
 class CMMD(PerSampleMetric):
     """CMMD of the generated samples' embeddings to real embeddings (CLIP ViT-L/14-336 in the callbacks).
 
-    The generated rows are kept on the CPU (a :class:`~lightning_ganeval.moments.FeatureBank`, N × d float32, 30 MB
+    The generated rows are kept on the CPU (a :class:`~lightning_ganeval.accumulators.FeatureBank`, N × d float32, 30 MB
     at N = 10k and d = 768), gathered on every rank in global sample order, and scored on the evaluation device
     with the blocked float64 kernel sums of :func:`cmmd_from_features`; the real side's Σ K_xx is computed at the
     first evaluation of a fit and reused. The value is the same for any number of processes.

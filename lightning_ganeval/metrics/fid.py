@@ -1,7 +1,7 @@
 """Fréchet distance of generated features to real statistics, with optional FID∞ extrapolation.
 
-The accumulator is :class:`~lightning_ganeval.moments.FIDMoments` (float64 n, mean, centred M2; exact Chan merge
-across ranks); the distance is :class:`~lightning_ganeval.math.FrechetReference`, whose square root of the real
+The accumulator is :class:`~lightning_ganeval.accumulators.FIDMoments` (float64 n, mean, centred M2; exact Chan merge
+across ranks); the distance is :class:`~lightning_ganeval.frechet.FrechetReference`, whose square root of the real
 covariance is computed once per fit.
 
 FID∞ (Chong & Forsyth, CVPR 2020): FID is biased in the sample count N, by an amount that depends on the model,
@@ -20,10 +20,10 @@ import math
 import torch
 from torch import Tensor
 
-from lightning_ganeval.math import FrechetReference, GaussianStats
+from lightning_ganeval.accumulators import FIDMoments
+from lightning_ganeval.frechet import FrechetReference, GaussianStats
 from lightning_ganeval.metrics.base import GenerativeMetric, RealData, RealRequest
 from lightning_ganeval.metrics.extrapolation import extrapolate_to_infinity
-from lightning_ganeval.moments import FIDMoments
 
 __all__ = ["FID", "stats_fingerprint"]
 

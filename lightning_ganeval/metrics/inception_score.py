@@ -1,6 +1,6 @@
 """Inception Score from streamed per-split label marginals, with optional IS∞ extrapolation.
 
-The accumulator is :class:`~lightning_ganeval.moments.ISMarginals`: per split Σ p(y|x), Σ p log p and the count
+The accumulator is :class:`~lightning_ganeval.accumulators.ISMarginals`: per split Σ p(y|x), Σ p log p and the count
 (O(splits × classes), flat in N), split boundaries ``i·N//splits`` by global sample index, std with ``ddof=0``.
 
 IS∞ (Chong & Forsyth, CVPR 2020) extrapolates the one-split score on the first N_k = k·N/points samples of the
@@ -15,10 +15,10 @@ import math
 import torch
 from torch import Tensor
 
-from lightning_ganeval.math import inception_score_from_sums
+from lightning_ganeval.accumulators import ISMarginals
+from lightning_ganeval.inception_score_math import inception_score_from_sums
 from lightning_ganeval.metrics.base import GenerativeMetric
 from lightning_ganeval.metrics.extrapolation import extrapolate_to_infinity
-from lightning_ganeval.moments import ISMarginals
 
 __all__ = ["InceptionScore"]
 

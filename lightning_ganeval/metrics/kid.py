@@ -421,7 +421,7 @@ def kid_from_features(
 class KID(PerSampleMetric):
     """Kernel Inception Distance of the generated samples' features to real features.
 
-    Per-sample features are kept on the CPU (a :class:`~lightning_ganeval.moments.FeatureBank`, N × d float32),
+    Per-sample features are kept on the CPU (a :class:`~lightning_ganeval.accumulators.FeatureBank`, N × d float32),
     gathered across ranks once per evaluation in global sample order, and scored on the evaluation device with
     :func:`kid_from_features`, so the value is the same for any number of processes.
 

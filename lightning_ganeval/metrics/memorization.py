@@ -47,8 +47,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_ganeval.accumulators import FeatureBank
 from lightning_ganeval.metrics.base import PerSampleMetric, RealData
-from lightning_ganeval.moments import FeatureBank
 
 __all__ = [
     "Memorization",

@@ -21,8 +21,8 @@ import torch.distributed as dist
 import torchmetrics
 from torch import Tensor
 
+from lightning_ganeval.accumulators import _communication_device
 from lightning_ganeval.metrics.base import GenerativeMetric
-from lightning_ganeval.moments import _communication_device
 
 __all__ = ["GramSums", "VendiScore", "vendi_from_gram", "vendi_score"]
 

@@ -11,16 +11,14 @@ from pytorch_fid.fid_score import calculate_frechet_distance
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torchmetrics.image.fid import _compute_fid
 
-from lightning_ganeval.math import (
+from lightning_ganeval.frechet import (
     NEGATIVE_DISTANCE_RTOL,
     PSD_RTOL,
     FrechetReference,
     GaussianStats,
     frechet_distance,
-    inception_score,
-    inception_score_from_sums,
-    split_boundaries,
 )
+from lightning_ganeval.inception_score_math import inception_score, inception_score_from_sums, split_boundaries
 
 FID_RTOL = 1e-6  # relative agreement required with closed forms and the peers' formulas
 IS_RTOL = 1e-9  # relative agreement required with torch-fidelity's Inception Score

@@ -33,13 +33,8 @@ import torch.distributed as dist
 import torchmetrics
 from torch import Tensor
 
-from lightning_ganeval.math import (
-    GaussianStats,
-    _split_of,
-    _split_sums,
-    inception_score_from_sums,
-    split_boundaries,
-)
+from lightning_ganeval.frechet import GaussianStats
+from lightning_ganeval.inception_score_math import _split_of, _split_sums, inception_score_from_sums, split_boundaries
 
 __all__ = ["FIDMoments", "FeatureBank", "ISMarginals", "chan_merge"]
 

@@ -19,11 +19,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_ganeval.extractor import InceptionFeatures
-from lightning_ganeval.math import FrechetReference, inception_score
+from lightning_ganeval.accumulators import FIDMoments, ISMarginals
+from lightning_ganeval.frechet import FrechetReference
+from lightning_ganeval.inception import InceptionFeatures
+from lightning_ganeval.inception_score_math import inception_score
 from lightning_ganeval.metrics import FID, KID
-from lightning_ganeval.moments import FIDMoments, ISMarginals
-from lightning_ganeval.real import prepare_real_data
+from lightning_ganeval.real_pass import prepare_real_data
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # spawns 2-3 processes: ~10-15 s each
 

@@ -1,4 +1,4 @@
-"""The live real pass (`real.py`) without a Trainer: the whole-dataset cache key, hit and miss, verified cache
+"""The live real pass (`real_pass.py`) without a Trainer: the whole-dataset cache key, hit and miss, verified cache
 entries, the uniform real rows of KID / precision-recall, sharding, rank 0's write and broadcast, the inferred
 pixel space. Each test runs in well under a second on a fake network."""
 
@@ -16,17 +16,17 @@ from fakes import FakeExtractor
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 
-from lightning_ganeval import real as real_module
+from lightning_ganeval import real_pass as real_module
 from lightning_ganeval.images import to_uint8_rgb
 from lightning_ganeval.metrics import FID, KID, PrecisionRecall
-from lightning_ganeval.real import (
+from lightning_ganeval.real_pass import (
     SAMPLE_SIZE,
     prepare_real_data,
     sample_indices,
     sample_real_images,
     select_real_rows,
 )
-from lightning_ganeval.reference import load_stats
+from lightning_ganeval.stats_files import load_stats
 
 
 class Images(Dataset):

@@ -12,13 +12,8 @@ import pytest
 import torch
 from pytorch_fid.fid_score import compute_statistics_of_path
 
-from lightning_ganeval.math import PSD_RTOL, GaussianStats
-from lightning_ganeval.reference import (
-    atomic_write,
-    extractor_provenance,
-    load_stats,
-    save_stats,
-)
+from lightning_ganeval.frechet import PSD_RTOL, GaussianStats
+from lightning_ganeval.stats_files import atomic_write, extractor_provenance, load_stats, save_stats
 
 RTOL = 1e-9  # streamed real statistics vs one-shot np.cov on the same features
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch_fidelity.metric_isc import isc_features_to_metric
 
-from lightning_ganeval.math import FrechetReference, GaussianStats, inception_score
-from lightning_ganeval.moments import FIDMoments, ISMarginals, chan_merge
+from lightning_ganeval.accumulators import FIDMoments, ISMarginals, chan_merge
+from lightning_ganeval.frechet import FrechetReference, GaussianStats
+from lightning_ganeval.inception_score_math import inception_score
 
 RTOL = 1e-9  # streaming results must equal the one-shot float64 reference to this relative tolerance
 

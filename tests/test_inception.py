@@ -1,4 +1,4 @@
-"""Tests for lightning_ganeval.extractor against torch-fidelity, torchmetrics and pytorch-fid on the same weights.
+"""Tests for lightning_ganeval.inception against torch-fidelity, torchmetrics and pytorch-fid on the same weights.
 
 Tolerances: features are compared as max|ours - ref| / max|ref| ("relative" below). The bound for the exact mode is
 5e-4; measured values are ~1e-6 at 299 x 299 and up to ~6e-5 on tiny upsampled inputs, where the random test weights
@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_ganeval.extractor import (
+from lightning_ganeval.inception import (
     RESIZE_MODES,
     InceptionExtractor,
     InceptionFeatures,
@@ -238,7 +238,7 @@ def test_fast_mode_is_labelled(extractor: InceptionExtractor, inception_weights_
 @pytest.fixture(scope="module")
 def bf16_extractor(inception_weights_path: Path) -> InceptionExtractor:
     """The bfloat16 path forced on, also on CPUs where bf16 is emulated: every machine runs it."""
-    import lightning_ganeval.extractor as extractor_module
+    import lightning_ganeval.inception as extractor_module
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(extractor_module, "_cpu_has_fast_bf16", lambda: True)

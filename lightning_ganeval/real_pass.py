@@ -36,22 +36,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_ganeval.extractor import InceptionExtractor
+from lightning_ganeval.accumulators import FeatureBank, FIDMoments
+from lightning_ganeval.frechet import GaussianStats
 from lightning_ganeval.images import PixelSpace, infer_pixel_space, to_uint8_rgb
-from lightning_ganeval.math import GaussianStats
+from lightning_ganeval.inception import InceptionExtractor
 from lightning_ganeval.metrics.base import GenerativeMetric, RealData
-from lightning_ganeval.moments import FeatureBank, FIDMoments
 from lightning_ganeval.networks import network_device, network_identity, run_network
-from lightning_ganeval.reference import (
-    RealImageStream,
-    atomic_write,
-    extractor_provenance,
-    iter_real_images,
-    load_stats,
-    map_style_size,
-    save_stats,
-)
+from lightning_ganeval.real_images import RealImageStream, iter_real_images, map_style_size
 from lightning_ganeval.sampling import isolated_rng
+from lightning_ganeval.stats_files import atomic_write, extractor_provenance, load_stats, save_stats
 
 __all__ = [
     "SAMPLE_SIZE",
@@ -521,7 +514,7 @@ def prepare_real_data(
 
     Args:
         real: A ``DataLoader`` / dataset / iterable of batches, a ``.npz`` statistics file (moments only), or
-            :class:`~lightning_ganeval.math.GaussianStats`.
+            :class:`~lightning_ganeval.frechet.GaussianStats`.
         wanting: ``(network, metric)`` for each metric whose :meth:`real_request` is not None.
         space: Pixel space of the real images; ``None`` infers it from :func:`sample_real_images`
             (:func:`~lightning_ganeval.images.infer_pixel_space`).
