@@ -368,10 +368,7 @@ class _RowSample:
         if world_size > 1:
             bank = FeatureBank(num_features=self.num_features)
             bank.update(rows, indices)
-            rows = bank.compute()  # every rank's rows, sorted by global index
-            gathered: list[Any] = [None] * world_size
-            torch.distributed.all_gather_object(gathered, indices.tolist())
-            indices = torch.tensor(sorted(i for part in gathered for i in part), dtype=torch.int64)
+            rows, indices = bank.synced().ordered()  # every rank's rows and indices, sorted by global index
         keep = select_real_rows(indices, self.cap)
         return rows[keep].contiguous(), indices[keep]
 

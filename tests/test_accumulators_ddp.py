@@ -106,10 +106,8 @@ def _worker(rank: int, world_size: int, workdir: str, big: bool) -> None:
         for chunk in _fid_features()[torch.from_numpy(part)].split(7):
             fid.update(chunk)
         stats = fid.compute()
-        fid.sync()
-        out["merged_state"] = fid.moments.clone()
-        fid.unsync()
-        out["local_n"] = int(fid.n.item())
+        out["merged_state"] = fid.synced().moments.clone()
+        out["local_n"] = int(fid.n.item())  # synced() and compute() leave this rank's own state
         out["fid_n"], out["fid_mean"], out["fid_cov"] = stats.n, stats.mean, stats.cov
         out["fid"] = _reference().distance(stats.mean, stats.cov)
 

@@ -70,7 +70,7 @@ def _worker(rank: int, world_size: int, workdir: str) -> None:
             bank = FeatureBank(num_features=D, gather_chunk_bytes=CHUNK_BYTES)
             _fill(bank, _shard(shares, rank), seed=10 + rank)
             out[name] = bank.compute()
-            out[f"{name}_local_rows_after"] = bank.num_rows  # unsync restored this rank's own rows
+            out[f"{name}_local_rows_after"] = bank.num_rows  # compute() left this rank's own rows
 
         capped = FeatureBank(num_features=D, max_rows=20, gather_chunk_bytes=CHUNK_BYTES)
         _fill(capped, _shard(SHARES[world_size]["uneven"], rank), seed=20 + rank)
