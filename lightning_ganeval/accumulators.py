@@ -7,7 +7,8 @@ Each accumulator is a plain object (no ``nn.Module``, no torchmetrics machinery)
 * ``synced()`` returns a new accumulator holding the samples of every process of the group: **a collective**
   (every rank calls it, in the same order) made of one all-gather of the packed state, merged in rank order so
   that every rank gets the same bits; in a single process it is a copy;
-* ``compute()`` is ``synced().compute(sync=False)``: the result over every rank (a collective too).
+* ``compute()`` is ``synced().compute(sync=False)``: the result over every rank (a collective too; in a single
+  process it reads the state without the copy).
 
 :class:`FIDMoments` keeps the count n, the mean and the centred co-moment M2 = Σ(x − μ)(x − μ)ᵀ, updated with
 Chan et al.'s pairwise formula (:func:`chan_merge_`, the one place it is written: batches, ranks and FID∞'s
@@ -240,7 +241,7 @@ class FIDMoments:
         Raises:
             ValueError: fewer than 2 samples, or non-finite features were added.
         """
-        if sync:
+        if sync and _world_size(self.process_group) > 1:
             return self.synced().compute(sync=False)
         n_t, mean, m2, _ = _unpack(self.moments)
         n = int(n_t.item())
@@ -249,8 +250,7 @@ class FIDMoments:
                 f"FIDMoments needs at least 2 samples to estimate a covariance, got {n}. "
                 "Feed more samples before calling compute()."
             )
-        cov = m2 / (n - 1)
-        cov = (cov + cov.T) / 2
+        cov = (m2 + m2.T).mul_(0.5 / (n - 1))  # symmetric to the last bit
         if not bool(torch.isfinite(mean).all() and torch.isfinite(cov).all()):
             raise ValueError("FIDMoments received NaN or Inf features; the mean/covariance are not finite.")
         return GaussianStats(n=n, mean=mean.clone(), cov=cov)
@@ -407,7 +407,7 @@ class ISMarginals:
         Raises:
             ValueError: a split received no sample.
         """
-        if sync:
+        if sync and _world_size(self.process_group) > 1:
             return self.synced().compute(sync=False)
         total = int(self.count.sum())
         if total != self.num_samples:
@@ -621,7 +621,7 @@ class FeatureBank:
         Raises:
             ValueError: two rows share a global index (e.g. a sampler padded a rank with repeated samples).
         """
-        return (self.synced() if sync else self).ordered()[0]
+        return (self.synced() if sync and _world_size(self.process_group) > 1 else self).ordered()[0]
 
     def reset(self) -> None:
         """Drop every row."""
