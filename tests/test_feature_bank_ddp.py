@@ -112,7 +112,7 @@ def test_gathered_rows_equal_single_process_on_every_rank(world_size: int, tmp_p
         assert torch.equal(r["capped"], expected[:20])
         assert r["all_empty"].shape == (0, D)
         assert torch.equal(r["one_chunk"], expected)
-        # The row counts, then the rows with their indices packed in: two all-gathers (torchmetrics' list states
-        # took a size and a value gather per state, and our own gather a third for the indices).
+        # The row counts, then the rows with their indices packed in: two all-gathers (a third, for the indices
+        # alone, before).
         assert r["one_chunk_collectives"] == ["all_gather", "all_gather"]
         assert "several rows for the global indices [7]" in r["clash_error"]
