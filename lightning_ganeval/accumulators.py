@@ -124,14 +124,14 @@ def chan_merge_(
     """
     n_a, mean_a, m2_a, _ = _unpack(state)
     n = n_a + n_b
-    share = n_b / n.clamp_min(1)  # n_b / n; 0 when both sides are empty
+    divisor = n.clamp_min(1)  # n, or 1 when both sides are empty (then every weight below is 0)
     delta = mean_b - mean_a
     if centred_b is not None:
         m2_a.addmm_(centred_b.T, centred_b)
     if m2_b is not None:
         m2_a.add_(m2_b)
-    m2_a.addr_(delta * (n_a * share), delta)
-    mean_a.add_(delta * share)
+    m2_a.addr_(delta * (n_a * n_b / divisor), delta)
+    mean_a.add_(delta * (n_b / divisor))
     n_a.copy_(n)
 
 
@@ -250,7 +250,8 @@ class FIDMoments:
                 f"FIDMoments needs at least 2 samples to estimate a covariance, got {n}. "
                 "Feed more samples before calling compute()."
             )
-        cov = (m2 + m2.T).mul_(0.5 / (n - 1))  # symmetric to the last bit
+        cov = m2 / (n - 1)
+        cov = (cov + cov.T) / 2
         if not bool(torch.isfinite(mean).all() and torch.isfinite(cov).all()):
             raise ValueError("FIDMoments received NaN or Inf features; the mean/covariance are not finite.")
         return GaussianStats(n=n, mean=mean.clone(), cov=cov)
@@ -416,7 +417,7 @@ class ISMarginals:
                 "are those of the reference boundaries for num_samples, so the score differs from the reference "
                 "computation on the samples seen.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=2,
             )
         return inception_score_from_sums(self.prob_sum, self.plogp_sum, self.count)
 
