@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_ganeval.images import PixelSpace, RangeCheck, to_uint8_rgb
+from lightning_ganeval.images import PixelSpace, RangeCheck, coerce_pixel_space, to_uint8_rgb
 from lightning_ganeval.metrics.base import GenerativeMetric
 from lightning_ganeval.networks import network_device, run_network
 from lightning_ganeval.real_pass import prepare_real_data
@@ -137,7 +137,7 @@ class Evaluator:
             raise ValueError(f"`nonfinite` must be one of {NONFINITE_POLICIES}, got {nonfinite!r}.")
         self.metrics = list(metrics)
         self.bank = LatentBank(num_samples, latent_shape, seed=seed, batch_size=batch_size)
-        self.space = None if space is None else _as_space(space)
+        self.space = coerce_pixel_space(space)
         self.inception = inception
         self.nonfinite = nonfinite
         self.num_samples = num_samples
@@ -418,13 +418,6 @@ def _use_rank_zero_norm_stats(module: nn.Module) -> None:
     """
     for buffer in norm_buffers(module):
         torch.distributed.broadcast(buffer, src=0)
-
-
-def _as_space(space: PixelSpace | Sequence[float]) -> PixelSpace:
-    if isinstance(space, PixelSpace):
-        return space
-    low, high = space
-    return PixelSpace.from_value_range(low, high)
 
 
 def _module_device(module: nn.Module | None) -> torch.device:

@@ -48,7 +48,9 @@ __all__ = [
     "RANGE_TOLERANCE",
     "ConvertedImages",
     "PixelSpace",
+    "PixelSpaceError",
     "RangeCheck",
+    "coerce_pixel_space",
     "infer_pixel_space",
     "to_uint8_rgb",
 ]
@@ -66,6 +68,7 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _SIDES = ("generated", "real")
 _DEFAULT_ARGUMENT = {"generated": "value_range", "real": "real_value_range"}
 _KINDS = ("value_range", "normalize")
+_ARGUMENTS = ("space", *_KINDS)  # the generic names a PixelSpaceError is worded with
 _MAX_WRAPPER_DEPTH = 32
 
 
@@ -75,13 +78,42 @@ def _fmt(values: Sequence[float]) -> str:
     return f"({inner},)" if len(values) == 1 else f"({inner})"
 
 
-def _channel_values(value: Any, name: str, what: str) -> tuple[float, ...]:
+class PixelSpaceError(ValueError):
+    """A malformed pixel-space argument, worded with the generic argument names.
+
+    The message names ``value_range``, ``normalize`` or ``space``; the entry point that took the user's argument
+    re-raises it with the user's names (:meth:`naming`), e.g. ``real_value_range`` for a callback's real side, so
+    the layers below never need to know what the user called their argument.
+    """
+
+    def __init__(self, template: str, names: Mapping[str, str] | None = None) -> None:
+        self.template = template
+        self.names = {**{key: key for key in _ARGUMENTS}, **(names or {})}
+        super().__init__(template.format_map(self.names))
+
+    def naming(self, **names: str) -> PixelSpaceError:
+        """The same error with arguments named as the user wrote them, e.g. ``value_range="real_value_range"``."""
+        return PixelSpaceError(self.template, {**self.names, **names})
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled across processes with its template, not its message
+        return PixelSpaceError, (self.template, self.names)
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for a :class:`PixelSpaceError` template (braces escaped)."""
+    return repr(value).replace("{", "{{").replace("}", "}}")
+
+
+def _channel_values(value: Any, what: str) -> tuple[float, ...]:
     """A scalar or a sequence/tensor of 1 or 3 finite numbers, as a tuple of floats."""
-    message = f"`{name}` {what} must be a number or a sequence of 1 or 3 numbers (one per channel), got {value!r}."
+    message = (
+        f"`{{normalize}}` {what} must be a number or a sequence of 1 or 3 numbers (one per channel), got"
+        f" {_shown(value)}."
+    )
     if isinstance(value, Tensor):
         value = value.detach().cpu().flatten().tolist()
     if isinstance(value, (str, bytes, bool)):
-        raise ValueError(message)
+        raise PixelSpaceError(message)
     items = [value] if isinstance(value, (int, float)) else value
     try:
         items = list(items)
@@ -89,11 +121,13 @@ def _channel_values(value: Any, name: str, what: str) -> tuple[float, ...]:
             raise TypeError
         values = tuple(float(v) for v in items)
     except (TypeError, ValueError):
-        raise ValueError(message) from None
+        raise PixelSpaceError(message) from None
     if len(values) not in (1, 3):
-        raise ValueError(f"`{name}` {what} must have 1 or 3 channels (grayscale or RGB), got {len(values)}: {value!r}.")
+        raise PixelSpaceError(
+            f"`{{normalize}}` {what} must have 1 or 3 channels (grayscale or RGB), got {len(values)}: {_shown(value)}."
+        )
     if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"`{name}` {what} must be finite, got {value!r}.")
+        raise PixelSpaceError(f"`{{normalize}}` {what} must be finite, got {_shown(value)}.")
     return values
 
 
@@ -125,9 +159,9 @@ class PixelSpace:
                 f"value_range={self.value_range!r}, mean={self.mean!r}, std={self.std!r}."
             )
         if has_range:
-            object.__setattr__(self, "value_range", _check_value_range(self.value_range, "value_range"))
+            object.__setattr__(self, "value_range", _check_value_range(self.value_range))
         else:
-            mean, std = _check_normalize((self.mean, self.std), "normalize")
+            mean, std = _check_normalize((self.mean, self.std))
             object.__setattr__(self, "mean", mean)
             object.__setattr__(self, "std", std)
 
@@ -138,7 +172,7 @@ class PixelSpace:
         Raises:
             ValueError: If ``low`` and ``high`` are not finite numbers with ``low < high``.
         """
-        return cls(value_range=_check_value_range((low, high), "value_range"))
+        return cls(value_range=_check_value_range((low, high)))
 
     @classmethod
     def from_normalize(cls, mean: float | Sequence[float], std: float | Sequence[float]) -> PixelSpace:
@@ -151,12 +185,15 @@ class PixelSpace:
         Raises:
             ValueError: If ``mean`` or ``std`` is not of that form.
         """
-        mean_t, std_t = _check_normalize((mean, std), "normalize")
+        mean_t, std_t = _check_normalize((mean, std))
         return cls(mean=mean_t, std=std_t)
 
     @classmethod
     def parse(cls, value_range: Any = None, normalize: Any = None, *, argument_prefix: str = "") -> PixelSpace | None:
         """Validate user arguments ``value_range=`` / ``normalize=``; None when neither is given.
+
+        :func:`coerce_pixel_space` with the errors naming the arguments ``<argument_prefix>value_range`` and
+        ``<argument_prefix>normalize``.
 
         Args:
             value_range: ``(low, high)``, or None.
@@ -170,17 +207,12 @@ class PixelSpace:
         Raises:
             ValueError: If both are given, or the given one is malformed; the message names the argument.
         """
-        if value_range is not None and normalize is not None:
-            raise ValueError(
-                f"Pass either `{argument_prefix}value_range` or `{argument_prefix}normalize`, not both; got "
-                f"{argument_prefix}value_range={value_range!r} and {argument_prefix}normalize={normalize!r}."
-            )
-        if value_range is not None:
-            return cls(value_range=_check_value_range(value_range, f"{argument_prefix}value_range"))
-        if normalize is not None:
-            mean, std = _check_normalize(normalize, f"{argument_prefix}normalize")
-            return cls(mean=mean, std=std)
-        return None
+        try:
+            return coerce_pixel_space(value_range=value_range, normalize=normalize)
+        except PixelSpaceError as err:
+            raise err.naming(
+                value_range=f"{argument_prefix}value_range", normalize=f"{argument_prefix}normalize"
+            ) from None
 
     @property
     def kind(self) -> Literal["value_range", "normalize"]:
@@ -256,31 +288,76 @@ class PixelSpace:
                 f"{{'normalize': {{'mean': [...], 'std': [...]}}}}, got {data!r}."
             )
         if "value_range" in data:
-            return cls(value_range=_check_value_range(data["value_range"], "value_range"))
-        mean, std = _check_normalize(data["normalize"], "normalize")
+            return cls(value_range=_check_value_range(data["value_range"]))
+        mean, std = _check_normalize(data["normalize"])
         return cls(mean=mean, std=std)
 
 
-def _check_value_range(value: Any, name: str) -> tuple[float, float]:
-    message = f"`{name}` must be a pair of finite numbers (low, high) with low < high, got {value!r}."
+def coerce_pixel_space(
+    space: Any = None, *, value_range: Any = None, normalize: Any = None, required: bool = False
+) -> PixelSpace | None:
+    """The one way user arguments become a :class:`PixelSpace`.
+
+    Args:
+        space: A :class:`PixelSpace`, or ``(low, high)``.
+        value_range: ``(low, high)``.
+        normalize: ``(mean, std)`` or ``{"mean": ..., "std": ...}``, each a number or 1 or 3 numbers.
+        required: Refuse to return None.
+
+    Returns:
+        The space, or None when all three are None (the caller infers it) and ``required`` is False.
+
+    Raises:
+        PixelSpaceError: More than one argument is given, or the given one is malformed. The message names the
+            argument ``space``, ``value_range`` or ``normalize``; an entry point whose user calls it otherwise
+            re-raises ``err.naming(value_range="real_value_range", ...)``.
+    """
+    arguments = zip(_ARGUMENTS, (space, value_range, normalize), strict=True)
+    given = {key: value for key, value in arguments if value is not None}
+    if len(given) > 1:
+        named = [f"`{{{key}}}`" for key in given]
+        shown = " and ".join(f"{{{key}}}={_shown(value)}" for key, value in given.items())
+        raise PixelSpaceError(f"Pass either {' or '.join(named)}, not both; got {shown}.")
+    if not given:
+        if required:
+            raise PixelSpaceError(_value_range_message(None, "space"))
+        return None
+    if isinstance(space, PixelSpace):
+        return space
+    if space is not None or value_range is not None:
+        return PixelSpace(value_range=_check_value_range(value_range if space is None else space, next(iter(given))))
+    mean, std = _check_normalize(normalize)
+    return PixelSpace(mean=mean, std=std)
+
+
+def _value_range_message(value: Any, key: str) -> str:
+    also = " (or a PixelSpace)" if key == "space" else ""
+    return f"`{{{key}}}` must be a pair of finite numbers (low, high) with low < high{also}, got {_shown(value)}."
+
+
+def _check_value_range(value: Any, key: str = "value_range") -> tuple[float, float]:
+    """``(low, high)`` as floats; errors name the argument ``key`` (``value_range`` or ``space``)."""
+    message = _value_range_message(value, key)
     if isinstance(value, (str, bytes)) or value is None:
-        raise ValueError(message)
+        raise PixelSpaceError(message)
     try:
         items = list(value)
         if any(isinstance(v, (bool, str, bytes)) for v in items):
             raise TypeError
         lo, hi = (float(v) for v in items)
     except (TypeError, ValueError):
-        raise ValueError(message) from None
+        raise PixelSpaceError(message) from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(message)
+        raise PixelSpaceError(message)
     return lo, hi
 
 
-def _check_normalize(value: Any, name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _check_normalize(value: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if isinstance(value, Mapping):
         if set(value) != {"mean", "std"}:
-            raise ValueError(f"`{name}` as a mapping must have exactly the keys 'mean' and 'std', got {value!r}.")
+            raise PixelSpaceError(
+                f"`{{normalize}}` as a mapping must have exactly the keys 'mean' and 'std', got {_shown(value)}."
+            )
         mean, std = value["mean"], value["std"]
     else:
         try:
@@ -288,14 +365,14 @@ def _check_normalize(value: Any, name: str) -> tuple[tuple[float, ...], tuple[fl
                 raise TypeError
             mean, std = value
         except (TypeError, ValueError):
-            raise ValueError(
-                f"`{name}` must be a pair (mean, std), each a number or 1 or 3 numbers (one per channel), "
-                f"e.g. ((0.1307,), (0.3081,)); got {value!r}."
+            raise PixelSpaceError(
+                "`{normalize}` must be a pair (mean, std), each a number or 1 or 3 numbers (one per channel), "
+                f"e.g. ((0.1307,), (0.3081,)); got {_shown(value)}."
             ) from None
-    mean_t = _channel_values(mean, name, "mean")
-    std_t = _channel_values(std, name, "std")
+    mean_t = _channel_values(mean, "mean")
+    std_t = _channel_values(std, "std")
     if not all(s > 0 for s in std_t):
-        raise ValueError(f"`{name}` std must be positive, got {std!r}.")
+        raise PixelSpaceError(f"`{{normalize}}` std must be positive, got {_shown(std)}.")
     return mean_t, std_t
 
 
@@ -481,14 +558,6 @@ def _check_layout(images: Tensor) -> None:
     raise _layout_error(images, f"{channels} channels")
 
 
-def _resolve_space(space: Any, argument: str) -> PixelSpace:
-    if isinstance(space, PixelSpace):
-        return space
-    prefix = _argument_prefix(argument)
-    name = f"{prefix}value_range" if prefix is not None else argument
-    return PixelSpace(value_range=_check_value_range(space, name))
-
-
 def _to_255(x: Tensor, space: PixelSpace) -> Tensor:
     """Map ``x`` (in ``space``) onto [0, 255], unrounded, in ``x``'s dtype, as a new tensor."""
     if space.value_range is not None:
@@ -551,7 +620,13 @@ def to_uint8_rgb(
         argument = _DEFAULT_ARGUMENT[side]
     elif not isinstance(argument, str) or not argument:
         raise ValueError(f"`argument` must be a non-empty string naming the user's argument, got {argument!r}.")
-    space = _resolve_space(space, argument)
+    try:
+        space = coerce_pixel_space(space, required=True)
+    except PixelSpaceError as err:
+        # A pair here came from the user's `value_range`-like argument (`argument` names the declaring one).
+        prefix = _argument_prefix(argument)
+        raise err.naming(space=f"{prefix}value_range" if prefix is not None else argument) from None
+    assert space is not None
     _check_layout(images)
 
     device = images.device

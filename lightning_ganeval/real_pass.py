@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_ganeval.accumulators import FeatureBank, FIDMoments
 from lightning_ganeval.frechet import GaussianStats
-from lightning_ganeval.images import PixelSpace, infer_pixel_space, to_uint8_rgb
+from lightning_ganeval.images import PixelSpace, coerce_pixel_space, infer_pixel_space, to_uint8_rgb
 from lightning_ganeval.inception import InceptionExtractor
 from lightning_ganeval.metrics.base import GenerativeMetric, RealData
 from lightning_ganeval.networks import network_device, network_identity, run_network
@@ -50,6 +50,7 @@ __all__ = [
     "SAMPLE_SIZE",
     "RealSample",
     "default_cache_dir",
+    "infer_real_space",
     "network_provenance",
     "prepare_real_data",
     "real_cache_key",
@@ -141,6 +142,34 @@ def sample_indices(size: int, count: int = SAMPLE_SIZE, *, boundaries: Sequence[
 
 def _is_one_shot(real: Any) -> bool:
     return not isinstance(real, (DataLoader, Dataset)) and iter(real) is real
+
+
+def infer_real_space(
+    real: Any,
+    *,
+    image_fn: Callable[[Any], Tensor] | None = None,
+    num_real: int | None = None,
+    dataset_name: str = "real data",
+    sample: RealSample | None = None,
+) -> tuple[PixelSpace, str]:
+    """The pixel space of real images and where it was read, by :func:`~lightning_ganeval.images.infer_pixel_space`.
+
+    A ``Normalize`` in the transforms of ``real``'s dataset decides; else the values of
+    :func:`sample_real_images` (images spread over the whole dataset, not its first batches, which may all be of one
+    class). The sample is the same on every rank, so is the result.
+
+    Args:
+        real: A ``DataLoader``, a dataset, or a re-iterable collection of batches.
+        image_fn: Picks the images out of a batch.
+        num_real: Only the first ``num_real`` items are used by the pass, so only they are sampled.
+        dataset_name: How the reason names the data, e.g. ``"train data"``.
+        sample: The sample, if the caller already read it.
+    """
+    if sample is None:
+        sample = sample_real_images(real, image_fn=image_fn, num_real=num_real)
+    return infer_pixel_space(
+        getattr(real, "dataset", real), sample.images, dataset_name=dataset_name, batches_name=sample.description
+    )
 
 
 def sample_real_images(
@@ -368,10 +397,7 @@ class _RowSample:
         if world_size > 1:
             bank = FeatureBank(num_features=self.num_features)
             bank.update(rows, indices)
-            rows = bank.compute()  # every rank's rows, sorted by global index
-            gathered: list[Any] = [None] * world_size
-            torch.distributed.all_gather_object(gathered, indices.tolist())
-            indices = torch.tensor(sorted(i for part in gathered for i in part), dtype=torch.int64)
+            rows, indices = bank.synced().ordered()  # every rank's rows and indices, sorted by global index
         keep = select_real_rows(indices, self.cap)
         return rows[keep].contiguous(), indices[keep]
 
@@ -545,6 +571,7 @@ def prepare_real_data(
     if isinstance(real, GaussianStats):
         return {metric: RealData(stats=real, source="statistics", num_images=real.n) for _, metric in wanting}
 
+    space = coerce_pixel_space(space)  # before any image is read
     rank, world_size = _distributed()
     one_shot = _is_one_shot(real)
     if one_shot and cache:
@@ -563,12 +590,9 @@ def prepare_real_data(
                 f"Cannot infer the pixel space of a one-shot iterator ({argument}=) without consuming it: pass"
                 " `space=` (e.g. (-1, 1) or (0, 1))."
             )
-        sample = sample_real_images(real, image_fn=image_fn, num_real=num_real)
-        space, inferred_from = infer_pixel_space(
-            getattr(real, "dataset", real), sample.images, dataset_name="real data", batches_name=sample.description
-        )
-        space, inferred_from = _broadcast((space, inferred_from), world_size)  # rank 0's conclusion is everyone's
-    space = space if isinstance(space, PixelSpace) else PixelSpace.from_value_range(*space)
+        sample = sample_real_images(real, image_fn=image_fn, num_real=num_real)  # reused for the cache key
+        space, inferred_from = _broadcast(infer_real_space(real, sample=sample), world_size)  # rank 0's is everyone's
+    assert space is not None
 
     entries: dict[tuple[int, str, str], _Entry] = {}
     for network, metric in wanting:

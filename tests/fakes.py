@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -40,3 +45,28 @@ def half_average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: to
     """An EMA with decay 0.5 for ``WeightAveraging(avg_fn=...)``; module-level so that ``ddp_spawn`` can pickle it
     (``EMAWeightAveraging``'s own closure cannot be pickled)."""
     return 0.5 * averaged + 0.5 * current
+
+
+_COLLECTIVES = ("all_gather", "all_reduce", "all_gather_object", "broadcast", "reduce", "gather")
+
+
+@contextlib.contextmanager
+def counted_collectives() -> Iterator[list[str]]:
+    """The names of the collectives called inside the block, in order."""
+    calls: list[str] = []
+    originals = {name: getattr(dist, name) for name in _COLLECTIVES}
+
+    def counting(name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return originals[name](*args, **kwargs)
+
+        return call
+
+    for name in _COLLECTIVES:
+        setattr(dist, name, counting(name))
+    try:
+        yield calls
+    finally:
+        for name, original in originals.items():
+            setattr(dist, name, original)

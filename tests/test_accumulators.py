@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
 from torch_fidelity.metric_isc import isc_features_to_metric
 
-from lightning_ganeval.accumulators import FIDMoments, ISMarginals, chan_merge
+from lightning_ganeval.accumulators import FIDMoments, ISMarginals
 from lightning_ganeval.frechet import FrechetReference, GaussianStats
 from lightning_ganeval.inception_score_math import inception_score
 
@@ -87,18 +85,27 @@ def test_cancellation_stress_offset_1e3() -> None:
     assert _rel_matrix(_raw_sum_cov_float32(x, 50), reference) > 1e3 * RTOL
 
 
-def test_chan_merge_of_shards_equals_single_process_state(features: torch.Tensor) -> None:
+def test_merge_of_shards_equals_single_process_state(features: torch.Tensor) -> None:
     whole = _feed(FIDMoments(num_features=16), features, 16)
     shards = [_feed(FIDMoments(num_features=16), part, 5) for part in (features[:40], features[40:41], features[41:])]
     empty = FIDMoments(num_features=16)  # a rank that saw nothing must not disturb the merge
-    merged = chan_merge(torch.stack([m.moments for m in [*shards, empty]]))
-    assert merged[0].item() == 97
-    assert _rel_matrix(merged[1:], whole.moments[1:].numpy()) <= RTOL
-    # torchmetrics' own merge_state goes through the same reduction.
-    target = shards[0]
-    for other in shards[1:]:
-        target.merge_state(other)
-    assert _rel_matrix(target.compute().cov, whole.compute().cov.numpy()) <= RTOL
+    merged = FIDMoments(num_features=16)
+    for shard in [empty, *shards, empty]:
+        merged.merge(shard)
+    assert merged.n.item() == 97
+    assert _rel_matrix(merged.moments[1:], whole.moments[1:].numpy()) <= RTOL
+    assert _rel_matrix(merged.compute().cov, whole.compute().cov.numpy()) <= RTOL
+    assert shards[0].n.item() == 40  # merge() leaves the merged-in accumulators as they are
+
+
+def test_merging_into_an_empty_accumulator_copies_exactly(features: torch.Tensor) -> None:
+    # The first rank's state merged into an empty one must keep every bit (the rank-order merge starts so).
+    shard = _feed(FIDMoments(num_features=16), features, 7)
+    merged = FIDMoments(num_features=16)
+    merged.merge(shard)
+    assert torch.equal(merged.moments, shard.moments)
+    assert torch.equal(shard.synced().moments, shard.moments)  # one process: synced() is a copy
+    assert shard.synced().moments is not shard.moments
 
 
 def test_compute_does_not_disturb_accumulation(features: torch.Tensor) -> None:
@@ -115,13 +122,22 @@ def test_compute_does_not_disturb_accumulation(features: torch.Tensor) -> None:
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_low_precision_features_accumulate_in_float64(dtype: torch.dtype) -> None:
     x = (torch.randn(40, 8, generator=torch.Generator().manual_seed(3)) * 2).to(dtype)
-    metric = FIDMoments(num_features=8)
-    metric.half()  # torchmetrics keeps metric states' dtype on .half(); the states must stay float64
+    metric = FIDMoments(num_features=8).to("cpu")  # moving the state keeps it float64
     _feed(metric, x, 9)
     assert metric.moments.dtype == torch.float64
     stats = metric.compute()
     exact = x.double().numpy()
     assert _rel_matrix(stats.cov, np.cov(exact, rowvar=False)) <= RTOL
+
+
+def test_features_that_require_grad_build_no_graph() -> None:
+    x = torch.randn(10, 4, requires_grad=True)
+    metric = FIDMoments(num_features=4)
+    metric.update(x * 2)
+    assert not metric.moments.requires_grad
+    marginals = ISMarginals(num_samples=10, splits=2, num_classes=4)
+    marginals.update(x * 2)
+    assert not marginals.prob_sum.requires_grad
 
 
 @pytest.mark.parametrize(
@@ -243,13 +259,17 @@ def test_is_marginals_rejects_wrong_logit_shape() -> None:
         ISMarginals(num_samples=20).update(torch.zeros(4, 1000))
 
 
-def test_is_marginals_forward_accumulates_without_returning_a_batch_score(logits: torch.Tensor) -> None:
-    metric = ISMarginals(num_samples=103, splits=10)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert metric(logits[:60]) is None
-        metric(logits[60:])
-    assert _rel(metric.compute()[0], inception_score(logits, 10)[0]) <= RTOL
+def test_is_marginals_merge_equals_one_pass(logits: torch.Tensor) -> None:
+    order = torch.randperm(103, generator=torch.Generator().manual_seed(7))
+    parts = [ISMarginals(num_samples=103, splits=10) for _ in range(3)]
+    for k, chunk in enumerate(order.split(40)):
+        parts[k].update(logits[chunk], indices=chunk)
+    merged = ISMarginals(num_samples=103, splits=10)
+    for part in parts:
+        merged.merge(part)
+    assert _rel(merged.compute()[0], inception_score(logits, 10)[0]) <= RTOL
+    with pytest.raises(ValueError, match="Cannot merge ISMarginals"):
+        merged.merge(ISMarginals(num_samples=103, splits=5))
 
 
 def test_metrics_survive_pickling_and_inference_mode(features: torch.Tensor, logits: torch.Tensor) -> None:

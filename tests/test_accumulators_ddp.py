@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from fakes import counted_collectives
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_ganeval.accumulators import FIDMoments, ISMarginals
@@ -106,10 +107,10 @@ def _worker(rank: int, world_size: int, workdir: str, big: bool) -> None:
         for chunk in _fid_features()[torch.from_numpy(part)].split(7):
             fid.update(chunk)
         stats = fid.compute()
-        fid.sync()
-        out["merged_state"] = fid.moments.clone()
-        fid.unsync()
-        out["local_n"] = int(fid.n.item())
+        with counted_collectives() as calls:
+            out["merged_state"] = fid.synced().moments.clone()
+        out["fid_collectives"] = list(calls)
+        out["local_n"] = int(fid.n.item())  # synced() and compute() leave this rank's own state
         out["fid_n"], out["fid_mean"], out["fid_cov"] = stats.n, stats.mean, stats.cov
         out["fid"] = _reference().distance(stats.mean, stats.cov)
 
@@ -119,7 +120,9 @@ def _worker(rank: int, world_size: int, workdir: str, big: bool) -> None:
         logits = _logits()
         for chunk in indices.split(5):
             marginals.update(logits[chunk], indices=chunk)
-        out["is"] = marginals.compute()
+        with counted_collectives() as calls:
+            out["is"] = marginals.compute()
+        out["is_collectives"] = list(calls)
         try:  # a per-process counter cannot give global indices
             ISMarginals(num_samples=N_IS, splits=SPLITS).update(logits[:3])
         except ValueError as err:
@@ -179,6 +182,9 @@ def test_merged_results_equal_single_process_on_every_rank(world_size: int, tmp_
     assert sum(r["local_n"] for r in results) == N_FID
     assert all(r["local_n"] < N_FID for r in results)
     for r in results:
+        # One all-gather per accumulator and evaluation (torchmetrics made two per state: sizes, then values).
+        assert r["fid_collectives"] == ["all_gather"]
+        assert r["is_collectives"] == ["all_gather"]
         assert r["merged_state"][0].item() == N_FID
         assert _rel(r["merged_state"][1:], single["state"][1:]) <= RTOL
         assert r["fid_n"] == N_FID

@@ -53,26 +53,30 @@ def test_stored_rows_are_copies_on_the_storage_device() -> None:
     idx.add_(100)
     assert bank.compute().tolist() == [[1.0, 1.0]] * 4
     assert bank.indices[0].tolist() == [0, 1, 2, 3]
-    bank.to(torch.device("meta"))  # moving the metric (as Lightning does) does not move the rows
-    bank.set_dtype(torch.float16)
     assert bank.features[0].device == torch.device("cpu")
     assert bank.features[0].dtype == torch.float32
     assert bank.indices[0].dtype == torch.long
 
 
-def test_empty_reset_and_forward() -> None:
+def test_empty_reset_and_merge() -> None:
     bank = FeatureBank(num_features=4)
-    with pytest.warns(UserWarning, match="before the ``update``"):  # torchmetrics' own warning
-        empty = bank.compute()
+    empty = bank.compute()
     assert empty.shape == (0, 4)
     assert empty.dtype == torch.float32
-    assert bank(_rows(3, 4), torch.arange(3)) is None
+    bank.update(_rows(3, 4), torch.arange(3))
     bank.update(_rows(0, 4), torch.arange(0))  # an empty batch is fine
     assert bank.compute().shape == (3, 4)
     bank.reset()
     assert bank.num_rows == 0
     bank.update(_rows(2, 4, seed=3), torch.tensor([1, 0]))
     assert torch.equal(bank.compute(), _rows(2, 4, seed=3).float().flip(0))
+    other = FeatureBank(num_features=4)
+    other.update(_rows(2, 4, seed=4), torch.tensor([5, 2]))
+    bank.merge(other)
+    rows, indices = bank.ordered()
+    assert indices.tolist() == [0, 1, 2, 5]
+    assert torch.equal(rows[2:], _rows(2, 4, seed=4).float().flip(0))
+    assert other.num_rows == 2  # merge() leaves the merged-in bank as it is
 
 
 def test_repeated_global_index_is_an_error() -> None:

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from fakes import counted_collectives
 
 from lightning_ganeval.accumulators import FeatureBank
 
@@ -70,13 +71,19 @@ def _worker(rank: int, world_size: int, workdir: str) -> None:
             bank = FeatureBank(num_features=D, gather_chunk_bytes=CHUNK_BYTES)
             _fill(bank, _shard(shares, rank), seed=10 + rank)
             out[name] = bank.compute()
-            out[f"{name}_local_rows_after"] = bank.num_rows  # unsync restored this rank's own rows
+            out[f"{name}_local_rows_after"] = bank.num_rows  # compute() left this rank's own rows
 
         capped = FeatureBank(num_features=D, max_rows=20, gather_chunk_bytes=CHUNK_BYTES)
         _fill(capped, _shard(SHARES[world_size]["uneven"], rank), seed=20 + rank)
         out["capped"] = capped.compute()
 
         out["all_empty"] = FeatureBank(num_features=D).compute()
+
+        one_chunk = FeatureBank(num_features=D)  # the default chunk holds every row
+        _fill(one_chunk, _shard(SHARES[world_size]["uneven"], rank), seed=30 + rank)
+        with counted_collectives() as calls:
+            out["one_chunk"] = one_chunk.compute()
+        out["one_chunk_collectives"] = list(calls)
 
         clash = FeatureBank(num_features=D)
         clash.update(_features()[:2], torch.tensor([7, 100 + rank]))  # index 7 on every rank
@@ -104,4 +111,8 @@ def test_gathered_rows_equal_single_process_on_every_rank(world_size: int, tmp_p
             assert r[f"{name}_local_rows_after"] == shares[rank]
         assert torch.equal(r["capped"], expected[:20])
         assert r["all_empty"].shape == (0, D)
+        assert torch.equal(r["one_chunk"], expected)
+        # The row counts, then the rows with their indices packed in: two all-gathers (a third, for the indices
+        # alone, before).
+        assert r["one_chunk_collectives"] == ["all_gather", "all_gather"]
         assert "several rows for the global indices [7]" in r["clash_error"]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import lightning_ganeval.frechet as gmath
+from lightning_ganeval.accumulators import FIDMoments
 from lightning_ganeval.frechet import FrechetReference, GaussianStats
 from lightning_ganeval.metrics.base import RealData
 from lightning_ganeval.metrics.fid import FID
@@ -78,16 +79,7 @@ def test_fid_inf_solves_one_eigenvalue_problem_per_point(monkeypatch: pytest.Mon
     assert len(calls) == 5
     assert math.isfinite(values["fid_inf"])
     monkeypatch.setattr(torch.linalg, "eigvalsh", eigvalsh)
-    full = fid._distance((n, *_moments(fid)))
-    assert values["fid"] == full
-
-
-def _moments(fid: FID) -> tuple[torch.Tensor, torch.Tensor]:
-    """The merged mean and M2 of every chunk, as FID.compute merges them."""
-    import itertools
-
-    from lightning_ganeval.metrics.fid import _merge_moments
-
-    parts = [(int(c.n.item()), c.mean.clone(), c.m2.clone()) for c in fid._chunks]
-    *_, last = itertools.accumulate(parts, _merge_moments)
-    return last[1], last[2]
+    merged = FIDMoments(num_features=d)  # the chunks merged in order, as FID.compute merges them
+    for chunk in fid._chunks:
+        merged.merge(chunk)
+    assert values["fid"] == fid._distance(merged)

@@ -17,7 +17,15 @@ from torchvision import transforms as tv1
 from torchvision.datasets import FakeData, VisionDataset
 from torchvision.transforms import v2
 
-from lightning_ganeval.images import RANGE_TOLERANCE, ConvertedImages, PixelSpace, infer_pixel_space, to_uint8_rgb
+from lightning_ganeval.images import (
+    RANGE_TOLERANCE,
+    ConvertedImages,
+    PixelSpace,
+    PixelSpaceError,
+    coerce_pixel_space,
+    infer_pixel_space,
+    to_uint8_rgb,
+)
 
 
 def _constant_batch(values: list[float], dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -373,6 +381,51 @@ def test_pixel_space_parse_accepts_mappings_and_returns_none_for_nothing() -> No
     assert PixelSpace.parse() is None
     assert PixelSpace.parse(normalize={"mean": 0.5, "std": [0.5]}) == PixelSpace.from_normalize(0.5, 0.5)
     assert PixelSpace.parse(value_range=[0, 255]) == PixelSpace.from_value_range(0.0, 255.0)
+
+
+def test_coerce_pixel_space_takes_every_user_form() -> None:
+    declared = PixelSpace.from_normalize(0.5, 0.5)
+    assert coerce_pixel_space() is None
+    assert coerce_pixel_space(declared) is declared
+    assert coerce_pixel_space((0, 1)) == coerce_pixel_space(value_range=[0.0, 1.0]) == PixelSpace.from_value_range(0, 1)
+    assert coerce_pixel_space(normalize={"mean": 0.5, "std": 0.5}) == declared
+    with pytest.raises(PixelSpaceError, match=re.escape("`space` must be a pair of finite numbers (low, high)")):
+        coerce_pixel_space(required=True)
+    with pytest.raises(PixelSpaceError, match=re.escape("Pass either `space` or `normalize`, not both")):
+        coerce_pixel_space((0, 1), normalize=(0.5, 0.5))
+
+
+def test_pixel_space_error_is_renamed_on_the_way_up_and_pickles() -> None:
+    with pytest.raises(PixelSpaceError) as info:
+        coerce_pixel_space(normalize={"mean": 0.5, "std": {0.0}})  # braces in the value survive the renaming
+    assert str(info.value) == "`normalize` std must be positive, got {0.0}."
+    renamed = info.value.naming(normalize="real_normalize")
+    assert str(renamed) == str(info.value).replace("`normalize`", "`real_normalize`")
+    assert "{0.0}" in str(renamed)
+    assert isinstance(renamed, ValueError)
+    assert str(pickle.loads(pickle.dumps(renamed))) == str(renamed)
+
+
+SPACE_MESSAGE = "`space` must be a pair of finite numbers (low, high) with low < high (or a PixelSpace), got "
+
+
+@pytest.mark.parametrize("bad", [(1, -1), (0, 1, 2), "ab"])
+def test_space_errors_name_the_users_argument_at_every_entry_point(bad: object) -> None:
+    """`space=` of the Evaluator, of PPL and of the real pass is named `space` (on main: `value_range`, or a bare
+    "too many values to unpack"); a callback's `real_value_range` keeps its own name through to_uint8_rgb."""
+    from lightning_ganeval.evaluator import Evaluator
+    from lightning_ganeval.metrics import FID, PerceptualPathLength
+    from lightning_ganeval.real_pass import prepare_real_data
+
+    expected = re.escape(SPACE_MESSAGE + repr(bad))
+    with pytest.raises(ValueError, match=expected):
+        Evaluator([FID()], num_samples=4, latent_shape=2, space=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=expected):
+        PerceptualPathLength(2, space=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=expected):
+        prepare_real_data([torch.zeros(2, 3, 4, 4)], [], space=bad, cache=False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=re.escape("`real_value_range` must be a pair of finite numbers")):
+        to_uint8_rgb(torch.zeros(1, 3, 2, 2), bad, side="real")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

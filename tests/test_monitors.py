@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import warnings
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -63,3 +65,55 @@ def test_early_stopping_skips_a_nan_evaluation_with_its_reason() -> None:
         assert stopper._run_early_stopping_check(trainer) is None
     assert stopper.wait_count == 0
     assert not trainer.should_stop
+
+
+def _without(cls: type, name: str) -> type:
+    """A subclass standing in for a Lightning release that lacks ``name`` (a method or an attribute set in
+    ``__init__``): ``hasattr`` is False for it, everything else is Lightning's."""
+
+    def __getattribute__(self: Any, attribute: str) -> Any:
+        if attribute == name:
+            raise AttributeError(attribute)
+        return cls.__getattribute__(self, attribute)
+
+    return type(f"{cls.__name__}Without{name}", (cls,), {"__getattribute__": __getattribute__})
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "every_n_epochs", "fix"),
+    [
+        (EarlyStopping, "_run_early_stopping_check", 2, "count `patience` in epochs (2 per evaluation)"),
+        (EarlyStopping, "_check_on_train_epoch_end", 1, "`EarlyStopping(check_on_train_epoch_end=True)`."),
+        (
+            ModelCheckpoint,
+            "_save_topk_checkpoint",
+            3,
+            "`ModelCheckpoint(every_n_epochs=3, save_on_train_epoch_end=True)`",
+        ),
+        (
+            ModelCheckpoint,
+            "_save_on_train_epoch_end",
+            2,
+            "`ModelCheckpoint(every_n_epochs=2, save_on_train_epoch_end=True)`",
+        ),
+    ],
+)
+def test_each_missing_private_attribute_gives_exactly_one_warning_and_no_adjustment(
+    cls: type, name: str, every_n_epochs: int, fix: str, tmp_path
+) -> None:
+    """A Lightning without any one of the four private attributes: no crash, one warning that names the missing
+    attribute, the stale-value risk and the public settings that avoid it, and the callback left exactly as built."""
+    kwargs = {"dirpath": tmp_path} if cls is ModelCheckpoint else {}
+    monitor = _without(cls, name)(monitor="fid", **kwargs)
+    before = dict(monitor.__dict__)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        adjustments = _adjust(monitor, every_n_epochs=every_n_epochs)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1, messages
+    assert f".{name}`" in messages[0]
+    assert "stale or missing value" in messages[0]
+    assert fix in messages[0]
+    assert monitor.__dict__ == before  # nothing half-applied
+    adjustments.undo()
+    assert monitor.__dict__ == before

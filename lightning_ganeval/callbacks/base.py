@@ -37,11 +37,11 @@ from lightning_ganeval.callbacks._scheduled import _ScheduledCallback, rank_zero
 from lightning_ganeval.callbacks._state_keys import install_trainer_check
 from lightning_ganeval.callbacks.grids import log_grid
 from lightning_ganeval.evaluator import CLAMPED_WARNING_FRACTION, NONFINITE_POLICIES, EvaluationWarning, Evaluator
-from lightning_ganeval.images import PixelSpace, infer_pixel_space, to_uint8_rgb
+from lightning_ganeval.images import PixelSpace, to_uint8_rgb
 from lightning_ganeval.inception import RESIZE_MODES, get_extractor
 from lightning_ganeval.metrics.base import GenerativeMetric
 from lightning_ganeval.networks import network_device, network_identity
-from lightning_ganeval.real_pass import prepare_real_data, sample_real_images
+from lightning_ganeval.real_pass import infer_real_space, prepare_real_data
 from lightning_ganeval.sampling import (
     check_generated,
     isolated_rng,
@@ -176,11 +176,7 @@ class _SharedEvaluation:
         num_real = getattr(member, "num_real", None)
 
         def infer() -> tuple[PixelSpace, str]:
-            # Images spread over the whole dataset (not its first batches, which may all be of one class); the
-            # sample is the same on every rank, and rank 0's conclusion is everyone's.
-            sample = sample_real_images(source, image_fn=image_fn, num_real=num_real)
-            dataset = getattr(source, "dataset", None)
-            return infer_pixel_space(dataset, sample.images, dataset_name="real data", batches_name=sample.description)
+            return infer_real_space(source, image_fn=image_fn, num_real=num_real)  # rank 0's is everyone's
 
         space, reason = trainer.strategy.broadcast(_all_ranks(trainer, infer, "Inferring the pixel space"), src=0)
         self.space_reason = reason

@@ -22,7 +22,7 @@ from lightning_ganeval.callbacks.base import (
     resolve_callable,
 )
 from lightning_ganeval.evaluator import NONFINITE_POLICIES
-from lightning_ganeval.images import PixelSpace, infer_pixel_space
+from lightning_ganeval.images import PixelSpace
 from lightning_ganeval.lpips import LPIPSVGG16, resolve_lpips_weights
 from lightning_ganeval.metrics.ppl import (
     DEFAULT_EPSILON,
@@ -32,7 +32,7 @@ from lightning_ganeval.metrics.ppl import (
     _check_discard,
 )
 from lightning_ganeval.networks import network_device
-from lightning_ganeval.real_pass import sample_real_images
+from lightning_ganeval.real_pass import infer_real_space
 from lightning_ganeval.sampling import isolated_rng, normalize_latent_shape
 
 __all__ = ["MappingFn", "PPLCallback"]
@@ -289,14 +289,7 @@ class PPLCallback(_ScheduledCallback):
             return space
 
         def infer() -> tuple[PixelSpace, str]:
-            # Images spread over the whole dataset, the same on every rank; rank 0's conclusion is everyone's.
-            sample = sample_real_images(loader)
-            return infer_pixel_space(
-                getattr(loader, "dataset", None),
-                sample.images,
-                dataset_name="train data",
-                batches_name=sample.description,
-            )
+            return infer_real_space(loader, dataset_name="train data")  # rank 0's conclusion is everyone's
 
         space, reason = trainer.strategy.broadcast(_all_ranks(trainer, infer, "Inferring the pixel space"), src=0)
         rank_zero_info(

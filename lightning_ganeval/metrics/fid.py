@@ -14,7 +14,6 @@ keeping per-sample features) keeps memory at ``points`` × (d² float64), indepe
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 
 import torch
@@ -132,28 +131,27 @@ class FID(GenerativeMetric):
 
     def compute(self) -> dict[str, float]:
         assert self._reference is not None
-        # Each chunk's (n, mean, M2), merged over ranks: collectives, in the same order on every rank. Read directly
-        # rather than through FIDMoments.compute(), which refuses fewer than 2 samples: with non-finite samples
-        # excluded, a chunk may hold 0 or 1 and still belong to the prefixes.
-        parts = []
-        for chunk in self._chunks:
-            with chunk.sync_context():
-                parts.append((int(chunk.n.item()), chunk.mean.clone(), chunk.m2.clone()))
-        prefixes = list(itertools.accumulate(parts, _merge_moments))
-        total = prefixes[-1][0]
-        full = self._distance(prefixes[-1])
+        # Each chunk merged over ranks: one collective per chunk, in the same order on every rank. The prefixes are
+        # read directly rather than through FIDMoments.compute(), which refuses fewer than 2 samples: with
+        # non-finite samples excluded, a chunk may hold 0 or 1 and still belong to the prefixes.
+        parts = [chunk.synced() for chunk in self._chunks]
+        prefix = FIDMoments(num_features=parts[0].num_features, device=parts[0].device)
+        counts: list[int] = []
+        scores: list[float] = []
+        for k, part in enumerate(parts):
+            prefix.merge(part)
+            n = int(prefix.n.item())
+            if k == len(parts) - 1:
+                full, total = self._distance(prefix), n
+            # A prefix without 2 samples has no covariance; one without new samples would repeat a point.
+            if self.extrapolate and n >= 2 and (not counts or n > counts[-1]):
+                counts.append(n)
+                # The last prefix is every sample: its distance is the one above (an eigenvalue problem less).
+                scores.append(full if k == len(parts) - 1 else self._distance(prefix))
         values = {self.name: full, f"{self.name}_num_samples": float(total)}
         finite = f"only {total} of the {self.num_samples} generated samples were finite (the others held NaN or Inf)"
         self._nan_reasons = {self.name: f"{finite}; a covariance needs at least 2"} if total < 2 else {}
         if self.extrapolate:
-            counts: list[int] = []
-            scores: list[float] = []
-            for k, prefix in enumerate(prefixes):
-                # A prefix without 2 samples has no covariance; one without new samples would repeat a point.
-                if prefix[0] >= 2 and (not counts or prefix[0] > counts[-1]):
-                    counts.append(prefix[0])
-                    # The last prefix is every sample: its distance is the one above (an eigenvalue problem less).
-                    scores.append(full if k == len(prefixes) - 1 else self._distance(prefix))
             values[f"{self.name}_inf"] = extrapolate_to_infinity(counts, scores) if len(counts) >= 2 else math.nan
             if len(counts) < 2:
                 self._nan_reasons[f"{self.name}_inf"] = (
@@ -162,25 +160,15 @@ class FID(GenerativeMetric):
                 )
         return {k: float(v) for k, v in values.items()}
 
-    def _distance(self, moments: tuple[int, Tensor, Tensor]) -> float:
-        """FID of (n, mean, M2) to the real statistics; NaN below 2 samples (every one excluded as non-finite)."""
+    def _distance(self, moments: FIDMoments) -> float:
+        """FID of the moments to the real statistics; NaN below 2 samples (every one excluded as non-finite)."""
         assert self._reference is not None
-        n, mean, m2 = moments
-        if n < 2:
+        if int(moments.n.item()) < 2:
             return math.nan
-        cov = m2 / (n - 1)
-        cov = (cov + cov.T) / 2
-        if not bool(torch.isfinite(mean).all() and torch.isfinite(cov).all()):
-            raise ValueError(f"`{self.name}`: the features are not finite; the mean/covariance hold NaN or Inf.")
-        return self._reference.distance(mean, cov)
-
-
-def _merge_moments(a: tuple[int, Tensor, Tensor], b: tuple[int, Tensor, Tensor]) -> tuple[int, Tensor, Tensor]:
-    """(n, mean, M2) of the union of two disjoint sample sets (Chan et al.), either possibly empty."""
-    n_a, mean_a, m2_a = a
-    n_b, mean_b, m2_b = b
-    if n_a == 0 or n_b == 0:
-        return b if n_a == 0 else a
-    n = n_a + n_b
-    delta = mean_b - mean_a
-    return n, mean_a + delta * (n_b / n), m2_a + m2_b + torch.outer(delta, delta) * (n_a * n_b / n)
+        try:
+            stats = moments.compute(sync=False)
+        except ValueError as err:
+            raise ValueError(
+                f"`{self.name}`: the features are not finite; the mean/covariance hold NaN or Inf."
+            ) from err
+        return self._reference.distance(stats.mean, stats.cov)

@@ -84,34 +84,31 @@ class InceptionScore(GenerativeMetric):
 
     def compute(self) -> dict[str, float]:
         assert self._marginals is not None
-        marginals = self._marginals
+        marginals = self._marginals.synced()  # the sums of every rank: a collective, every rank calls it
         self._nan_reasons = {}
-        # The sums are read while synchronised (torchmetrics' sync_context: a collective, every rank calls it).
-        with marginals.sync_context():
-            count = int(marginals.count.sum())
-            try:
-                mean, std = inception_score_from_sums(marginals.prob_sum, marginals.plogp_sum, marginals.count)
-            except ValueError as err:
-                # Every sample of a split was non-finite and excluded: no score this time (the same on every rank).
-                mean, std = float("nan"), float("nan")
-                reason = f"{count} of the {self.num_samples} generated samples were finite; {str(err).rstrip('.')}"
-                self._nan_reasons = {self.name: reason, f"{self.name}_std": reason}
+        count = int(marginals.count.sum())
+        try:
+            mean, std = inception_score_from_sums(marginals.prob_sum, marginals.plogp_sum, marginals.count)
+        except ValueError as err:
+            # Every sample of a split was non-finite and excluded: no score this time (the same on every rank).
+            mean, std = float("nan"), float("nan")
+            reason = f"{count} of the {self.num_samples} generated samples were finite; {str(err).rstrip('.')}"
+            self._nan_reasons = {self.name: reason, f"{self.name}_std": reason}
         values = {self.name: float(mean), f"{self.name}_std": float(std), f"{self.name}_num_samples": float(count)}
         if self._chunks is not None:
-            chunks = self._chunks
+            chunks = self._chunks.synced()  # a collective, after the one above on every rank
             counts, scores = [], []
-            with chunks.sync_context():
-                for k in range(1, self.extrapolation_points + 1):
-                    prefix_count = chunks.count[:k].sum()
-                    if int(prefix_count) == 0 or (counts and int(prefix_count) == counts[-1]):
-                        continue  # every sample so far excluded as non-finite, or no new one: no (new) point
-                    score, _ = inception_score_from_sums(
-                        chunks.prob_sum[:k].sum(0, keepdim=True),
-                        chunks.plogp_sum[:k].sum().reshape(1),
-                        prefix_count.reshape(1),
-                    )
-                    counts.append(int(prefix_count))
-                    scores.append(score)
+            for k in range(1, self.extrapolation_points + 1):
+                prefix_count = chunks.count[:k].sum()
+                if int(prefix_count) == 0 or (counts and int(prefix_count) == counts[-1]):
+                    continue  # every sample so far excluded as non-finite, or no new one: no (new) point
+                score, _ = inception_score_from_sums(
+                    chunks.prob_sum[:k].sum(0, keepdim=True),
+                    chunks.plogp_sum[:k].sum().reshape(1),
+                    prefix_count.reshape(1),
+                )
+                counts.append(int(prefix_count))
+                scores.append(score)
             fitted = extrapolate_to_infinity(counts, scores) if len(counts) >= 2 else math.nan
             values[f"{self.name}_inf"] = float(fitted)
             if len(counts) < 2:

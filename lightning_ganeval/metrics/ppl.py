@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_ganeval.images import PixelSpace, _to_255
+from lightning_ganeval.images import PixelSpace, _to_255, coerce_pixel_space
 from lightning_ganeval.lpips import LPIPSVGG16
 from lightning_ganeval.sampling import (
     LatentBank,
@@ -254,11 +254,7 @@ class PerceptualPathLength:
         if sampling not in SAMPLINGS:
             raise ValueError(f"`sampling` must be one of {', '.join(map(repr, SAMPLINGS))}, got {sampling!r}.")
         self.sampling = sampling
-        if isinstance(space, PixelSpace):
-            self.space = space
-        else:
-            low, high = space
-            self.space = PixelSpace.from_value_range(low, high)
+        self.space: PixelSpace = coerce_pixel_space(space, required=True)  # type: ignore[assignment]
         if resize is not None:
             _check_positive_int("resize", resize)
         self.resize = resize
