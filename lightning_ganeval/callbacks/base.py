@@ -144,13 +144,15 @@ class _SharedEvaluation:
             space=self.space,
             inception=inception,
             nonfinite="exclude",
+            # The evaluator's warnings name what the callbacks log and the arguments they take.
+            wording={
+                "clamped": ", ".join(f"`{m.name}_clamped`" for m in self.members),
+                "nonfinite": ", ".join(f"`{m.name}_nonfinite`" for m in self.members),
+                "space": "`normalize=`"
+                if owner._space_argument() == "normalize"
+                else "`value_range=` (or `normalize=`)",
+            },
         )
-        # The evaluator's warnings name what the callbacks log and the arguments they take.
-        self.evaluator._wording = {
-            "clamped": ", ".join(f"`{m.name}_clamped`" for m in self.members),
-            "nonfinite": ", ".join(f"`{m.name}_nonfinite`" for m in self.members),
-            "space": "`normalize=`" if owner._space_argument() == "normalize" else "`value_range=` (or `normalize=`)",
-        }
         for source, members in self._real_sources(trainer):
             _all_ranks(trainer, lambda s=source, ms=members: self._prepare_real(trainer, s, ms), "The real pass")
         _all_ranks(trainer, lambda: self._preflight(trainer, pl_module), "The pre-flight check")
