@@ -3,14 +3,15 @@
 The shared-pass callbacks (``base.py``) and ``PPLCallback`` (its own pass of latent pairs) differ in what an
 evaluation computes, not in when it runs: an epoch or optimizer-step schedule, the EarlyStopping/ModelCheckpoint
 adjustments, the averaged copy of a ``WeightAveraging`` callback, the latent shape from the hyperparameters, the
-logging and the history all live here once. A subclass sets ``name``, ``latent_shape``, ``model_weights`` and the
-two schedule attributes (:meth:`_init_schedule`) and implements :meth:`_evaluate_and_log` and :meth:`_logged_keys`.
+logging and the history all live here once, and so do the arguments they share (:mod:`._arguments`): a subclass
+takes them as ``**kwargs: Unpack[...]``, hands them to :meth:`_init_arguments`, and implements
+:meth:`_evaluate_and_log` and :meth:`_logged_keys`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -18,10 +19,19 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
-from lightning_ganeval.callbacks._checks import check_choice, check_int
+from lightning_ganeval.callbacks._arguments import (
+    check_names,
+    pixel_space,
+    resolve_callable,
+    shared_defaults,
+    spell_out,
+)
+from lightning_ganeval.callbacks._checks import check_bool, check_choice, check_int, check_name
 from lightning_ganeval.callbacks._compat import lightning_classes
 from lightning_ganeval.callbacks._state_keys import check_state_keys
 from lightning_ganeval.callbacks.monitors import MonitorAdjustments
+from lightning_ganeval.evaluator import NONFINITE_POLICIES
+from lightning_ganeval.images import PixelSpace
 from lightning_ganeval.sampling import normalize_latent_shape
 
 __all__ = ["MODEL_WEIGHTS", "rank_zero_first"]
@@ -59,9 +69,25 @@ class _ScheduledCallback(Callback):
     model_weights: str
     every_n_epochs: int | None
     every_n_train_steps: int | None
+    _space: PixelSpace | None
 
-    def _init_schedule(self, every_n_epochs: int | None, every_n_train_steps: int | None, model_weights: str) -> None:
-        """Check and set the schedule and ``model_weights`` arguments (in ``__init__``)."""
+    # The names of the flat signature (see _arguments.py): what the class takes, checked in `_init_arguments`.
+    _ARGUMENT_NAMES: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        signature = None if init is None else spell_out(init)
+        if signature is not None:
+            # What `inspect.signature`, `help()` and LightningCLI/jsonargparse read: every argument, flat.
+            init.__signature__ = signature  # type: ignore[union-attr]
+            cls._ARGUMENT_NAMES = tuple(signature.parameters)[1:]
+
+    def _init_arguments(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """Check and set the :class:`ScheduleArguments` (in ``__init__``); all shared arguments, defaults filled."""
+        check_names(type(self), arguments, self._ARGUMENT_NAMES)
+        values = {**shared_defaults(), **arguments}
+        every_n_epochs, every_n_train_steps = values["every_n_epochs"], values["every_n_train_steps"]
         if every_n_epochs is not None and every_n_train_steps is not None:
             raise ValueError(
                 f"`every_n_epochs={every_n_epochs!r}` and `every_n_train_steps={every_n_train_steps!r}` are mutually"
@@ -75,7 +101,18 @@ class _ScheduledCallback(Callback):
         )
         if every_n_epochs is not None:
             check_int("every_n_epochs", every_n_epochs, 1)
-        self.model_weights = check_choice("model_weights", model_weights, MODEL_WEIGHTS)
+        self.model_weights = check_choice("model_weights", values["model_weights"], MODEL_WEIGHTS)
+        self.batch_size = check_int("batch_size", values["batch_size"], 1)
+        latent_shape = values["latent_shape"]
+        self.latent_shape = None if latent_shape is None else normalize_latent_shape(latent_shape)
+        self.sample_fn = resolve_callable("sample_fn", values["sample_fn"])
+        self.value_range = values["value_range"]
+        self.normalize = values["normalize"]
+        self._space = pixel_space("", self.value_range, self.normalize)
+        self.seed = check_int("seed", values["seed"], 0)
+        self.name = check_name(values["name"])
+        self.nonfinite = check_choice("nonfinite", values["nonfinite"], NONFINITE_POLICIES)
+        self.progress = check_bool("progress", values["progress"])
         self.last_score: float | None = None
         self.history: list[dict[str, float]] = []
         self._evaluated_epoch: int | None = None
@@ -83,6 +120,7 @@ class _ScheduledCallback(Callback):
         self._step_bucket = 0
         self._averaging: Any = None
         self._monitors: MonitorAdjustments | None = None
+        return values
 
     # ---------------------------------------------------------------------------------- subclass interface
 

@@ -9,11 +9,9 @@ evaluation and each distinct feature network runs once on the samples, whatever 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import os
 import re
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
@@ -23,20 +21,14 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_ganeval.callbacks._checks import (
-    check_bool,
-    check_callable,
-    check_choice,
-    check_int,
-    check_name,
-    check_path,
-)
+from lightning_ganeval.callbacks._arguments import SampleFn
+from lightning_ganeval.callbacks._checks import check_bool, check_choice, check_int, check_path
 from lightning_ganeval.callbacks._compat import lightning_classes
 from lightning_ganeval.callbacks._sample_fns import describe_function, function_key, provable
 from lightning_ganeval.callbacks._scheduled import _ScheduledCallback, rank_zero_first
 from lightning_ganeval.callbacks._state_keys import install_trainer_check
 from lightning_ganeval.callbacks.grids import log_grid
-from lightning_ganeval.evaluator import CLAMPED_WARNING_FRACTION, NONFINITE_POLICIES, EvaluationWarning, Evaluator
+from lightning_ganeval.evaluator import CLAMPED_WARNING_FRACTION, EvaluationWarning, Evaluator
 from lightning_ganeval.images import PixelSpace, infer_pixel_space, to_uint8_rgb
 from lightning_ganeval.inception import RESIZE_MODES, get_extractor
 from lightning_ganeval.metrics.base import GenerativeMetric
@@ -45,36 +37,11 @@ from lightning_ganeval.real_pass import prepare_real_data, sample_real_images
 from lightning_ganeval.sampling import (
     check_generated,
     isolated_rng,
-    normalize_latent_shape,
     preserved_module_state,
 )
 from lightning_ganeval.weights import InceptionWeights, resolve_weights
 
 __all__ = ["CLAMPED_WARNING_FRACTION", "SampleFn"]
-
-SampleFn = Callable[["pl.LightningModule", Tensor], Tensor]
-
-
-def resolve_callable(name: str, value: Any) -> Any:
-    """A callable, or an import path ``"package.module.function"`` to one (LightningCLI / YAML configs)."""
-    if isinstance(value, str):
-        module, _, attribute = value.rpartition(".")
-        if not module:
-            raise TypeError(
-                f"`{name}` must be a callable, an import path 'package.module.function' to one, or None; got the"
-                f" string {value!r}."
-            )
-        try:
-            value = getattr(importlib.import_module(module), attribute)
-        except (ImportError, AttributeError, ValueError) as err:
-            raise ValueError(f"`{name}` names {value!r}, which cannot be imported: {err}") from err
-    return check_callable(name, value)
-
-
-def _pixel_space(prefix: str, value_range: Any, normalize: Any) -> PixelSpace | None:
-    if value_range is None and normalize is None:
-        return None
-    return PixelSpace.parse(value_range=value_range, normalize=normalize, argument_prefix=prefix)
 
 
 def _all_ranks(trainer: pl.Trainer, fn: Callable[[], Any], what: str) -> Any:
@@ -326,50 +293,23 @@ class _GenerativeMetricCallback(_ScheduledCallback):
     # Attributes that only exist while fitting; dropped when the callback is pickled (ddp_spawn) or saved.
     _RUNTIME_ATTRIBUTES: ClassVar[tuple[str, ...]] = ("_extractor", "_group", "_monitors", "_weights", "_averaging")
 
-    def __init__(
-        self,
-        *,
-        num_samples: int,
-        batch_size: int,
-        every_n_epochs: int | None,
-        latent_shape: int | Sequence[int] | None,
-        sample_fn: SampleFn | str | None,
-        value_range: tuple[float, float] | None,
-        normalize: tuple[Any, Any] | None,
-        inception_weights: str | os.PathLike[str] | None,
-        resize: str,
-        fast: bool,
-        seed: int,
-        name: str,
-        nonfinite: str,
-        progress: bool,
-        log_images: int = 0,
-        feature_extractor: nn.Module | None = None,
-        every_n_train_steps: int | None = None,
-        model_weights: str = "averaged",
-    ) -> None:
-        self.num_samples = num_samples  # checked below, against the metric's minimum
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        self._init_schedule(every_n_epochs, every_n_train_steps, model_weights)
-        self.latent_shape = None if latent_shape is None else normalize_latent_shape(latent_shape)
-        self.sample_fn = resolve_callable("sample_fn", sample_fn)
-        self.value_range = value_range
-        self.normalize = normalize
-        self._space = _pixel_space("", value_range, normalize)
-        self.inception_weights = check_path("inception_weights", inception_weights)
-        self.resize = check_choice("resize", resize, RESIZE_MODES)
-        self.fast = check_bool("fast", fast)
-        self.seed = check_int("seed", seed, 0)
-        self.name = check_name(name)
-        self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
-        self.progress = check_bool("progress", progress)
-        self._log_images = check_int("log_images", log_images, 0)
+    def __init__(self, **arguments: Any) -> None:
+        """The shared arguments (:mod:`._arguments`), after the subclass has set its own."""
+        values = self._init_arguments(arguments)
+        self.num_samples = values["num_samples"]  # checked below, against the metric's minimum
+        self.inception_weights = check_path("inception_weights", values["inception_weights"])
+        self.resize = check_choice("resize", values["resize"], RESIZE_MODES)
+        self.fast = check_bool("fast", values["fast"])
+        self._log_images = check_int("log_images", values.get("log_images", 0), 0)
+        feature_extractor = values["feature_extractor"]
         if feature_extractor is not None and not isinstance(feature_extractor, nn.Module):
             raise TypeError(
                 "`feature_extractor` must be a torch.nn.Module mapping uint8 N x 3 x H x W images to N x d features,"
                 f" or None for Inception; got {type(feature_extractor).__name__}."
             )
         self.feature_extractor = feature_extractor
+        self._init_real(values)
+        self._check_arguments()
         self._metric = self._build_metric()
         check_int("num_samples", self.num_samples, self._metric.min_samples())
         # Before the Trainer is built: two callbacks with one state key are refused with a message naming `name=`.
@@ -387,6 +327,12 @@ class _GenerativeMetricCallback(_ScheduledCallback):
 
     def _build_metric(self) -> GenerativeMetric:
         raise NotImplementedError
+
+    def _init_real(self, values: Mapping[str, Any]) -> None:
+        """Check and set the real-data arguments, for a callback that compares with real images."""
+
+    def _check_arguments(self) -> None:
+        """Checks across a subclass's own arguments and the shared ones (``subset_size <= num_samples``)."""
 
     def _logged_keys(self) -> list[str]:
         keys = [*self._metric.keys(), f"{self.name}_nonfinite", f"{self.name}_clamped"]

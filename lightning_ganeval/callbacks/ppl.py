@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
-from typing_extensions import override
+from typing_extensions import Unpack, override
 
-from lightning_ganeval.callbacks._checks import check_bool, check_choice, check_int, check_name, check_path
+from lightning_ganeval.callbacks._arguments import ScheduleArguments, resolve_callable
+from lightning_ganeval.callbacks._checks import check_bool, check_choice, check_int, check_path
 from lightning_ganeval.callbacks._scheduled import _ScheduledCallback, rank_zero_first
-from lightning_ganeval.callbacks.base import (
-    SampleFn,
-    _all_ranks,
-    _is_loader,
-    _pixel_space,
-    resolve_callable,
-)
-from lightning_ganeval.evaluator import NONFINITE_POLICIES
+from lightning_ganeval.callbacks.base import _all_ranks, _is_loader
 from lightning_ganeval.images import PixelSpace, infer_pixel_space
 from lightning_ganeval.lpips import LPIPSVGG16, resolve_lpips_weights
 from lightning_ganeval.metrics.ppl import (
@@ -33,7 +27,7 @@ from lightning_ganeval.metrics.ppl import (
 )
 from lightning_ganeval.networks import network_device
 from lightning_ganeval.real_pass import sample_real_images
-from lightning_ganeval.sampling import isolated_rng, normalize_latent_shape
+from lightning_ganeval.sampling import isolated_rng
 
 __all__ = ["MappingFn", "PPLCallback"]
 
@@ -100,34 +94,21 @@ class PPLCallback(_ScheduledCallback):
         self,
         *,
         num_pairs: int = 10_000,
-        batch_size: int = 64,
-        every_n_epochs: int | None = None,
-        every_n_train_steps: int | None = None,
-        model_weights: str = "averaged",
-        latent_shape: int | Sequence[int] | None = None,
-        sample_fn: SampleFn | str | None = None,
         mapping_fn: MappingFn | str | None = None,
         interpolation: str | None = None,
         sampling: str = "end",
         epsilon: float = DEFAULT_EPSILON,
         discard: tuple[float | None, float | None] = (1.0, 99.0),
-        value_range: tuple[float, float] | None = None,
-        normalize: tuple[Any, Any] | None = None,
         resize: int | None = 64,
         quantize: bool = False,
         lpips_weights: str | os.PathLike[str] | None = None,
         vgg16_weights: str | os.PathLike[str] | None = None,
         lpips: nn.Module | None = None,
-        seed: int = 0,
         name: str = "ppl",
-        nonfinite: str = "exclude",
-        progress: bool = True,
+        **kwargs: Unpack[ScheduleArguments],
     ) -> None:
         self.num_pairs = check_int("num_pairs", num_pairs, 1)
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        self._init_schedule(every_n_epochs, every_n_train_steps, model_weights)
-        self.latent_shape = None if latent_shape is None else normalize_latent_shape(latent_shape)
-        self.sample_fn = resolve_callable("sample_fn", sample_fn)
+        self._init_arguments({"name": name, **kwargs})
         self.mapping_fn = resolve_callable("mapping_fn", mapping_fn)
         if self.mapping_fn is not None and self.sample_fn is None:
             raise ValueError(
@@ -142,9 +123,6 @@ class PPLCallback(_ScheduledCallback):
             raise ValueError(f"`epsilon` must be a number in (0, 1), got {epsilon!r}.")
         self.epsilon = float(epsilon)
         self.discard = _check_discard(discard)
-        self.value_range = value_range
-        self.normalize = normalize
-        self._space = _pixel_space("", value_range, normalize)
         if resize is not None:
             check_int("resize", resize, 1)
         self.resize = resize
@@ -157,10 +135,6 @@ class PPLCallback(_ScheduledCallback):
                 f" None for LPIPS-VGG16; got {type(lpips).__name__}."
             )
         self.lpips = lpips
-        self.seed = check_int("seed", seed, 0)
-        self.name = check_name(name)
-        self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
-        self.progress = check_bool("progress", progress)
 
         self._metric: PerceptualPathLength | None = None
         self._network: nn.Module | None = None
