@@ -124,6 +124,10 @@ class _ScheduledCallback(Callback):
 
     # ---------------------------------------------------------------------------------- subclass interface
 
+    def _settings(self) -> dict[str, Any]:
+        """What makes the values of two evaluations comparable (checkpointed; a change warns on resume)."""
+        raise NotImplementedError
+
     def _logged_keys(self) -> list[str]:
         raise NotImplementedError
 
@@ -136,6 +140,44 @@ class _ScheduledCallback(Callback):
             f"lightning_ganeval: `{self.name}` scores the averaged weights of `{type(averaging).__name__}`. Pass"
             " `model_weights='current'` to score the weights being trained instead, or `'both'` to log both."
         )
+
+    # ----------------------------------------------------------------------------------------- state
+
+    _SETTINGS_KEY: ClassVar[str] = "settings"
+    _SETTINGS_WORD: ClassVar[str] = "settings"
+
+    @property
+    @override
+    def state_key(self) -> str:
+        # The logged name is unique per Trainer (checked in setup), so it tells instances apart.
+        return self._generate_state_key(name=self.name)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": [dict(entry) for entry in self.history],
+            "last_score": self.last_score,
+            "evaluated_epoch": self._evaluated_epoch,
+            self._SETTINGS_KEY: self._settings(),
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [dict(entry) for entry in state_dict.get("history", [])]
+        self.last_score = state_dict.get("last_score")
+        self._evaluated_epoch = state_dict.get("evaluated_epoch")
+        saved, current = state_dict.get(self._SETTINGS_KEY), self._settings()
+        # A latent shape still to be read from the hparams (restored before setup) is not a change.
+        changed = sorted(
+            k for k in current if current[k] is not None and saved is not None and saved.get(k) != current[k]
+        )
+        if changed:
+            rank_zero_warn(
+                f"`{type(self).__name__}(name={self.name!r})` was restored from a checkpoint made with other"
+                f" {self._SETTINGS_WORD} ({', '.join(f'{k}: {saved.get(k)!r} -> {current[k]!r}' for k in changed)});"
+                f" the `{self.name}` curve is not continuous across the resume.",
+                category=UserWarning,
+            )
 
     # ----------------------------------------------------------------------------------------- schedule
 

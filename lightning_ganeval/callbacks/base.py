@@ -373,41 +373,15 @@ class _GenerativeMetricCallback(_ScheduledCallback):
 
     # ----------------------------------------------------------------------------------------- state
 
-    @property
-    @override
-    def state_key(self) -> str:
-        # The logged name is unique per Trainer (checked in setup), so it tells instances apart.
-        return self._generate_state_key(name=self.name)
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "history": [dict(entry) for entry in self.history],
-            "last_score": self.last_score,
-            "evaluated_epoch": self._evaluated_epoch,
-            "sampling": self._sampling_settings(),
-        }
+    # The checkpointed settings keep their key of earlier versions, so that old checkpoints still compare.
+    _SETTINGS_KEY: ClassVar[str] = "sampling"
+    _SETTINGS_WORD: ClassVar[str] = "sampling settings"
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Before a fit (by hand) or right after its `setup` (`ckpt_path=`): either way that fit resumes.
         self._restored_before_fit = True
-        self.history = [dict(entry) for entry in state_dict.get("history", [])]
-        self.last_score = state_dict.get("last_score")
-        self._evaluated_epoch = state_dict.get("evaluated_epoch")
-        saved = state_dict.get("sampling")
-        current = self._sampling_settings()
-        # A latent shape still to be read from the hparams (restored before setup) is not a change.
-        changed = sorted(
-            k for k in current if current[k] is not None and saved is not None and saved.get(k) != current[k]
-        )
-        if changed:
-            rank_zero_warn(
-                f"`{type(self).__name__}(name={self.name!r})` was restored from a checkpoint made with other sampling"
-                f" settings ({', '.join(f'{k}: {saved.get(k)!r} -> {current[k]!r}' for k in changed)}); the"
-                f" `{self.name}` curve is not continuous across the resume.",
-                category=UserWarning,
-            )
+        super().load_state_dict(state_dict)
 
     @override
     def on_load_checkpoint(
@@ -421,7 +395,7 @@ class _GenerativeMetricCallback(_ScheduledCallback):
                 category=UserWarning,
             )
 
-    def _sampling_settings(self) -> dict[str, Any]:
+    def _settings(self) -> dict[str, Any]:
         return {
             "num_samples": self.num_samples,
             "seed": self.seed,

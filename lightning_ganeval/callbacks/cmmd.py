@@ -100,8 +100,8 @@ class CMMDCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
         assert network is not None
         return network
 
-    def _sampling_settings(self) -> dict[str, Any]:
-        settings = super()._sampling_settings()
+    def _settings(self) -> dict[str, Any]:
+        settings = super()._settings()
         # Inception's settings do not apply; CLIP's resize does.
         for key in ("resize", "fast"):
             settings.pop(key, None)

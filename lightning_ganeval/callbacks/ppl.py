@@ -148,11 +148,6 @@ class PPLCallback(_ScheduledCallback):
             keys += [f"{self.name}_current", f"{self.name}_std_current"]
         return keys
 
-    @property
-    @override
-    def state_key(self) -> str:
-        return self._generate_state_key(name=self.name)
-
     def _settings(self) -> dict[str, Any]:
         # An undeclared space is inferred from the training data in on_train_start: not a setting to compare.
         space = self._space.describe() if self._space is not None else None
@@ -174,32 +169,6 @@ class PPLCallback(_ScheduledCallback):
         if self.interpolation is not None:
             return self.interpolation
         return "lerp" if self.mapping_fn is not None else "slerp"
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "history": [dict(entry) for entry in self.history],
-            "last_score": self.last_score,
-            "evaluated_epoch": self._evaluated_epoch,
-            "settings": self._settings(),
-        }
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = [dict(entry) for entry in state_dict.get("history", [])]
-        self.last_score = state_dict.get("last_score")
-        self._evaluated_epoch = state_dict.get("evaluated_epoch")
-        saved, current = state_dict.get("settings"), self._settings()
-        changed = sorted(
-            k for k in current if current[k] is not None and saved is not None and saved.get(k) != current[k]
-        )
-        if changed:
-            rank_zero_warn(
-                f"`PPLCallback(name={self.name!r})` was restored from a checkpoint made with other settings"
-                f" ({', '.join(f'{k}: {saved.get(k)!r} -> {current[k]!r}' for k in changed)}); the `{self.name}`"
-                " curve is not continuous across the resume.",
-                category=UserWarning,
-            )
 
     def __getstate__(self) -> dict[str, Any]:
         # ddp_spawn pickles the callbacks: the networks are rebuilt in setup, on each process's device.

@@ -30,8 +30,7 @@ class VendiScoreCallback(_GenerativeMetricCallback):
         Other arguments: as :class:`~lightning_ganeval.FIDCallback`.
 
     Raises:
-        TypeError: If an argument has the wrong type.
-        ValueError: If an argument has an invalid value (named in the message).
+        TypeError, ValueError: On invalid arguments, naming the argument.
 
     Example::
 
