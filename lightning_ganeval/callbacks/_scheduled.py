@@ -161,6 +161,21 @@ class _ScheduledCallback(Callback):
             self._SETTINGS_KEY: self._settings(),
         }
 
+    # Attributes that only exist while fitting; dropped when the callback is pickled (ddp_spawn) or saved.
+    _RUNTIME_ATTRIBUTES: ClassVar[tuple[str, ...]] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # ddp_spawn pickles the callbacks: the networks are rebuilt in setup, on each process's device.
+        state = self.__dict__.copy()
+        for attribute in self._RUNTIME_ATTRIBUTES:
+            state[attribute] = None
+        state["_metric"] = self._pickled_metric()
+        return state
+
+    def _pickled_metric(self) -> Any:
+        """The metric a pickled callback carries: none, it is built in ``setup``."""
+        return None
+
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [dict(entry) for entry in state_dict.get("history", [])]

@@ -406,13 +406,9 @@ class _GenerativeMetricCallback(_ScheduledCallback):
             **{k: v for k, v in self._metric.describe().items() if isinstance(v, (int, float, str, bool))},
         }
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for attribute in self._RUNTIME_ATTRIBUTES:
-            state[attribute] = None
+    def _pickled_metric(self) -> GenerativeMetric:
         # A fresh metric: its real data (up to N x d features), accumulators and reference root stay behind.
-        state["_metric"] = self._build_metric()
-        return state
+        return self._build_metric()
 
     # ----------------------------------------------------------------------------------------- hooks
 

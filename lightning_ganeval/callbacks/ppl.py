@@ -170,14 +170,6 @@ class PPLCallback(_ScheduledCallback):
             return self.interpolation
         return "lerp" if self.mapping_fn is not None else "slerp"
 
-    def __getstate__(self) -> dict[str, Any]:
-        # ddp_spawn pickles the callbacks: the networks are rebuilt in setup, on each process's device.
-        state = self.__dict__.copy()
-        for attribute in self._RUNTIME_ATTRIBUTES:
-            state[attribute] = None
-        state["_metric"] = None
-        return state
-
     # ----------------------------------------------------------------------------------------- hooks
 
     @override
