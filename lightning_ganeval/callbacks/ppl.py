@@ -15,7 +15,7 @@ from typing_extensions import Unpack, override
 from lightning_ganeval.callbacks._arguments import ScheduleArguments, resolve_callable
 from lightning_ganeval.callbacks._checks import check_bool, check_choice, check_int, check_path
 from lightning_ganeval.callbacks._scheduled import _ScheduledCallback, rank_zero_first
-from lightning_ganeval.callbacks.base import _all_ranks, _is_loader
+from lightning_ganeval.callbacks._shared_pass import _all_ranks, _is_loader
 from lightning_ganeval.images import PixelSpace, infer_pixel_space
 from lightning_ganeval.lpips import LPIPSVGG16, resolve_lpips_weights
 from lightning_ganeval.metrics.ppl import (
