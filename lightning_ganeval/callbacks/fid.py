@@ -25,6 +25,7 @@ class RealDataCallbackMixin:
     """Arguments and state of callbacks whose metric compares with real images (FID, KID, precision/recall)."""
 
     name: str
+    real: Any  # set by the subclass from its own `real=` argument, checked in `_init_real`
     _metric: Any
 
     # False where the metric compares per-sample features, which a statistics file does not hold.
