@@ -260,6 +260,20 @@ def test_shared_arguments_are_flat_typed_and_checked_by_name() -> None:
         FIDCallback("stats.npz")
 
 
+def test_a_subclass_passing_kwargs_on_keeps_the_checks() -> None:
+    """A user's subclass with plain ``**kwargs`` forwards the shared arguments; unknown ones are still refused."""
+
+    class MyFID(FIDCallback):
+        def __init__(self, *, tag: str = "x", **kwargs: Any) -> None:
+            self.tag = tag
+            super().__init__(**kwargs)
+
+    callback = MyFID(tag="y", num_samples=5_000, every_n_epochs=3)
+    assert (callback.tag, callback.num_samples, callback.every_n_epochs, callback.name) == ("y", 5_000, 3, "fid")
+    with pytest.raises(TypeError, match=r"MyFID\(\) got an unexpected keyword argument 'splits'"):
+        MyFID(splits=3)
+
+
 def test_callbacks_keep_no_module_level_registry() -> None:
     """Callbacks that share a pass find each other through `trainer.callbacks`: no container outside the Trainer."""
     import pkgutil

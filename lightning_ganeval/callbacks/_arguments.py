@@ -136,9 +136,12 @@ def spell_out(init: Callable[..., None]) -> inspect.Signature | None:
     signature = inspect.signature(init)
     parameters = list(signature.parameters.values())
     rest = next((p for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD), None)
-    if rest is None:
+    if rest is None or rest.annotation is inspect.Parameter.empty:
         return None
-    hints = get_type_hints(init, include_extras=True)
+    try:
+        hints = get_type_hints(init, include_extras=True)
+    except Exception:  # e.g. a user's subclass with hints only importable under TYPE_CHECKING: left as written
+        return None
     unpacked = hints.get(rest.name)
     if get_origin(unpacked) is not Unpack:
         return None
