@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,9 +104,14 @@ class Evaluator:
         inception: The Inception network for metrics without their own ``feature_extractor``
             (:func:`~lightning_ganeval.inception.get_extractor`).
         nonfinite: ``"exclude"`` samples with NaN/Inf from the statistics (counted), or ``"raise"``.
+        wording: How the warnings name the reported counts and the argument that declares the pixel space, for a
+            caller that reports them under its own names: any of the keys ``"clamped"``, ``"nonfinite"`` and
+            ``"space"``, e.g. ``{"clamped": "`fid_clamped`", "space": "`value_range=`"}`` (the Lightning callbacks
+            name their logged keys and their arguments so). Default: ``clamped``, ``nonfinite`` and ``space=``.
 
     Raises:
-        ValueError: Clashing keys, too few samples for a metric, a metric that needs Inception without one.
+        ValueError: Clashing keys, too few samples for a metric, a metric that needs Inception without one, a
+            ``wording`` key other than those three.
     """
 
     def __init__(
@@ -120,6 +125,7 @@ class Evaluator:
         space: PixelSpace | Sequence[float] | None = (-1.0, 1.0),
         inception: nn.Module | None = None,
         nonfinite: str = "exclude",
+        wording: Mapping[str, str] | None = None,
     ) -> None:
         if not metrics:
             raise ValueError("`metrics` must hold at least one metric, got none.")
@@ -143,8 +149,11 @@ class Evaluator:
         self.num_samples = num_samples
         self.seed = seed
         self._networks = self._group_networks()
-        # How the messages name the counts and the space argument; the callbacks put their own names here.
         self._wording = {"clamped": "`clamped`", "nonfinite": "`nonfinite`", "space": "`space=`"}
+        unknown = sorted(set(wording or {}) - set(self._wording))
+        if unknown:
+            raise ValueError(f"`wording` takes the keys {sorted(self._wording)}, got {unknown}.")
+        self._wording.update(wording or {})
 
     # -------------------------------------------------------------------------------------------- networks
 

@@ -227,6 +227,95 @@ def test_construction_touches_no_weights_and_pickles(monkeypatch: pytest.MonkeyP
         assert clone.state_key == callback.state_key
 
 
+def test_shared_arguments_are_flat_typed_and_checked_by_name() -> None:
+    """Each callback declares only its own arguments; the shared ones still form one flat, typed signature."""
+    import inspect
+
+    from lightning_ganeval import KIDCallback, PPLCallback
+
+    for cls in (FIDCallback, InceptionScoreCallback, KIDCallback, PPLCallback):
+        parameters = inspect.signature(cls).parameters
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values()), cls.__name__
+        assert parameters["every_n_epochs"].default is None
+        assert parameters["every_n_epochs"].annotation == (int | None)
+        assert parameters["batch_size"].default == 64
+        assert parameters["value_range"].annotation == (tuple[float, float] | None)
+    assert inspect.signature(FIDCallback).parameters["name"].default == "fid"
+    assert inspect.signature(KIDCallback).parameters["name"].default == "kid"
+    assert "num_samples" not in inspect.signature(PPLCallback).parameters  # PPL counts pairs
+    assert "log_images" not in inspect.signature(InceptionScoreCallback).parameters  # FID's own argument
+    # Flat keyword arguments, as before.
+    fid = FIDCallback(num_samples=5_000, every_n_epochs=2, real="stats.npz")
+    assert (fid.num_samples, fid.every_n_epochs, fid.real, fid.batch_size) == (5_000, 2, "stats.npz", 64)
+    # An argument a callback does not take is refused by name, as Python refuses it for a written-out signature.
+    with pytest.raises(
+        TypeError,
+        match=r"FIDCallback\(\) got an unexpected keyword argument 'num_sample'\. Did you"
+        r" mean `num_samples`\?",
+    ):
+        FIDCallback(num_sample=5)
+    with pytest.raises(TypeError, match=r"InceptionScoreCallback\(\) got an unexpected keyword argument 'log_images'"):
+        InceptionScoreCallback(log_images=4)
+    with pytest.raises(TypeError, match="positional"):
+        FIDCallback("stats.npz")
+
+
+def test_a_subclass_passing_kwargs_on_keeps_the_checks() -> None:
+    """A user's subclass with plain ``**kwargs`` forwards the shared arguments; unknown ones are still refused."""
+
+    class MyFID(FIDCallback):
+        def __init__(self, *, tag: str = "x", **kwargs: Any) -> None:
+            self.tag = tag
+            super().__init__(**kwargs)
+
+    callback = MyFID(tag="y", num_samples=5_000, every_n_epochs=3)
+    assert (callback.tag, callback.num_samples, callback.every_n_epochs, callback.name) == ("y", 5_000, 3, "fid")
+    with pytest.raises(TypeError, match=r"MyFID\(\) got an unexpected keyword argument 'splits'"):
+        MyFID(splits=3)
+
+
+def test_callbacks_keep_no_module_level_registry() -> None:
+    """Callbacks that share a pass find each other through `trainer.callbacks`: no container outside the Trainer."""
+    import pkgutil
+    import weakref
+
+    import lightning_ganeval.callbacks as package
+
+    containers = (dict, list, set, weakref.WeakKeyDictionary, weakref.WeakValueDictionary, weakref.WeakSet)
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for name, value in vars(module).items():
+            assert name.startswith("__") or not isinstance(value, containers), f"{info.name}.{name}"
+
+
+def test_two_trainers_in_one_process_share_no_pass(
+    tmp_path: Path, settings: dict, fake_extractor: FakeExtractor
+) -> None:
+    """Equal callbacks in two Trainers set up in turn: one shared pass per Trainer, each left alone by the other."""
+    first = [fid_callback(settings, "stats.npz"), is_callback(settings)]
+    second = [fid_callback(settings, "stats.npz"), is_callback(settings)]
+    trainers = [make_trainer(tmp_path / "a", first), make_trainer(tmp_path / "b", second)]
+    model = TinyGAN()
+    for index in (0, 1):  # interleaved: FID of both Trainers, then IS of both
+        for trainer, callbacks in zip(trainers, (first, second), strict=True):
+            callbacks[index].setup(trainer, model, "fit")
+    assert first[0]._group is first[1]._group
+    assert second[0]._group is second[1]._group
+    assert first[0]._group is not second[0]._group
+    assert first[0]._group.members == first
+    assert second[0]._group.members == second
+    # The end of one fit releases its pass and leaves the other Trainer's as it was.
+    for callback in first:
+        callback.teardown(trainers[0], model, "fit")
+    assert first[0]._group is None
+    assert second[0]._group.members == second
+    # A new fit of the first Trainer builds a new pass.
+    for callback in first:
+        callback.setup(trainers[0], model, "fit")
+    assert first[0]._group is first[1]._group
+    assert first[0]._group is not second[0]._group
+
+
 # --------------------------------------------------------------------------------------- Trainer runs
 
 

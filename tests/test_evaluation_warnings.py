@@ -481,3 +481,26 @@ def test_ppl_of_a_closure_keeps_batchnorm_statistics(tmp_path: Path) -> None:
     assert all(m.training for m in generator.modules())
     reference = copy.deepcopy(generator).eval()
     assert closure.values == metric.evaluate(reference).values
+
+
+def test_wording_names_the_callers_keys_and_argument() -> None:
+    """A caller reporting the counts under its own names (as the callbacks do) passes them through `wording=`."""
+    wording = {"clamped": "`my_clamped`", "nonfinite": "`my_nonfinite`", "space": "`pixel_range=`"}
+    evaluator = make_evaluator([FID()], real_space=(0.0, 1.0), space=(0.0, 1.0), wording=wording)
+    generator = trained_generator().eval()
+
+    def some_nan(z: torch.Tensor) -> torch.Tensor:
+        images = generator(z)
+        images[z[:, 0] > 0] = float("nan")
+        return images
+
+    _, emitted = evaluate_recording(evaluator, some_nan)
+    clamped, nonfinite = emitted  # a tanh generator read as [0, 1] (clamped), and NaN samples
+    assert "(reported as `my_clamped`)" in clamped
+    assert "declare the right one with `pixel_range=`" in clamped
+    assert "`space=`" not in clamped
+    assert "(counted as `my_nonfinite`)" in nonfinite
+    with pytest.raises(
+        ValueError, match=r"`wording` takes the keys \['clamped', 'nonfinite', 'space'\], got \['nan'\]"
+    ):
+        make_evaluator([FID()], wording={"nan": "x"})

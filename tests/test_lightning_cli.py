@@ -8,8 +8,10 @@ checked with the same ``LightningCLI`` in this process, without running a subcom
 from __future__ import annotations
 
 import csv
+import inspect
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -215,7 +217,9 @@ def test_print_config_normalises_every_argument(tmp_path: Path, capsys: pytest.C
 
     for entry in printed:
         cls = getattr(lg, entry["class_path"].rsplit(".", 1)[1])
-        arguments = set(cls.__init__.__code__.co_varnames[1 : 1 + cls.__init__.__code__.co_kwonlyargcount])
+        # The flat signature: the callback's own arguments and the shared ones it takes as **kwargs.
+        arguments = set(inspect.signature(cls).parameters)
+        assert len(arguments) > 15, arguments
         assert set(entry["init_args"]) == arguments, cls.__name__
 
 
@@ -264,3 +268,25 @@ def test_bad_values_are_reported(
         in_process_cli(["--config", str(write_config(tmp_path, callbacks))])
     shown = str(info.value) if error is not SystemExit else capsys.readouterr().err
     assert message in shown, shown
+
+
+@pytest.mark.parametrize("callback", ["InceptionScoreCallback", "KIDCallback", "PPLCallback"])
+def test_help_lists_the_shared_arguments_with_type_and_default(
+    callback: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The arguments a callback takes as ``**kwargs`` show in ``--help`` as if written out, typed and defaulted."""
+    with pytest.raises(SystemExit):
+        in_process_cli(["--trainer.callbacks.help", f"lightning_ganeval.{callback}"])
+    shown = " ".join(capsys.readouterr().out.split())  # one line: argparse wraps the help to the terminal
+    for argument, described in [
+        ("every_n_epochs", "(type: int | null, default: null)"),
+        ("batch_size", "(type: int, default: 64)"),
+        ("value_range", "(type: Optional[tuple[float, float]], default: null)"),
+        ("nonfinite", "(type: str, default: exclude)"),
+    ]:
+        # The description, where the docstring gives one, stands between the name and the type.
+        entry = rf"--trainer\.callbacks\.{argument} {argument.upper()} (?:(?!--trainer).)*?{re.escape(described)}"
+        assert re.search(entry, shown), (argument, shown)
+    # And the callback's own arguments beside them.
+    own = {"InceptionScoreCallback": "splits", "KIDCallback": "subset_size", "PPLCallback": "num_pairs"}[callback]
+    assert f"--trainer.callbacks.{own} {own.upper()}" in shown

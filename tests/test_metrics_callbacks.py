@@ -785,7 +785,7 @@ def test_class_sorted_training_data_give_spread_real_rows_and_space_logged_once(
     images = real_images(200, seed=5).abs() * 4  # [0, 1]
     images[labels >= 5] = images[labels >= 5] * 2 - 1
     logged: list[str] = []
-    for module in ("lightning_ganeval.callbacks.base", "lightning_ganeval.callbacks.fid"):
+    for module in ("lightning_ganeval.callbacks._shared_pass", "lightning_ganeval.callbacks.fid"):
         monkeypatch.setattr(f"{module}.rank_zero_info", logged.append)
     kid = KIDCallback(subsets=2, subset_size=12, max_real=40, cache_dir=tmp_path, **common)
     train = DataLoader(TensorDataset(images, labels), batch_size=8)

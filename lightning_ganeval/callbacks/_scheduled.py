@@ -3,14 +3,15 @@
 The shared-pass callbacks (``base.py``) and ``PPLCallback`` (its own pass of latent pairs) differ in what an
 evaluation computes, not in when it runs: an epoch or optimizer-step schedule, the EarlyStopping/ModelCheckpoint
 adjustments, the averaged copy of a ``WeightAveraging`` callback, the latent shape from the hyperparameters, the
-logging and the history all live here once. A subclass sets ``name``, ``latent_shape``, ``model_weights`` and the
-two schedule attributes (:meth:`_init_schedule`) and implements :meth:`_evaluate_and_log` and :meth:`_logged_keys`.
+logging and the history all live here once, and so do the arguments they share (:mod:`._arguments`): a subclass
+takes them as ``**kwargs: Unpack[...]``, hands them to :meth:`_init_arguments`, and implements
+:meth:`_evaluate_and_log` and :meth:`_logged_keys`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -18,10 +19,19 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
 from typing_extensions import override
 
-from lightning_ganeval.callbacks._checks import check_choice, check_int
+from lightning_ganeval.callbacks._arguments import (
+    check_names,
+    pixel_space,
+    resolve_callable,
+    shared_defaults,
+    spell_out,
+)
+from lightning_ganeval.callbacks._checks import check_bool, check_choice, check_int, check_name
 from lightning_ganeval.callbacks._compat import lightning_classes
 from lightning_ganeval.callbacks._state_keys import check_state_keys
 from lightning_ganeval.callbacks.monitors import MonitorAdjustments
+from lightning_ganeval.evaluator import NONFINITE_POLICIES
+from lightning_ganeval.images import PixelSpace
 from lightning_ganeval.sampling import normalize_latent_shape
 
 __all__ = ["MODEL_WEIGHTS", "rank_zero_first"]
@@ -59,9 +69,25 @@ class _ScheduledCallback(Callback):
     model_weights: str
     every_n_epochs: int | None
     every_n_train_steps: int | None
+    _space: PixelSpace | None
 
-    def _init_schedule(self, every_n_epochs: int | None, every_n_train_steps: int | None, model_weights: str) -> None:
-        """Check and set the schedule and ``model_weights`` arguments (in ``__init__``)."""
+    # The names of the flat signature (see _arguments.py): what the class takes, checked in `_init_arguments`.
+    _ARGUMENT_NAMES: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        signature = None if init is None else spell_out(init)
+        if signature is not None:
+            # What `inspect.signature`, `help()` and LightningCLI/jsonargparse read: every argument, flat.
+            init.__signature__ = signature  # type: ignore[union-attr]
+            cls._ARGUMENT_NAMES = tuple(signature.parameters)[1:]
+
+    def _init_arguments(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """Check and set the :class:`ScheduleArguments` (in ``__init__``); all shared arguments, defaults filled."""
+        check_names(type(self), arguments, self._ARGUMENT_NAMES)
+        values = {**shared_defaults(), **arguments}
+        every_n_epochs, every_n_train_steps = values["every_n_epochs"], values["every_n_train_steps"]
         if every_n_epochs is not None and every_n_train_steps is not None:
             raise ValueError(
                 f"`every_n_epochs={every_n_epochs!r}` and `every_n_train_steps={every_n_train_steps!r}` are mutually"
@@ -75,7 +101,18 @@ class _ScheduledCallback(Callback):
         )
         if every_n_epochs is not None:
             check_int("every_n_epochs", every_n_epochs, 1)
-        self.model_weights = check_choice("model_weights", model_weights, MODEL_WEIGHTS)
+        self.model_weights = check_choice("model_weights", values["model_weights"], MODEL_WEIGHTS)
+        self.batch_size = check_int("batch_size", values["batch_size"], 1)
+        latent_shape = values["latent_shape"]
+        self.latent_shape = None if latent_shape is None else normalize_latent_shape(latent_shape)
+        self.sample_fn = resolve_callable("sample_fn", values["sample_fn"])
+        self.value_range = values["value_range"]
+        self.normalize = values["normalize"]
+        self._space = pixel_space("", self.value_range, self.normalize)
+        self.seed = check_int("seed", values["seed"], 0)
+        self.name = check_name(values["name"])
+        self.nonfinite = check_choice("nonfinite", values["nonfinite"], NONFINITE_POLICIES)
+        self.progress = check_bool("progress", values["progress"])
         self.last_score: float | None = None
         self.history: list[dict[str, float]] = []
         self._evaluated_epoch: int | None = None
@@ -83,8 +120,13 @@ class _ScheduledCallback(Callback):
         self._step_bucket = 0
         self._averaging: Any = None
         self._monitors: MonitorAdjustments | None = None
+        return values
 
     # ---------------------------------------------------------------------------------- subclass interface
+
+    def _settings(self) -> dict[str, Any]:
+        """What makes the values of two evaluations comparable (checkpointed; a change warns on resume)."""
+        raise NotImplementedError
 
     def _logged_keys(self) -> list[str]:
         raise NotImplementedError
@@ -98,6 +140,59 @@ class _ScheduledCallback(Callback):
             f"lightning_ganeval: `{self.name}` scores the averaged weights of `{type(averaging).__name__}`. Pass"
             " `model_weights='current'` to score the weights being trained instead, or `'both'` to log both."
         )
+
+    # ----------------------------------------------------------------------------------------- state
+
+    _SETTINGS_KEY: ClassVar[str] = "settings"
+    _SETTINGS_WORD: ClassVar[str] = "settings"
+
+    @property
+    @override
+    def state_key(self) -> str:
+        # The logged name is unique per Trainer (checked in setup), so it tells instances apart.
+        return self._generate_state_key(name=self.name)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": [dict(entry) for entry in self.history],
+            "last_score": self.last_score,
+            "evaluated_epoch": self._evaluated_epoch,
+            self._SETTINGS_KEY: self._settings(),
+        }
+
+    # Attributes that only exist while fitting; dropped when the callback is pickled (ddp_spawn) or saved.
+    _RUNTIME_ATTRIBUTES: ClassVar[tuple[str, ...]] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # ddp_spawn pickles the callbacks: the networks are rebuilt in setup, on each process's device.
+        state = self.__dict__.copy()
+        for attribute in self._RUNTIME_ATTRIBUTES:
+            state[attribute] = None
+        state["_metric"] = self._pickled_metric()
+        return state
+
+    def _pickled_metric(self) -> Any:
+        """The metric a pickled callback carries: none, it is built in ``setup``."""
+        return None
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [dict(entry) for entry in state_dict.get("history", [])]
+        self.last_score = state_dict.get("last_score")
+        self._evaluated_epoch = state_dict.get("evaluated_epoch")
+        saved, current = state_dict.get(self._SETTINGS_KEY), self._settings()
+        # A latent shape still to be read from the hparams (restored before setup) is not a change.
+        changed = sorted(
+            k for k in current if current[k] is not None and saved is not None and saved.get(k) != current[k]
+        )
+        if changed:
+            rank_zero_warn(
+                f"`{type(self).__name__}(name={self.name!r})` was restored from a checkpoint made with other"
+                f" {self._SETTINGS_WORD} ({', '.join(f'{k}: {saved.get(k)!r} -> {current[k]!r}' for k in changed)});"
+                f" the `{self.name}` curve is not continuous across the resume.",
+                category=UserWarning,
+            )
 
     # ----------------------------------------------------------------------------------------- schedule
 

@@ -1,290 +1,42 @@
-"""The Lightning layer shared by every metric callback: arguments, scheduling, the shared pass, state, logging.
+"""The Lightning layer shared by every callback of the shared pass: setup, networks, evaluation, logging.
 
-A metric callback is a thin class: it builds one :class:`~lightning_ganeval.metrics.base.GenerativeMetric` and
-declares its logged keys. Callbacks with equal sampling settings join one :class:`_SharedEvaluation` per Trainer,
-which owns a plain-torch :class:`~lightning_ganeval.evaluator.Evaluator`: the generator is sampled once per
-evaluation and each distinct feature network runs once on the samples, whatever the number of callbacks.
+A metric callback is a thin class: it declares its own arguments (the shared ones are in ``_arguments.py``),
+builds one :class:`~lightning_ganeval.metrics.base.GenerativeMetric` and declares its logged keys. In ``setup``,
+callbacks with equal sampling settings join one shared pass (``_shared_pass.py``), which owns a plain-torch
+:class:`~lightning_ganeval.evaluator.Evaluator`: the generator is sampled once per evaluation and each distinct
+feature network runs once on the samples, whatever the number of callbacks. Scheduling, state and the logging of
+values are in ``_scheduled.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import os
 import re
-import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_ganeval.callbacks._checks import (
-    check_bool,
-    check_callable,
-    check_choice,
-    check_int,
-    check_name,
-    check_path,
-)
+from lightning_ganeval.callbacks._arguments import SampleFn
+from lightning_ganeval.callbacks._checks import check_bool, check_choice, check_int, check_path
 from lightning_ganeval.callbacks._compat import lightning_classes
-from lightning_ganeval.callbacks._sample_fns import describe_function, function_key, provable
+from lightning_ganeval.callbacks._sample_fns import function_key
 from lightning_ganeval.callbacks._scheduled import _ScheduledCallback, rank_zero_first
+from lightning_ganeval.callbacks._shared_pass import _SharedEvaluation, join_shared_pass
 from lightning_ganeval.callbacks._state_keys import install_trainer_check
 from lightning_ganeval.callbacks.grids import log_grid
-from lightning_ganeval.evaluator import CLAMPED_WARNING_FRACTION, NONFINITE_POLICIES, EvaluationWarning, Evaluator
-from lightning_ganeval.images import PixelSpace, to_uint8_rgb
+from lightning_ganeval.evaluator import CLAMPED_WARNING_FRACTION
+from lightning_ganeval.images import PixelSpace
 from lightning_ganeval.inception import RESIZE_MODES, get_extractor
 from lightning_ganeval.metrics.base import GenerativeMetric
-from lightning_ganeval.networks import network_device, network_identity
-from lightning_ganeval.real_pass import infer_real_space, prepare_real_data
-from lightning_ganeval.sampling import (
-    check_generated,
-    isolated_rng,
-    normalize_latent_shape,
-    preserved_module_state,
-)
+from lightning_ganeval.networks import network_identity
+from lightning_ganeval.sampling import isolated_rng
 from lightning_ganeval.weights import InceptionWeights, resolve_weights
 
 __all__ = ["CLAMPED_WARNING_FRACTION", "SampleFn"]
-
-SampleFn = Callable[["pl.LightningModule", Tensor], Tensor]
-
-
-def resolve_callable(name: str, value: Any) -> Any:
-    """A callable, or an import path ``"package.module.function"`` to one (LightningCLI / YAML configs)."""
-    if isinstance(value, str):
-        module, _, attribute = value.rpartition(".")
-        if not module:
-            raise TypeError(
-                f"`{name}` must be a callable, an import path 'package.module.function' to one, or None; got the"
-                f" string {value!r}."
-            )
-        try:
-            value = getattr(importlib.import_module(module), attribute)
-        except (ImportError, AttributeError, ValueError) as err:
-            raise ValueError(f"`{name}` names {value!r}, which cannot be imported: {err}") from err
-    return check_callable(name, value)
-
-
-def _pixel_space(prefix: str, value_range: Any, normalize: Any) -> PixelSpace | None:
-    if value_range is None and normalize is None:
-        return None
-    return PixelSpace.parse(value_range=value_range, normalize=normalize, argument_prefix=prefix)
-
-
-def _all_ranks(trainer: pl.Trainer, fn: Callable[[], Any], what: str) -> Any:
-    """Run ``fn`` on every rank; if it raises on any rank, raise on every rank (instead of a hang)."""
-    error: Exception | None = None
-    result = None
-    try:
-        result = fn()
-    except Exception as err:  # re-raised below once every rank knows
-        error = err
-    failed = trainer.strategy.reduce(
-        torch.tensor(float(error is not None), device=trainer.strategy.root_device), reduce_op="sum"
-    )
-    if error is not None:
-        raise error
-    if float(failed) > 0:
-        raise RuntimeError(f"{what} failed on another process; see its traceback.")
-    return result
-
-
-@contextlib.contextmanager
-def _naming_the_side(side: str, what: str) -> Iterator[None]:
-    """Say which side (generated or real images) a TypeError/ValueError is about, unless it already does."""
-    try:
-        yield
-    except (TypeError, ValueError) as err:
-        if re.search(rf"\b{side}\b", str(err), flags=re.IGNORECASE):
-            raise
-        raise type(err)(f"Checking the {side} images ({what}): {err}") from err
-
-
-class _SharedEvaluation:
-    """The callbacks with equal sampling settings in one Trainer, and their one :class:`Evaluator`."""
-
-    def __init__(self) -> None:
-        self.members: list[_GenerativeMetricCallback] = []
-        self.evaluator: Evaluator | None = None
-        self.prepared_for: object | None = None
-        self.token: tuple[int, int] | None = None
-        self.results: dict[str, Any] = {}  # this evaluation's result per scored weights (averaged / current)
-        self.space: PixelSpace | None = None
-        self.space_reason: str | None = None  # what the space was inferred from; None when declared
-
-    @property
-    def owner(self) -> _GenerativeMetricCallback:
-        return self.members[0]
-
-    def describe(self) -> str:
-        return "/".join(m.name for m in self.members)
-
-    # ------------------------------------------------------------------------------------------ per fit
-
-    def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Once per fit: pixel space, real data for every member, a pre-flight batch; on every rank together."""
-        if self.prepared_for is trainer.fit_loop and self.evaluator is not None:
-            return
-        owner = self.owner
-        inception = next((m._extractor for m in self.members if m._extractor is not None), None)
-        self.space_reason = None
-        self.space = owner._space or self._infer_space(trainer)
-        self.evaluator = Evaluator(
-            [m._metric for m in self.members],
-            num_samples=owner.num_samples,
-            latent_shape=owner._resolved_latent_shape,
-            batch_size=owner.batch_size,
-            seed=owner.seed,
-            space=self.space,
-            inception=inception,
-            nonfinite="exclude",
-        )
-        # The evaluator's warnings name what the callbacks log and the arguments they take.
-        self.evaluator._wording = {
-            "clamped": ", ".join(f"`{m.name}_clamped`" for m in self.members),
-            "nonfinite": ", ".join(f"`{m.name}_nonfinite`" for m in self.members),
-            "space": "`normalize=`" if owner._space_argument() == "normalize" else "`value_range=` (or `normalize=`)",
-        }
-        for source, members in self._real_sources(trainer):
-            _all_ranks(trainer, lambda s=source, ms=members: self._prepare_real(trainer, s, ms), "The real pass")
-        _all_ranks(trainer, lambda: self._preflight(trainer, pl_module), "The pre-flight check")
-        self.prepared_for = trainer.fit_loop
-        self.token = None
-
-    def _infer_space(self, trainer: pl.Trainer) -> PixelSpace:
-        member = next((m for m in self.members if m._wants_real_loader()), None)
-        source = member._real_loader(trainer) if member is not None else None
-        compares_with_a_file = any(m._metric.real_request() is not None for m in self.members)
-        if source is None and not compares_with_a_file and _is_loader(trainer.train_dataloader):
-            # Inception Score alone: the generator imitates the training data, so it shares their space.
-            source = trainer.train_dataloader
-        if source is None:
-            # A statistics file has no pixels to look at: the documented default.
-            space = PixelSpace.from_value_range(-1.0, 1.0)
-            rank_zero_info(
-                f"lightning_ganeval: {self.describe()} has no real images to look at; generated images are read as"
-                f" {space.describe()} (the default). Pass `value_range=` or `normalize=` to declare it."
-            )
-            return space
-        image_fn = getattr(member, "real_image_fn", None)
-        num_real = getattr(member, "num_real", None)
-
-        def infer() -> tuple[PixelSpace, str]:
-            return infer_real_space(source, image_fn=image_fn, num_real=num_real)  # rank 0's is everyone's
-
-        space, reason = trainer.strategy.broadcast(_all_ranks(trainer, infer, "Inferring the pixel space"), src=0)
-        self.space_reason = reason
-        rank_zero_info(
-            f"lightning_ganeval: inferred the pixel space {space.describe()} from {reason}; generated images are read"
-            f" in the same space ({self.describe()}). Pass `value_range=` or `normalize=` to declare it."
-        )
-        return space
-
-    def _real_sources(self, trainer: pl.Trainer) -> list[tuple[Any, list[_GenerativeMetricCallback]]]:
-        """Members grouped by real data and real-side settings: one real pass per group."""
-        sources: dict[tuple[Any, ...], list[_GenerativeMetricCallback]] = {}
-        for member in self.members:
-            if member._metric.real_request() is None:
-                continue
-            real = member._real_source(trainer)
-            key = (id(real), member._real_settings_key())
-            sources.setdefault(key, []).append(member)
-        return [(members[0]._real_source(trainer), members) for members in sources.values()]
-
-    def _prepare_real(self, trainer: pl.Trainer, real: Any, members: list[Any]) -> None:
-        first = members[0]
-        wanting = [(m._network(), m._metric) for m in members]
-        names = "/".join(m.name for m in members)
-        bar = first._progress_bar(trainer, total=None, desc=f"Real data for {names}", unit="img")
-
-        def progress(done: int, total: int | None) -> None:
-            bar.update(done - bar.n)
-
-        with bar, _naming_the_side("real", f"real data of {names}"):
-            results = prepare_real_data(
-                real,
-                wanting,
-                space=first._real_space or self.space,
-                inferred_from=None if first._real_space is not None else self.space_reason,
-                image_fn=getattr(first, "real_image_fn", None),
-                num_real=getattr(first, "num_real", None),
-                cache_dir=getattr(first, "cache_dir", None),
-                progress=None if bar.disable else progress,
-            )
-        for member in members:
-            member._metric.set_real(results[member._metric])
-            member._on_real_data(trainer)
-
-    def _preflight(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Run the generator on 2 latents of the bank and check what it returns, before any training step."""
-        owner = self.owner
-        assert self.evaluator is not None
-        assert self.space is not None
-        sample, source = owner._sampler(pl_module)
-        latents = self.evaluator.bank.shard(0, 1)[0].latents[:2].to(pl_module.device)
-        precision = trainer.precision_plugin
-        with preserved_module_state(pl_module), precision.predict_step_context():
-            output = sample(precision.convert_input(latents))
-        with _naming_the_side("generated", f"a pre-flight batch of {source}"):
-            images = check_generated(output, len(latents), source=source)
-            converted = to_uint8_rgb(images, self.space, side="generated", argument=owner._space_argument())
-            if not bool(converted.finite.any()):
-                raise ValueError(
-                    f"Every generated image of the pre-flight batch ({source} on {len(latents)} latents of the bank)"
-                    " holds NaN or Inf: the generator produces no finite image, so no metric could be computed."
-                )
-
-    # ------------------------------------------------------------------------------------ per evaluation
-
-    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, weights: str = "current") -> Any:
-        token = (trainer.current_epoch, trainer.global_step)
-        if self.token != token:
-            self.token, self.results = token, {}
-        if weights in self.results:
-            return self.results[weights]
-        owner = self.owner
-        assert self.evaluator is not None
-        sample, source = owner._sampler(pl_module)
-        precision = trainer.precision_plugin
-        wanted = max(m._log_images for m in self.members) if trainer.is_global_zero else 0
-        total = sum(len(b.indices) for b in self.evaluator.bank.shard(trainer.global_rank, trainer.world_size))
-        bar = owner._progress_bar(trainer, total=total, desc=f"Evaluating {self.describe()}", unit="img")
-
-        def call(generate: Callable[[Tensor], Any], latents: Tensor) -> Any:
-            # Autocast for "*-mixed", the low default dtype for "*-true": the generator runs as in training.
-            with precision.predict_step_context():
-                return generate(precision.convert_input(latents))
-
-        with bar:
-            result = self.evaluator.evaluate(
-                sample,
-                module=pl_module,
-                rank=trainer.global_rank,
-                world_size=trainer.world_size,
-                keep_images=wanted,
-                progress=lambda done: bar.update(done - bar.n),
-                source=source if weights == "current" else f"{source} on the averaged weights",
-                generator_device=network_device(pl_module),  # an averaged copy may live elsewhere
-                call=call,
-                warn=False,
-            )
-        self.results[weights] = result
-        # Once per evaluation of the group, not once per callback: four callbacks sharing the pass warn once.
-        when = f"epoch {trainer.current_epoch}"
-        if owner.every_n_train_steps is not None:
-            when += f", step {trainer.global_step}"
-        which = "" if weights == "current" else f", {weights} weights"
-        for message in result.warnings:
-            rank_zero_warn(
-                f"lightning_ganeval, {when} ({self.describe()}{which}): {message}", category=EvaluationWarning
-            )
-        return result
 
 
 def _lacks_forward(module: nn.Module) -> bool:
@@ -304,66 +56,29 @@ def _generator_like_children(module: nn.Module) -> list[str]:
     return sorted(names, key=lambda name: (name.lower() != "generator", "ema" in name.lower(), names.index(name)))
 
 
-def _is_loader(loader: Any) -> bool:
-    from torch.utils.data import DataLoader
-
-    return isinstance(loader, DataLoader)
-
-
-# One registry per process; a Trainer that is garbage-collected takes its groups with it.
-_GROUPS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], _SharedEvaluation]] = weakref.WeakKeyDictionary()
-
-
 class _GenerativeMetricCallback(_ScheduledCallback):
     """Configuration, scheduling, the shared pass, state and logging of the metric callbacks."""
 
     # Attributes that only exist while fitting; dropped when the callback is pickled (ddp_spawn) or saved.
     _RUNTIME_ATTRIBUTES: ClassVar[tuple[str, ...]] = ("_extractor", "_group", "_monitors", "_weights", "_averaging")
 
-    def __init__(
-        self,
-        *,
-        num_samples: int,
-        batch_size: int,
-        every_n_epochs: int | None,
-        latent_shape: int | Sequence[int] | None,
-        sample_fn: SampleFn | str | None,
-        value_range: tuple[float, float] | None,
-        normalize: tuple[Any, Any] | None,
-        inception_weights: str | os.PathLike[str] | None,
-        resize: str,
-        fast: bool,
-        seed: int,
-        name: str,
-        nonfinite: str,
-        progress: bool,
-        log_images: int = 0,
-        feature_extractor: nn.Module | None = None,
-        every_n_train_steps: int | None = None,
-        model_weights: str = "averaged",
-    ) -> None:
-        self.num_samples = num_samples  # checked below, against the metric's minimum
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        self._init_schedule(every_n_epochs, every_n_train_steps, model_weights)
-        self.latent_shape = None if latent_shape is None else normalize_latent_shape(latent_shape)
-        self.sample_fn = resolve_callable("sample_fn", sample_fn)
-        self.value_range = value_range
-        self.normalize = normalize
-        self._space = _pixel_space("", value_range, normalize)
-        self.inception_weights = check_path("inception_weights", inception_weights)
-        self.resize = check_choice("resize", resize, RESIZE_MODES)
-        self.fast = check_bool("fast", fast)
-        self.seed = check_int("seed", seed, 0)
-        self.name = check_name(name)
-        self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
-        self.progress = check_bool("progress", progress)
-        self._log_images = check_int("log_images", log_images, 0)
+    def __init__(self, **arguments: Any) -> None:
+        """The shared arguments (:mod:`._arguments`), after the subclass has set its own."""
+        values = self._init_arguments(arguments)
+        self.num_samples = values["num_samples"]  # checked below, against the metric's minimum
+        self.inception_weights = check_path("inception_weights", values["inception_weights"])
+        self.resize = check_choice("resize", values["resize"], RESIZE_MODES)
+        self.fast = check_bool("fast", values["fast"])
+        self._log_images = check_int("log_images", values.get("log_images", 0), 0)
+        feature_extractor = values["feature_extractor"]
         if feature_extractor is not None and not isinstance(feature_extractor, nn.Module):
             raise TypeError(
                 "`feature_extractor` must be a torch.nn.Module mapping uint8 N x 3 x H x W images to N x d features,"
                 f" or None for Inception; got {type(feature_extractor).__name__}."
             )
         self.feature_extractor = feature_extractor
+        self._init_real(values)
+        self._check_arguments()
         self._metric = self._build_metric()
         check_int("num_samples", self.num_samples, self._metric.min_samples())
         # Before the Trainer is built: two callbacks with one state key are refused with a message naming `name=`.
@@ -381,6 +96,12 @@ class _GenerativeMetricCallback(_ScheduledCallback):
 
     def _build_metric(self) -> GenerativeMetric:
         raise NotImplementedError
+
+    def _init_real(self, values: Mapping[str, Any]) -> None:
+        """Check and set the real-data arguments, for a callback that compares with real images."""
+
+    def _check_arguments(self) -> None:
+        """Checks across a subclass's own arguments and the shared ones (``subset_size <= num_samples``)."""
 
     def _logged_keys(self) -> list[str]:
         keys = [*self._metric.keys(), f"{self.name}_nonfinite", f"{self.name}_clamped"]
@@ -421,41 +142,15 @@ class _GenerativeMetricCallback(_ScheduledCallback):
 
     # ----------------------------------------------------------------------------------------- state
 
-    @property
-    @override
-    def state_key(self) -> str:
-        # The logged name is unique per Trainer (checked in setup), so it tells instances apart.
-        return self._generate_state_key(name=self.name)
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "history": [dict(entry) for entry in self.history],
-            "last_score": self.last_score,
-            "evaluated_epoch": self._evaluated_epoch,
-            "sampling": self._sampling_settings(),
-        }
+    # The checkpointed settings keep their key of earlier versions, so that old checkpoints still compare.
+    _SETTINGS_KEY: ClassVar[str] = "sampling"
+    _SETTINGS_WORD: ClassVar[str] = "sampling settings"
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Before a fit (by hand) or right after its `setup` (`ckpt_path=`): either way that fit resumes.
         self._restored_before_fit = True
-        self.history = [dict(entry) for entry in state_dict.get("history", [])]
-        self.last_score = state_dict.get("last_score")
-        self._evaluated_epoch = state_dict.get("evaluated_epoch")
-        saved = state_dict.get("sampling")
-        current = self._sampling_settings()
-        # A latent shape still to be read from the hparams (restored before setup) is not a change.
-        changed = sorted(
-            k for k in current if current[k] is not None and saved is not None and saved.get(k) != current[k]
-        )
-        if changed:
-            rank_zero_warn(
-                f"`{type(self).__name__}(name={self.name!r})` was restored from a checkpoint made with other sampling"
-                f" settings ({', '.join(f'{k}: {saved.get(k)!r} -> {current[k]!r}' for k in changed)}); the"
-                f" `{self.name}` curve is not continuous across the resume.",
-                category=UserWarning,
-            )
+        super().load_state_dict(state_dict)
 
     @override
     def on_load_checkpoint(
@@ -469,7 +164,7 @@ class _GenerativeMetricCallback(_ScheduledCallback):
                 category=UserWarning,
             )
 
-    def _sampling_settings(self) -> dict[str, Any]:
+    def _settings(self) -> dict[str, Any]:
         return {
             "num_samples": self.num_samples,
             "seed": self.seed,
@@ -480,13 +175,9 @@ class _GenerativeMetricCallback(_ScheduledCallback):
             **{k: v for k, v in self._metric.describe().items() if isinstance(v, (int, float, str, bool))},
         }
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for attribute in self._RUNTIME_ATTRIBUTES:
-            state[attribute] = None
+    def _pickled_metric(self) -> GenerativeMetric:
         # A fresh metric: its real data (up to N x d features), accumulators and reference root stay behind.
-        state["_metric"] = self._build_metric()
-        return state
+        return self._build_metric()
 
     # ----------------------------------------------------------------------------------------- hooks
 
@@ -517,7 +208,7 @@ class _GenerativeMetricCallback(_ScheduledCallback):
         self._evaluated_epoch = None
         self._evaluated_step = None
         self._grid_failures = set()
-        self._join_group(trainer)
+        self._group = join_shared_pass(self, trainer)
 
     def _start_new_history(self) -> None:
         """Forget the scores (and what else the checkpointed state holds) of an earlier fit."""
@@ -620,12 +311,8 @@ class _GenerativeMetricCallback(_ScheduledCallback):
     def _release(self, trainer: pl.Trainer) -> None:
         self._restored_before_fit = False  # a state loaded for this fit is not one for the next
         self._undo_monitors()
-        groups = _GROUPS.get(trainer, {})
-        for key, group in list(groups.items()):
-            if self in group.members:
-                group.members.remove(self)
-            if not group.members:
-                del groups[key]
+        if self._group is not None and self in self._group.members:
+            self._group.members.remove(self)
         self._group = None
         self._extractor = None
 
@@ -670,52 +357,6 @@ class _GenerativeMetricCallback(_ScheduledCallback):
             self.seed,
             None if self._extractor is None else network_identity(self._extractor),
         )
-
-    def _join_group(self, trainer: pl.Trainer) -> None:
-        groups = _GROUPS.setdefault(trainer, {})
-        key = self._sampling_key()
-        group = groups.get(key)
-        if group is None:
-            # The key's last entry is the Inception network. A callback that reads none (it has its own
-            # `feature_extractor`) shares the samples of a group with any Inception, and an Inception callback
-            # joins a group that has none yet; otherwise the generator would run once more per batch.
-            for other_key, other in list(groups.items()):
-                if other_key[:-1] == key[:-1] and None in (other_key[-1], key[-1]):
-                    group = other
-                    if key[-1] is not None:
-                        del groups[other_key]
-                        groups[key] = group
-                    break
-            else:
-                group = groups[key] = _SharedEvaluation()
-        if self not in group.members:
-            group.members.append(self)
-        group.evaluator = None  # rebuilt in on_train_start with every member
-        self._group = group
-        self._warn_if_split_by_sample_fn(groups)
-
-    def _warn_if_split_by_sample_fn(self, groups: dict[tuple[Any, ...], _SharedEvaluation]) -> None:
-        """Warn when another group differs from ours only by a ``sample_fn`` that could not be proven equal."""
-        mine, rest = function_key(self.sample_fn), self._sampling_key(without_sample_fn=True)
-        for other in groups.values():
-            theirs = function_key(other.owner.sample_fn)
-            if other is self._group or mine is None or theirs is None:
-                continue
-            if provable(mine) and provable(theirs):
-                continue  # different code or different captured objects: meant to differ
-            other_rest = other.owner._sampling_key(without_sample_fn=True)
-            if other_rest[:-1] != rest[:-1]:
-                continue
-            if None not in (other_rest[-1], rest[-1]) and other_rest[-1] != rest[-1]:
-                continue  # different Inception settings: separate passes anyway (the last entry)
-            rank_zero_warn(
-                f"`{type(self).__name__}(name={self.name!r})` and {other.describe()} have equal sampling settings but"
-                f" different `sample_fn` objects ({describe_function(self.sample_fn)} and"
-                f" {describe_function(other.owner.sample_fn)}) that cannot be shown to compute the same thing, so every"
-                " evaluation runs the generator and the feature network once more for each. If they sample alike, pass"
-                " the same function object to every callback (define it once, e.g. `def sample(pl_module, z): ...`).",
-                category=UserWarning,
-            )
 
     def _sampler(self, pl_module: pl.LightningModule) -> tuple[Callable[[Tensor], Any], str]:
         sample_fn = self.sample_fn

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader
-from typing_extensions import override
+from typing_extensions import Unpack, override
 
+from lightning_ganeval.callbacks._arguments import ClipMetricArguments
 from lightning_ganeval.callbacks._checks import check_choice, check_int, check_path
-from lightning_ganeval.callbacks.base import SampleFn, _GenerativeMetricCallback
+from lightning_ganeval.callbacks.base import _GenerativeMetricCallback
 from lightning_ganeval.callbacks.fid import RealDataCallbackMixin
 from lightning_ganeval.metrics.cmmd import CMMD, ESTIMATORS
 from lightning_ganeval.sampling import isolated_rng
@@ -69,59 +69,20 @@ class CMMDCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
         self,
         *,
         real: DataLoader | None = None,
-        num_samples: int = 10_000,
         estimator: str = "biased",
         max_real: int | None = None,
         clip_weights: str | os.PathLike[str] | None = None,
         clip_resize: str = "pil",
-        batch_size: int = 64,
-        every_n_epochs: int | None = None,
-        every_n_train_steps: int | None = None,
-        model_weights: str = "averaged",
-        latent_shape: int | Sequence[int] | None = None,
-        sample_fn: SampleFn | str | None = None,
-        value_range: tuple[float, float] | None = None,
-        normalize: tuple[Any, Any] | None = None,
-        real_value_range: tuple[float, float] | None = None,
-        real_normalize: tuple[Any, Any] | None = None,
-        real_image_fn: Callable[[Any], Tensor] | str | None = None,
-        num_real: int | None = None,
-        feature_extractor: nn.Module | None = None,
-        seed: int = 0,
         name: str = "cmmd",
-        nonfinite: str = "exclude",
-        cache_dir: str | os.PathLike[str] | None = None,
-        progress: bool = True,
+        **kwargs: Unpack[ClipMetricArguments],
     ) -> None:
+        self.real = real
         self.estimator = check_choice("estimator", estimator, ESTIMATORS)
         self.max_real = None if max_real is None else check_int("max_real", max_real, 2)
         self.clip_weights = check_path("clip_weights", clip_weights)
         self.clip_resize = check_choice("clip_resize", clip_resize, _CLIP_RESIZE)
         self._clip: nn.Module | None = None
-        self.name = name
-        self.num_samples = num_samples
-        super().__init__(
-            num_samples=num_samples,
-            batch_size=batch_size,
-            every_n_epochs=every_n_epochs,
-            every_n_train_steps=every_n_train_steps,
-            model_weights=model_weights,
-            latent_shape=latent_shape,
-            sample_fn=sample_fn,
-            value_range=value_range,
-            normalize=normalize,
-            inception_weights=None,
-            resize="tf1",
-            fast=False,
-            seed=seed,
-            name=name,
-            nonfinite=nonfinite,
-            progress=progress,
-            feature_extractor=feature_extractor,
-        )
-        self._init_real(
-            real, real_value_range, real_normalize, real_image_fn, num_real, cache_dir, allow_stats_file=False
-        )
+        super().__init__(name=name, **kwargs)
 
     def _build_metric(self) -> CMMD:
         return CMMD(
@@ -139,8 +100,8 @@ class CMMDCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
         assert network is not None
         return network
 
-    def _sampling_settings(self) -> dict[str, Any]:
-        settings = super()._sampling_settings()
+    def _settings(self) -> dict[str, Any]:
+        settings = super()._settings()
         # Inception's settings do not apply; CLIP's resize does.
         for key in ("resize", "fast"):
             settings.pop(key, None)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
-from torch import Tensor, nn
 from torch.utils.data import DataLoader
+from typing_extensions import Unpack
 
+from lightning_ganeval.callbacks._arguments import RealMetricArguments, pixel_space, resolve_callable
 from lightning_ganeval.callbacks._checks import check_bool, check_extrapolation_samples, check_int, check_path
 from lightning_ganeval.callbacks._sample_fns import function_key
-from lightning_ganeval.callbacks.base import SampleFn, _GenerativeMetricCallback, _pixel_space, resolve_callable
+from lightning_ganeval.callbacks.base import _GenerativeMetricCallback
 from lightning_ganeval.images import PixelSpace
 from lightning_ganeval.metrics.fid import FID
 
@@ -24,36 +25,32 @@ class RealDataCallbackMixin:
     """Arguments and state of callbacks whose metric compares with real images (FID, KID, precision/recall)."""
 
     name: str
+    real: Any  # set by the subclass from its own `real=` argument, checked in `_init_real`
     _metric: Any
 
-    def _init_real(
-        self,
-        real: Any,
-        real_value_range: Any,
-        real_normalize: Any,
-        real_image_fn: Any,
-        num_real: int | None,
-        cache_dir: Any,
-        *,
-        allow_stats_file: bool = True,
-    ) -> None:
+    # False where the metric compares per-sample features, which a statistics file does not hold.
+    _accepts_stats_file: ClassVar[bool] = False
+
+    def _init_real(self, values: Mapping[str, Any]) -> None:
+        real = self.real  # as the subclass got it
         if real is not None and not isinstance(real, (str, os.PathLike, DataLoader)):
             raise TypeError(
                 "`real` must be a path to a .npz statistics file, a torch DataLoader or None (the training"
                 f" dataloader), got {type(real).__name__}."
             )
-        if isinstance(real, (str, os.PathLike)) and not allow_stats_file:
+        if isinstance(real, (str, os.PathLike)) and not self._accepts_stats_file:
             raise ValueError(
                 f"`real` of {type(self).__name__} must be a DataLoader or None: it compares per-sample features, which"
                 f" a statistics file ({os.fspath(real)!r}) does not hold."
             )
         self.real = os.fspath(real) if isinstance(real, (str, os.PathLike)) else real
-        self.real_value_range = real_value_range
-        self.real_normalize = real_normalize
-        self._real_space_declared = _pixel_space("real_", real_value_range, real_normalize)
-        self.real_image_fn = resolve_callable("real_image_fn", real_image_fn)
+        self.real_value_range = values["real_value_range"]
+        self.real_normalize = values["real_normalize"]
+        self._real_space_declared = pixel_space("real_", self.real_value_range, self.real_normalize)
+        self.real_image_fn = resolve_callable("real_image_fn", values["real_image_fn"])
+        num_real = values["num_real"]
         self.num_real = None if num_real is None else check_int("num_real", num_real, 2)
-        self.cache_dir = check_path("cache_dir", cache_dir)
+        self.cache_dir = check_path("cache_dir", values["cache_dir"])
         self.real_fingerprint: str | None = None
         self._saved_real_fingerprint: str | None = None
 
@@ -74,7 +71,7 @@ class RealDataCallbackMixin:
             raise ValueError(
                 f"`{type(self).__name__}(real=None)` uses the training dataloader for the real data, but it is a"
                 f" {type(loader).__name__}, not a single torch DataLoader. Pass `real=` a DataLoader"
-                f"{' or a .npz file' if hasattr(self, '_accepts_stats_file') else ''}."
+                f"{' or a .npz file' if self._accepts_stats_file else ''}."
             )
         return loader
 
@@ -205,65 +202,27 @@ class FIDCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
        a seeded run trains exactly as it would without the callback.
     """
 
-    _RUNTIME_ATTRIBUTES = _GenerativeMetricCallback._RUNTIME_ATTRIBUTES
+    _accepts_stats_file = True
 
     def __init__(
         self,
         *,
         real: str | os.PathLike[str] | DataLoader | None = None,
-        num_samples: int = 10_000,
-        batch_size: int = 64,
-        every_n_epochs: int | None = None,
-        every_n_train_steps: int | None = None,
-        model_weights: str = "averaged",
-        latent_shape: int | Sequence[int] | None = None,
-        sample_fn: SampleFn | str | None = None,
-        value_range: tuple[float, float] | None = None,
-        normalize: tuple[Any, Any] | None = None,
-        real_value_range: tuple[float, float] | None = None,
-        real_normalize: tuple[Any, Any] | None = None,
-        real_image_fn: Callable[[Any], Tensor] | str | None = None,
-        num_real: int | None = None,
-        inception_weights: str | os.PathLike[str] | None = None,
-        resize: str = "tf1",
-        fast: bool = False,
-        feature_extractor: nn.Module | None = None,
         extrapolate: bool = False,
         extrapolation_points: int = 5,
-        seed: int = 0,
-        name: str = "fid",
         log_images: int = 64,
-        nonfinite: str = "exclude",
-        cache_dir: str | os.PathLike[str] | None = None,
-        progress: bool = True,
+        name: str = "fid",
+        **kwargs: Unpack[RealMetricArguments],
     ) -> None:
+        self.real = real
         self.extrapolate = check_bool("extrapolate", extrapolate)
         self.extrapolation_points = check_int("extrapolation_points", extrapolation_points, 2)
+        super().__init__(name=name, log_images=log_images, **kwargs)
+
+    def _check_arguments(self) -> None:
         if self.extrapolate:
-            # The generic check below would name only num_samples; the bound comes from the points.
-            check_extrapolation_samples(num_samples, 2 * self.extrapolation_points, self.extrapolation_points, 2)
-        self.name = name
-        super().__init__(
-            num_samples=num_samples,
-            batch_size=batch_size,
-            every_n_epochs=every_n_epochs,
-            every_n_train_steps=every_n_train_steps,
-            model_weights=model_weights,
-            latent_shape=latent_shape,
-            sample_fn=sample_fn,
-            value_range=value_range,
-            normalize=normalize,
-            inception_weights=inception_weights,
-            resize=resize,
-            fast=fast,
-            seed=seed,
-            name=name,
-            nonfinite=nonfinite,
-            progress=progress,
-            log_images=log_images,
-            feature_extractor=feature_extractor,
-        )
-        self._init_real(real, real_value_range, real_normalize, real_image_fn, num_real, cache_dir)
+            # The generic check of num_samples would name only num_samples; the bound comes from the points.
+            check_extrapolation_samples(self.num_samples, 2 * self.extrapolation_points, self.extrapolation_points, 2)
 
     def _build_metric(self) -> FID:
         return FID(

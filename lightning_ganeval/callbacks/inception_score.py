@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from typing import Any
+from typing_extensions import Unpack
 
+from lightning_ganeval.callbacks._arguments import InceptionMetricArguments
 from lightning_ganeval.callbacks._checks import check_bool, check_extrapolation_samples, check_int
-from lightning_ganeval.callbacks.base import SampleFn, _GenerativeMetricCallback
+from lightning_ganeval.callbacks.base import _GenerativeMetricCallback
 from lightning_ganeval.metrics.inception_score import InceptionScore
 
 __all__ = ["InceptionScoreCallback"]
@@ -68,27 +67,19 @@ class InceptionScoreCallback(_GenerativeMetricCallback):
     def __init__(
         self,
         *,
-        num_samples: int = 10_000,
         splits: int = 10,
-        batch_size: int = 64,
-        every_n_epochs: int | None = None,
-        every_n_train_steps: int | None = None,
-        model_weights: str = "averaged",
-        latent_shape: int | Sequence[int] | None = None,
-        sample_fn: SampleFn | str | None = None,
-        value_range: tuple[float, float] | None = None,
-        normalize: tuple[Any, Any] | None = None,
-        inception_weights: str | os.PathLike[str] | None = None,
-        resize: str = "tf1",
-        fast: bool = False,
         extrapolate: bool = False,
         extrapolation_points: int = 5,
-        seed: int = 0,
         name: str = "is",
-        nonfinite: str = "exclude",
-        progress: bool = True,
+        **kwargs: Unpack[InceptionMetricArguments],
     ) -> None:
         self.splits = check_int("splits", splits, 1)
+        self.extrapolate = check_bool("extrapolate", extrapolate)
+        self.extrapolation_points = check_int("extrapolation_points", extrapolation_points, 2)
+        super().__init__(name=name, **kwargs)
+
+    def _check_arguments(self) -> None:
+        num_samples = self.num_samples
         if isinstance(num_samples, int) and not isinstance(num_samples, bool) and num_samples < self.splits:
             # The generic check would say only "must be an int >= 10", which leaves `splits` unmentioned.
             raise ValueError(
@@ -96,29 +87,8 @@ class InceptionScoreCallback(_GenerativeMetricCallback):
                 f" at least one sample), got num_samples={num_samples}. Generate more samples, or pass"
                 f" `splits={num_samples}` or fewer (IS over few samples per split is strongly biased low)."
             )
-        self.extrapolate = check_bool("extrapolate", extrapolate)
-        self.extrapolation_points = check_int("extrapolation_points", extrapolation_points, 2)
         if self.extrapolate:
             check_extrapolation_samples(num_samples, self.extrapolation_points, self.extrapolation_points, 1)
-        self.name = name
-        super().__init__(
-            num_samples=num_samples,
-            batch_size=batch_size,
-            every_n_epochs=every_n_epochs,
-            every_n_train_steps=every_n_train_steps,
-            model_weights=model_weights,
-            latent_shape=latent_shape,
-            sample_fn=sample_fn,
-            value_range=value_range,
-            normalize=normalize,
-            inception_weights=inception_weights,
-            resize=resize,
-            fast=fast,
-            seed=seed,
-            name=name,
-            nonfinite=nonfinite,
-            progress=progress,
-        )
 
     def _build_metric(self) -> InceptionScore:
         return InceptionScore(

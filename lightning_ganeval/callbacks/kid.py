@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
-from typing import Any
-
-from torch import Tensor, nn
 from torch.utils.data import DataLoader
+from typing_extensions import Unpack
 
+from lightning_ganeval.callbacks._arguments import RealMetricArguments
 from lightning_ganeval.callbacks._checks import check_int
-from lightning_ganeval.callbacks.base import SampleFn, _GenerativeMetricCallback
+from lightning_ganeval.callbacks.base import _GenerativeMetricCallback
 from lightning_ganeval.callbacks.fid import RealDataCallbackMixin
 from lightning_ganeval.metrics.kid import KID
 
@@ -51,37 +48,22 @@ class KIDCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
         self,
         *,
         real: DataLoader | None = None,
-        num_samples: int = 10_000,
         subsets: int = 100,
         subset_size: int = 1000,
         max_real: int | None = None,
         kid_seed: int = 0,
-        batch_size: int = 64,
-        every_n_epochs: int | None = None,
-        every_n_train_steps: int | None = None,
-        model_weights: str = "averaged",
-        latent_shape: int | Sequence[int] | None = None,
-        sample_fn: SampleFn | str | None = None,
-        value_range: tuple[float, float] | None = None,
-        normalize: tuple[Any, Any] | None = None,
-        real_value_range: tuple[float, float] | None = None,
-        real_normalize: tuple[Any, Any] | None = None,
-        real_image_fn: Callable[[Any], Tensor] | str | None = None,
-        num_real: int | None = None,
-        inception_weights: str | os.PathLike[str] | None = None,
-        resize: str = "tf1",
-        fast: bool = False,
-        feature_extractor: nn.Module | None = None,
-        seed: int = 0,
         name: str = "kid",
-        nonfinite: str = "exclude",
-        cache_dir: str | os.PathLike[str] | None = None,
-        progress: bool = True,
+        **kwargs: Unpack[RealMetricArguments],
     ) -> None:
+        self.real = real
         self.subsets = check_int("subsets", subsets, 1)
         self.subset_size = check_int("subset_size", subset_size, 2)
         self.max_real = None if max_real is None else check_int("max_real", max_real, 2)
         self.kid_seed = check_int("kid_seed", kid_seed, 0)
+        super().__init__(name=name, **kwargs)
+
+    def _check_arguments(self) -> None:
+        num_samples, subset_size = self.num_samples, self.subset_size
         if isinstance(num_samples, int) and not isinstance(num_samples, bool) and subset_size > num_samples:
             raise ValueError(
                 f"`subset_size` ({subset_size}) must not exceed `num_samples` ({num_samples}): each subset draws"
@@ -92,30 +74,6 @@ class KIDCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
                 f"`subset_size` ({subset_size}) must not exceed `max_real` ({self.max_real}): each subset draws"
                 " subset_size distinct real samples among the max_real kept."
             )
-        self.name = name
-        self.num_samples = num_samples
-        super().__init__(
-            num_samples=num_samples,
-            batch_size=batch_size,
-            every_n_epochs=every_n_epochs,
-            every_n_train_steps=every_n_train_steps,
-            model_weights=model_weights,
-            latent_shape=latent_shape,
-            sample_fn=sample_fn,
-            value_range=value_range,
-            normalize=normalize,
-            inception_weights=inception_weights,
-            resize=resize,
-            fast=fast,
-            seed=seed,
-            name=name,
-            nonfinite=nonfinite,
-            progress=progress,
-            feature_extractor=feature_extractor,
-        )
-        self._init_real(
-            real, real_value_range, real_normalize, real_image_fn, num_real, cache_dir, allow_stats_file=False
-        )
 
     def _build_metric(self) -> KID:
         return KID(

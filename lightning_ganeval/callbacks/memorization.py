@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
-from typing import Any
-
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, Subset
-from typing_extensions import override
+from typing_extensions import Unpack, override
 
+from lightning_ganeval.callbacks._arguments import RealMetricArguments
 from lightning_ganeval.callbacks._checks import check_int
-from lightning_ganeval.callbacks.base import SampleFn, _GenerativeMetricCallback
+from lightning_ganeval.callbacks.base import _GenerativeMetricCallback
 from lightning_ganeval.callbacks.fid import RealDataCallbackMixin
 from lightning_ganeval.callbacks.grids import log_grid
 from lightning_ganeval.images import to_uint8_rgb
@@ -80,7 +77,6 @@ class MemorizationCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
         *,
         real: DataLoader | None = None,
         real_test: DataLoader | None = None,
-        num_samples: int = 10_000,
         max_real: int = 50_000,
         test_fraction: float = 0.2,
         split_seed: int = 0,
@@ -88,32 +84,14 @@ class MemorizationCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
         block_size: int = 4096,
         log_nearest: int = 8,
         neighbours: int = 3,
-        batch_size: int = 64,
-        every_n_epochs: int | None = None,
-        every_n_train_steps: int | None = None,
-        model_weights: str = "averaged",
-        latent_shape: int | Sequence[int] | None = None,
-        sample_fn: SampleFn | str | None = None,
-        value_range: tuple[float, float] | None = None,
-        normalize: tuple[Any, Any] | None = None,
-        real_value_range: tuple[float, float] | None = None,
-        real_normalize: tuple[Any, Any] | None = None,
-        real_image_fn: Callable[[Any], Tensor] | str | None = None,
-        num_real: int | None = None,
-        inception_weights: str | os.PathLike[str] | None = None,
-        resize: str = "tf1",
-        fast: bool = False,
-        feature_extractor: nn.Module | None = None,
-        seed: int = 0,
         name: str = "memorization",
-        nonfinite: str = "exclude",
-        cache_dir: str | os.PathLike[str] | None = None,
-        progress: bool = True,
+        **kwargs: Unpack[RealMetricArguments],
     ) -> None:
         if real_test is not None and not isinstance(real_test, DataLoader):
             raise TypeError(
                 f"`real_test` must be a torch DataLoader of held-out real images or None, got {real_test!r:.80}."
             )
+        self.real = real
         self.real_test = real_test
         self.max_real = check_int("max_real", max_real, 2)
         self.test_fraction = test_fraction
@@ -122,30 +100,7 @@ class MemorizationCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
         self.block_size = block_size
         self.log_nearest = check_int("log_nearest", log_nearest, 0)
         self.neighbours = check_int("neighbours", neighbours, 1)
-        self.name = name
-        self.num_samples = num_samples
-        super().__init__(
-            num_samples=num_samples,
-            batch_size=batch_size,
-            every_n_epochs=every_n_epochs,
-            every_n_train_steps=every_n_train_steps,
-            model_weights=model_weights,
-            latent_shape=latent_shape,
-            sample_fn=sample_fn,
-            value_range=value_range,
-            normalize=normalize,
-            inception_weights=inception_weights,
-            resize=resize,
-            fast=fast,
-            seed=seed,
-            name=name,
-            nonfinite=nonfinite,
-            progress=progress,
-            feature_extractor=feature_extractor,
-        )
-        self._init_real(
-            real, real_value_range, real_normalize, real_image_fn, num_real, cache_dir, allow_stats_file=False
-        )
+        super().__init__(name=name, **kwargs)
 
     def _build_metric(self) -> Memorization:
         # The metric checks test_fraction, split_seed, quantile and block_size with messages naming them.

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
-from typing_extensions import override
+from typing_extensions import Unpack, override
 
-from lightning_ganeval.callbacks._checks import check_bool, check_choice, check_int, check_name, check_path
+from lightning_ganeval.callbacks._arguments import ScheduleArguments, resolve_callable
+from lightning_ganeval.callbacks._checks import check_bool, check_choice, check_int, check_path
 from lightning_ganeval.callbacks._scheduled import _ScheduledCallback, rank_zero_first
-from lightning_ganeval.callbacks.base import (
-    SampleFn,
-    _all_ranks,
-    _is_loader,
-    _pixel_space,
-    resolve_callable,
-)
-from lightning_ganeval.evaluator import NONFINITE_POLICIES
+from lightning_ganeval.callbacks._shared_pass import _all_ranks, _is_loader
 from lightning_ganeval.images import PixelSpace
 from lightning_ganeval.lpips import LPIPSVGG16, resolve_lpips_weights
 from lightning_ganeval.metrics.ppl import (
@@ -33,7 +27,7 @@ from lightning_ganeval.metrics.ppl import (
 )
 from lightning_ganeval.networks import network_device
 from lightning_ganeval.real_pass import infer_real_space
-from lightning_ganeval.sampling import isolated_rng, normalize_latent_shape
+from lightning_ganeval.sampling import isolated_rng
 
 __all__ = ["MappingFn", "PPLCallback"]
 
@@ -100,34 +94,21 @@ class PPLCallback(_ScheduledCallback):
         self,
         *,
         num_pairs: int = 10_000,
-        batch_size: int = 64,
-        every_n_epochs: int | None = None,
-        every_n_train_steps: int | None = None,
-        model_weights: str = "averaged",
-        latent_shape: int | Sequence[int] | None = None,
-        sample_fn: SampleFn | str | None = None,
         mapping_fn: MappingFn | str | None = None,
         interpolation: str | None = None,
         sampling: str = "end",
         epsilon: float = DEFAULT_EPSILON,
         discard: tuple[float | None, float | None] = (1.0, 99.0),
-        value_range: tuple[float, float] | None = None,
-        normalize: tuple[Any, Any] | None = None,
         resize: int | None = 64,
         quantize: bool = False,
         lpips_weights: str | os.PathLike[str] | None = None,
         vgg16_weights: str | os.PathLike[str] | None = None,
         lpips: nn.Module | None = None,
-        seed: int = 0,
         name: str = "ppl",
-        nonfinite: str = "exclude",
-        progress: bool = True,
+        **kwargs: Unpack[ScheduleArguments],
     ) -> None:
         self.num_pairs = check_int("num_pairs", num_pairs, 1)
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        self._init_schedule(every_n_epochs, every_n_train_steps, model_weights)
-        self.latent_shape = None if latent_shape is None else normalize_latent_shape(latent_shape)
-        self.sample_fn = resolve_callable("sample_fn", sample_fn)
+        self._init_arguments({"name": name, **kwargs})
         self.mapping_fn = resolve_callable("mapping_fn", mapping_fn)
         if self.mapping_fn is not None and self.sample_fn is None:
             raise ValueError(
@@ -142,9 +123,6 @@ class PPLCallback(_ScheduledCallback):
             raise ValueError(f"`epsilon` must be a number in (0, 1), got {epsilon!r}.")
         self.epsilon = float(epsilon)
         self.discard = _check_discard(discard)
-        self.value_range = value_range
-        self.normalize = normalize
-        self._space = _pixel_space("", value_range, normalize)
         if resize is not None:
             check_int("resize", resize, 1)
         self.resize = resize
@@ -157,10 +135,6 @@ class PPLCallback(_ScheduledCallback):
                 f" None for LPIPS-VGG16; got {type(lpips).__name__}."
             )
         self.lpips = lpips
-        self.seed = check_int("seed", seed, 0)
-        self.name = check_name(name)
-        self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
-        self.progress = check_bool("progress", progress)
 
         self._metric: PerceptualPathLength | None = None
         self._network: nn.Module | None = None
@@ -173,11 +147,6 @@ class PPLCallback(_ScheduledCallback):
         if self.model_weights == "both":
             keys += [f"{self.name}_current", f"{self.name}_std_current"]
         return keys
-
-    @property
-    @override
-    def state_key(self) -> str:
-        return self._generate_state_key(name=self.name)
 
     def _settings(self) -> dict[str, Any]:
         # An undeclared space is inferred from the training data in on_train_start: not a setting to compare.
@@ -200,40 +169,6 @@ class PPLCallback(_ScheduledCallback):
         if self.interpolation is not None:
             return self.interpolation
         return "lerp" if self.mapping_fn is not None else "slerp"
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "history": [dict(entry) for entry in self.history],
-            "last_score": self.last_score,
-            "evaluated_epoch": self._evaluated_epoch,
-            "settings": self._settings(),
-        }
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = [dict(entry) for entry in state_dict.get("history", [])]
-        self.last_score = state_dict.get("last_score")
-        self._evaluated_epoch = state_dict.get("evaluated_epoch")
-        saved, current = state_dict.get("settings"), self._settings()
-        changed = sorted(
-            k for k in current if current[k] is not None and saved is not None and saved.get(k) != current[k]
-        )
-        if changed:
-            rank_zero_warn(
-                f"`PPLCallback(name={self.name!r})` was restored from a checkpoint made with other settings"
-                f" ({', '.join(f'{k}: {saved.get(k)!r} -> {current[k]!r}' for k in changed)}); the `{self.name}`"
-                " curve is not continuous across the resume.",
-                category=UserWarning,
-            )
-
-    def __getstate__(self) -> dict[str, Any]:
-        # ddp_spawn pickles the callbacks: the networks are rebuilt in setup, on each process's device.
-        state = self.__dict__.copy()
-        for attribute in self._RUNTIME_ATTRIBUTES:
-            state[attribute] = None
-        state["_metric"] = None
-        return state
 
     # ----------------------------------------------------------------------------------------- hooks
 

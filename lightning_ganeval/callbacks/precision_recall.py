@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
-from typing import Any
-
-from torch import Tensor, nn
 from torch.utils.data import DataLoader
+from typing_extensions import Unpack
 
+from lightning_ganeval.callbacks._arguments import RealMetricArguments
 from lightning_ganeval.callbacks._checks import check_int
-from lightning_ganeval.callbacks.base import SampleFn, _GenerativeMetricCallback
+from lightning_ganeval.callbacks.base import _GenerativeMetricCallback
 from lightning_ganeval.callbacks.fid import RealDataCallbackMixin
 from lightning_ganeval.metrics.precision_recall import PrecisionRecall
 
@@ -47,63 +44,24 @@ class PrecisionRecallCallback(RealDataCallbackMixin, _GenerativeMetricCallback):
         self,
         *,
         real: DataLoader | None = None,
-        num_samples: int = 10_000,
         k: int = 3,
         max_real: int | None = None,
         block_size: int = 10_000,
-        batch_size: int = 64,
-        every_n_epochs: int | None = None,
-        every_n_train_steps: int | None = None,
-        model_weights: str = "averaged",
-        latent_shape: int | Sequence[int] | None = None,
-        sample_fn: SampleFn | str | None = None,
-        value_range: tuple[float, float] | None = None,
-        normalize: tuple[Any, Any] | None = None,
-        real_value_range: tuple[float, float] | None = None,
-        real_normalize: tuple[Any, Any] | None = None,
-        real_image_fn: Callable[[Any], Tensor] | str | None = None,
-        num_real: int | None = None,
-        inception_weights: str | os.PathLike[str] | None = None,
-        resize: str = "tf1",
-        fast: bool = False,
-        feature_extractor: nn.Module | None = None,
-        seed: int = 0,
         name: str = "pr",
-        nonfinite: str = "exclude",
-        cache_dir: str | os.PathLike[str] | None = None,
-        progress: bool = True,
+        **kwargs: Unpack[RealMetricArguments],
     ) -> None:
+        self.real = real
         self.k = check_int("k", k, 1)
         self.max_real = None if max_real is None else check_int("max_real", max_real, 2)
         self.block_size = check_int("block_size", block_size, 1)
+        super().__init__(name=name, **kwargs)
+
+    def _check_arguments(self) -> None:
+        num_samples, k = self.num_samples, self.k
         if isinstance(num_samples, int) and not isinstance(num_samples, bool) and k >= num_samples:
             raise ValueError(f"`k` ({k}) must be smaller than `num_samples` ({num_samples}).")
         if self.max_real is not None and k >= self.max_real:
             raise ValueError(f"`k` ({k}) must be smaller than `max_real` ({self.max_real}).")
-        self.name = name
-        self.num_samples = num_samples
-        super().__init__(
-            num_samples=num_samples,
-            batch_size=batch_size,
-            every_n_epochs=every_n_epochs,
-            every_n_train_steps=every_n_train_steps,
-            model_weights=model_weights,
-            latent_shape=latent_shape,
-            sample_fn=sample_fn,
-            value_range=value_range,
-            normalize=normalize,
-            inception_weights=inception_weights,
-            resize=resize,
-            fast=fast,
-            seed=seed,
-            name=name,
-            nonfinite=nonfinite,
-            progress=progress,
-            feature_extractor=feature_extractor,
-        )
-        self._init_real(
-            real, real_value_range, real_normalize, real_image_fn, num_real, cache_dir, allow_stats_file=False
-        )
 
     def _build_metric(self) -> PrecisionRecall:
         return PrecisionRecall(

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from typing import Any
+from typing_extensions import Unpack
 
-from torch import nn
-
-from lightning_ganeval.callbacks.base import SampleFn, _GenerativeMetricCallback
+from lightning_ganeval.callbacks._arguments import FeatureMetricArguments
+from lightning_ganeval.callbacks.base import _GenerativeMetricCallback
 from lightning_ganeval.metrics.vendi import VendiScore
 
 __all__ = ["VendiScoreCallback"]
@@ -33,8 +30,7 @@ class VendiScoreCallback(_GenerativeMetricCallback):
         Other arguments: as :class:`~lightning_ganeval.FIDCallback`.
 
     Raises:
-        TypeError: If an argument has the wrong type.
-        ValueError: If an argument has an invalid value (named in the message).
+        TypeError, ValueError: On invalid arguments, naming the argument.
 
     Example::
 
@@ -43,47 +39,8 @@ class VendiScoreCallback(_GenerativeMetricCallback):
         "VendiScoreCallback{'name': 'vendi'}"
     """
 
-    def __init__(
-        self,
-        *,
-        num_samples: int = 10_000,
-        batch_size: int = 64,
-        every_n_epochs: int | None = None,
-        every_n_train_steps: int | None = None,
-        model_weights: str = "averaged",
-        latent_shape: int | Sequence[int] | None = None,
-        sample_fn: SampleFn | str | None = None,
-        value_range: tuple[float, float] | None = None,
-        normalize: tuple[Any, Any] | None = None,
-        inception_weights: str | os.PathLike[str] | None = None,
-        resize: str = "tf1",
-        fast: bool = False,
-        feature_extractor: nn.Module | None = None,
-        seed: int = 0,
-        name: str = "vendi",
-        nonfinite: str = "exclude",
-        progress: bool = True,
-    ) -> None:
-        self.name = name
-        super().__init__(
-            num_samples=num_samples,
-            batch_size=batch_size,
-            every_n_epochs=every_n_epochs,
-            every_n_train_steps=every_n_train_steps,
-            model_weights=model_weights,
-            latent_shape=latent_shape,
-            sample_fn=sample_fn,
-            value_range=value_range,
-            normalize=normalize,
-            inception_weights=inception_weights,
-            resize=resize,
-            fast=fast,
-            seed=seed,
-            name=name,
-            nonfinite=nonfinite,
-            progress=progress,
-            feature_extractor=feature_extractor,
-        )
+    def __init__(self, *, name: str = "vendi", **kwargs: Unpack[FeatureMetricArguments]) -> None:
+        super().__init__(name=name, **kwargs)
 
     def _build_metric(self) -> VendiScore:
         return VendiScore(name=self.name, feature_extractor=self.feature_extractor)
