@@ -498,7 +498,7 @@ def test_command_line_prints_the_numbers_and_writes_the_grid(
     from lightning_ganeval import cli
 
     # The mirror-symmetric network instead of Inception (same pipeline; Inception on CPU would take minutes).
-    monkeypatch.setattr(cli, "_build_network", lambda args, device: MirrorFeatures())
+    monkeypatch.setattr(cli.setup, "build_network", lambda args, device: MirrorFeatures())
     train, test = uniform_images(200, 0), uniform_images(100, 1)
     generated = train[torch.randperm(200, generator=torch.Generator().manual_seed(2))[:90]] if copying else None
     generated = uniform_images(90, 3) if generated is None else generated

@@ -65,6 +65,7 @@ class MetricEntry:
         networks: The feature networks it can read on the command line (the first is the default).
         options: Constructor arguments offered as command-line flags.
         description: A longer text for the command's ``--help`` (default: ``summary``).
+        inputs: The names of its image sets on the command line (default ``A``, and ``B`` with real data).
     """
 
     name: str
@@ -74,6 +75,7 @@ class MetricEntry:
     networks: tuple[str, ...] = ("inception", "dinov2", "clip")
     options: tuple[Option, ...] = ()
     description: str | None = None
+    inputs: tuple[str, ...] = ()
 
     def load(self) -> type:
         """The metric's class (imports its module: torch and the metric's dependencies)."""
@@ -99,6 +101,7 @@ def register_metric(
     networks: tuple[str, ...] = ("inception", "dinov2", "clip"),
     options: tuple[Option, ...] = (),
     description: str | None = None,
+    inputs: tuple[str, ...] = (),
 ) -> MetricEntry:
     """Register a metric under ``name`` (see :class:`MetricEntry` for the arguments).
 
@@ -109,7 +112,8 @@ def register_metric(
         raise ValueError(f"A metric named {name!r} is registered already ({_REGISTRY[name].target}).")
     if real not in (None, "moments", "features"):
         raise ValueError(f"`real` must be None, 'moments' or 'features', got {real!r}.")
-    entry = MetricEntry(name, target, summary, real, tuple(networks), tuple(options), description)
+    inputs = tuple(inputs) or (("A", "B") if real else ("A",))
+    entry = MetricEntry(name, target, summary, real, tuple(networks), tuple(options), description, inputs)
     _REGISTRY[name] = entry
     return entry
 
@@ -210,6 +214,7 @@ register_metric(
     f"{_M}.memorization:Memorization",
     summary="does GENERATED copy TRAIN? AuthPct, C_T, memorised fraction, nearest-training grid",
     real="features",
+    inputs=("GENERATED", "TRAIN"),
     options=(
         Option("test_fraction", "float", 0.2, "without --test: share of TRAIN split off for C_T"),
         Option("split_seed", "non_negative", 0, "seed of that split"),
