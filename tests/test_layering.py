@@ -65,7 +65,16 @@ ALLOWED_INTERNAL = {
     "sampling": {"images"},
     "stats_files": {"frechet"},
     "real_images": set(),
-    "metrics": {"frechet", "inception_score_math", "accumulators", "metrics", "lpips", "images", "sampling"},
+    "metrics": {
+        "frechet",
+        "inception_score_math",
+        "accumulators",
+        "distributed",
+        "metrics",
+        "lpips",
+        "images",
+        "sampling",
+    },
     "lpips": {"weights"},
     "networks": {"inception"},
     "real_pass": {

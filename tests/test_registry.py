@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from fakes import FakeExtractor
 
 from lightning_ganeval.cli.arguments import build_parser
 from lightning_ganeval.evaluator import Evaluator
@@ -26,7 +27,6 @@ from lightning_ganeval.metrics import (
     register_metric,
 )
 from lightning_ganeval.metrics import registry as registry_module
-from fakes import FakeExtractor
 
 
 def test_every_metric_unit_is_registered_under_its_key_prefix() -> None:
