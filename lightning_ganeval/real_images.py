@@ -57,7 +57,8 @@ def _is_image_batch(value: Any) -> bool:
 def _no_images(batch: Any, problem: str) -> ValueError:
     return ValueError(
         f"Cannot pick the real images out of a batch: {problem}. The batch holds {_describe(batch)}. The default "
-        "takes a tensor batch, the one 4-D float/uint8 tensor of a tuple/list or dict, or a dict's "
+        "takes a tensor batch, the one 4-D float/uint8 tensor of a tuple/list or dict, a list of C x H x W images, "
+        "or a dict's "
         f"{'/'.join(repr(key) for key in _IMAGE_KEYS)} entry. Pass `real_image_fn=` (FIDCallback) or `image_fn=` "
         "(Evaluator.prepare_real, iter_real_images), e.g. `lambda batch: batch['rgb']`, to pick them."
     )
@@ -95,6 +96,8 @@ def _default_image(batch: Any) -> Tensor:
         positions = [i for i, value in enumerate(batch) if _is_image_batch(value)]
         if len(positions) == 1:
             return batch[positions[0]]
+        if not positions and batch and all(_is_image(value) for value in batch):
+            return batch  # type: ignore[return-value]  # C x H x W images, sizes may differ (a list collate)
         found = f"the elements {positions} all are" if positions else "no element is"
         raise _no_images(batch, f"{found} a 4-D float/uint8 tensor")
     raise _no_images(batch, f"a {type(batch).__name__} is neither a tensor nor a tuple, list or dict")
