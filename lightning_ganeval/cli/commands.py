@@ -278,18 +278,15 @@ def run_metric(entry: MetricEntry, args: argparse.Namespace, make_session: Calla
         if s.is_stats:
             setup.check_stats_file(s)
     session = make_session()
-    # A statistics file stands for moments only, on the reference side: FID is symmetric, so a file given as A
-    # is the reference of folder B.
-    evaluated, reference = (sources[1], sources[0]) if sources[0].is_stats else (sources[0], sources[-1])
-    reference = reference if len(sources) > 1 else None
-    assert evaluated.files is not None
+    # A statistics file stands for moments only: as B, the real side; as A, scored by the unit's FID.score().
+    evaluated, reference = sources[0], (sources[1] if len(sources) > 1 else None)
     from lightning_ganeval.evaluator import Evaluator
     from lightning_ganeval.networks import network_identity
 
     metric = _build_metric(entry, args, session, reference)
     evaluator = Evaluator(
         [metric],
-        num_samples=len(evaluated.files),
+        num_samples=len(evaluated.files) if evaluated.files is not None else 2,
         latent_shape=1,
         batch_size=args.batch_size,
         space=uint8_space(),
@@ -300,28 +297,33 @@ def run_metric(entry: MetricEntry, args: argparse.Namespace, make_session: Calla
             session.real_data(evaluator, reference)
         if test_source is not None:
             _set_test(metric, session, test_source)
-        with session.bar(evaluated) as bar:
-            result = evaluator.evaluate_images(
-                session.loader(evaluated),
-                image_fn=FolderImages(evaluated.argument),
-                max_workers=session.workers,
-                progress=lambda done: bar.update(done - bar.n),
-            )
+        if evaluated.is_stats:
+            by_metric = metric.score(_evaluated_stats(evaluated, session, metric))
+        else:
+            with session.bar(evaluated) as bar:
+                result = evaluator.evaluate_images(
+                    session.loader(evaluated),
+                    image_fn=FolderImages(evaluated.argument),
+                    max_workers=session.workers,
+                    progress=lambda done: bar.update(done - bar.n),
+                )
+            by_metric = result.by_metric[metric.name]
     except ValueError as err:
         raise InputError(translate(str(err))) from None
-    values = {k: v for k, v in result.by_metric[metric.name].items() if not k.endswith("num_samples")}
+    values = {k: v for k, v in by_metric.items() if not k.endswith("num_samples")}
     out: dict[str, Any] = {**values}
     out.update({f"{entry.name}_{o.name}": option(args, entry, o.name) for o in entry.options})
     real = getattr(metric, "real", None)
     if entry.name == "memorization":
         out.update(_memorization_counts(metric, args, evaluated, test_source))
     elif reference is None:
-        out["num_samples"] = len(evaluated.files)
+        out["num_samples"] = len(evaluated.files or ())
     else:
-        counts = [len(evaluated.files), real.num_images if real is not None else None]
-        out["num_samples_a"], out["num_samples_b"] = counts[::-1] if evaluated is sources[1] else counts
+        count = by_metric.get(f"{metric.name}_num_samples") if evaluated.is_stats else len(evaluated.files or ())
+        out["num_samples_a"] = int(count) if count == count else None  # NaN: a file without a count
+        out["num_samples_b"] = real.num_images if real is not None else None
     out["network"] = network_identity(session.network)
-    if entry.name == "kid" and len(evaluated.files) == (real.num_images if real else 0) == metric.subset_size:
+    if entry.name == "kid" and len(evaluated.files or ()) == (real.num_images if real else 0) == metric.subset_size:
         out["note"] = (
             f"every subset holds all {metric.subset_size} images of both folders: the {metric.subsets} subsets are"
             " the same and kid_std is 0 by construction; a smaller --subset-size gives a spread"
@@ -335,6 +337,21 @@ def run_metric(entry: MetricEntry, args: argparse.Namespace, make_session: Calla
             out["nearest_generated"] = [str(evaluated.files[int(i)]) for i in metric.nearest.generated]
             out["nearest_distance"] = metric.nearest.distance.tolist()
     return out
+
+
+def _evaluated_stats(source: Source, session: Session, metric: Any) -> Any:
+    """A statistics file given as A, checked against the network and layer that B's moments come from."""
+    from lightning_ganeval.real_pass import network_provenance
+
+    stats, _ = setup.load_stats_file(source, network_provenance(session.network, metric.resolved_layer()))
+    assert metric.real is not None
+    width = metric.real.stats.num_features
+    if stats.num_features != width:
+        raise InputError(
+            f"A has {stats.num_features} features per sample and B has {width}: they come from different networks"
+            " or layers."
+        )
+    return stats
 
 
 def _build_metric(entry: MetricEntry, args: argparse.Namespace, session: Session, reference: Source | None) -> Any:
