@@ -31,9 +31,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_ganeval.images import PixelSpace, RangeCheck, coerce_pixel_space, to_uint8_rgb
+from lightning_ganeval.distributed import agree, rank_and_world_size
+from lightning_ganeval.images import ConvertedImages, PixelSpace, RangeCheck, coerce_pixel_space, to_uint8_rgb
 from lightning_ganeval.metrics.base import GenerativeMetric
+from lightning_ganeval.metrics.registry import build_metric
 from lightning_ganeval.networks import network_device, run_network
+from lightning_ganeval.real_images import iter_real_images
 from lightning_ganeval.real_pass import prepare_real_data
 from lightning_ganeval.sampling import (
     LatentBank,
@@ -82,19 +85,14 @@ class EvaluationResult:
     nan_reasons: dict[str, str] = field(default_factory=dict)
 
 
-def _distributed() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 class Evaluator:
     """The shared evaluation pass over a fixed latent bank for a list of metrics.
 
     Args:
         metrics: The metrics to feed (:class:`~lightning_ganeval.metrics.FID`, ``InceptionScore``, ``KID``,
-            ``PrecisionRecall``, or your own :class:`~lightning_ganeval.metrics.base.GenerativeMetric`). Their keys
-            must not clash.
+            ``PrecisionRecall``, or your own :class:`~lightning_ganeval.metrics.base.GenerativeMetric`), or their
+            registered names (``"fid"``, ``"is"``, ...: :func:`~lightning_ganeval.metrics.metric_names`), built with
+            their defaults. Their keys must not clash.
         num_samples: Generated samples per evaluation.
         latent_shape: Shape of one latent vector.
         batch_size: Samples per generator call and network forward.
@@ -116,7 +114,7 @@ class Evaluator:
 
     def __init__(
         self,
-        metrics: Sequence[GenerativeMetric],
+        metrics: Sequence[GenerativeMetric | str],
         *,
         num_samples: int,
         latent_shape: int | Sequence[int],
@@ -129,6 +127,8 @@ class Evaluator:
     ) -> None:
         if not metrics:
             raise ValueError("`metrics` must hold at least one metric, got none.")
+        # A name builds the registered metric with its defaults (lightning_ganeval.metrics.registry).
+        metrics = [build_metric(m) if isinstance(m, str) else m for m in metrics]
         seen: dict[str, str] = {}
         for metric in metrics:
             for key in metric.keys():  # noqa: SIM118 (a metric is not a mapping)
@@ -251,7 +251,7 @@ class Evaluator:
         """
         if self.space is None:
             raise RuntimeError("The pixel space is unknown: pass `space=` or set `evaluator.space` first.")
-        default_rank, default_world = _distributed()
+        default_rank, default_world = rank_and_world_size()
         rank = default_rank if rank is None else rank
         world_size = default_world if world_size is None else world_size
         if isinstance(generate, nn.parallel.DistributedDataParallel):
@@ -272,12 +272,8 @@ class Evaluator:
 
         error: Exception | None = None
         kept: list[Tensor] = []
-        nonfinite = torch.zeros((), dtype=torch.float64, device=collective_device)
-        clamped = torch.zeros((), dtype=torch.float64, device=collective_device)
-        values_seen = 0
-        extent = (math.inf, -math.inf)  # of this rank's finite generated values, for the clamp warning
+        tally = _Tally(collective_device)
         done = 0
-        range_check: RangeCheck | None = None
         try:
             with preserved_module_state(roots), torch.no_grad():
                 if world_size > 1:
@@ -290,55 +286,120 @@ class Evaluator:
                     latents = batch.latents.to(device, non_blocking=True)
                     output = call(generate, latents) if call is not None else generate(latents)
                     images = check_generated(output, len(latents), source=source)
-                    # The range is checked once after the loop (merged), so the conversion never waits for the device.
-                    converted = to_uint8_rgb(images, self.space, side="generated", check_range=False)
-                    range_check = (
-                        converted.range_check if range_check is None else range_check.merge(converted.range_check)
-                    )
-                    clamped += converted.num_clamped.to(collective_device, torch.float64)
-                    values_seen += converted.num_values
-                    indices = batch.indices
-                    finite = converted.finite
-                    all_finite = bool(finite.all())  # one host synchronisation per batch, for the row selection
-                    if not all_finite:
-                        nonfinite += (~finite).sum().to(collective_device, torch.float64)
-                        if self.nonfinite == "raise":
-                            raise ValueError(
-                                "The generator produced non-finite (NaN or Inf) samples and `nonfinite='raise'`."
-                                " Pass `nonfinite='exclude'` to leave them out of the statistics and log their count."
-                            )
-                        indices = indices[finite.cpu()]
-                    for network, outputs in self.features(converted.images):
-                        rows = outputs if all_finite else {k: v[finite.to(v.device)] for k, v in outputs.items()}
-                        for metric in self._members(network):
-                            metric.update(rows[metric.resolved_layer()], indices)
+                    converted = self._feed(images, batch.indices, tally)
                     missing = keep_images - sum(len(part) for part in kept)
                     if missing > 0:
                         kept.append(converted.images[:missing].cpu())
                     done += len(latents)
                     if progress is not None:
                         progress(done)
-                if range_check is not None:
-                    range_check.check()
-                    extent = (float(range_check.minimum.min()), float(range_check.maximum.max()))
+                tally.check_range()
         except Exception as err:  # re-raised below, after the other ranks have been told
             error = err
-        flags = torch.stack(
-            [
-                nonfinite,
-                clamped,
-                torch.tensor(float(values_seen), dtype=torch.float64, device=collective_device),
-                torch.tensor(float(error is not None), dtype=torch.float64, device=collective_device),
-            ]
+        return self._finish(error, tally, rank, world_size, warn, kept)
+
+    def evaluate_images(
+        self,
+        images: Any,
+        *,
+        image_fn: Callable[[Any], Tensor] | None = None,
+        max_workers: int | None = None,
+        progress: Callable[[int], None] | None = None,
+        warn: bool = True,
+    ) -> EvaluationResult:
+        """Score a set of images in place of the generator's samples (the command line's evaluated folder).
+
+        The images are read as the real pass reads real data (:func:`~lightning_ganeval.real_images.iter_real_images`:
+        map-style data sharded over ranks by index, the batch's image tensor picked out, a list of differently sized
+        images split by size) and then go through the same conversion, networks and metrics as :meth:`evaluate`'s
+        samples, the global index of each image standing for its sample index.
+
+        Args:
+            images: A ``DataLoader``, a dataset or an iterable of image batches, in the evaluator's pixel space
+                (uint8 images are used as they are); its first ``num_samples`` images are scored, and it must hold
+                that many.
+            image_fn: Picks the images out of a batch (default: as the real pass).
+            max_workers: At most this many loader workers (default: as the real pass).
+            progress: Called with the number of images done by this rank after each batch.
+            warn: As in :meth:`evaluate`.
+
+        Returns:
+            As :meth:`evaluate` (no kept images). Every rank must call it.
+        """
+        if self.space is None:
+            raise RuntimeError("The pixel space is unknown: pass `space=` or set `evaluator.space` first.")
+        rank, world_size = rank_and_world_size()
+        collective_device = network_device(self._networks[0][0])
+        for network, members in self._networks:
+            for metric in members:
+                metric.reset(self.num_samples, network_device(network))
+        error: Exception | None = None
+        tally = _Tally(collective_device)
+        done = 0
+        stream = iter_real_images(
+            images,
+            image_fn=image_fn,
+            num_real=self.num_samples,
+            rank=rank,
+            world_size=world_size,
+            max_workers=max_workers,
         )
-        if world_size > 1:
-            # One collective on every rank, also when this rank failed: the others learn about it instead of waiting
-            # forever in the metrics' synchronisation.
-            torch.distributed.all_reduce(flags)
-        if error is not None:
-            raise error
-        if flags[3] > 0:
-            raise RuntimeError("The evaluation failed on another process; see its traceback.")
+        try:
+            with torch.no_grad():
+                for batch, indices in stream:
+                    self._feed(batch, indices, tally)
+                    done += len(batch)
+                    if progress is not None:
+                        progress(done)
+                tally.check_range()
+                if stream.total != self.num_samples:
+                    raise ValueError(f"Expected {self.num_samples} images (`num_samples`), got {stream.total}.")
+        except Exception as err:  # re-raised below, after the other ranks have been told
+            error = err
+            stream.close()
+        return self._finish(error, tally, rank, world_size, warn, [])
+
+    def _feed(self, images: Tensor, indices: Tensor, tally: _Tally) -> ConvertedImages:
+        """Convert one batch, run each network once on it and hand every metric its layer (finite samples only)."""
+        assert self.space is not None
+        # The range is checked once after the loop (merged), so the conversion never waits for the device.
+        converted = to_uint8_rgb(images, self.space, side="generated", check_range=False)
+        tally.add(converted)
+        finite = converted.finite
+        all_finite = bool(finite.all())  # one host synchronisation per batch, for the row selection
+        if not all_finite:
+            tally.nonfinite += (~finite).sum().to(tally.device, torch.float64)
+            if self.nonfinite == "raise":
+                raise ValueError(
+                    "The generator produced non-finite (NaN or Inf) samples and `nonfinite='raise'`."
+                    " Pass `nonfinite='exclude'` to leave them out of the statistics and log their count."
+                )
+            indices = indices[finite.cpu()]
+        for network, outputs in self.features(converted.images):
+            rows = outputs if all_finite else {k: v[finite.to(v.device)] for k, v in outputs.items()}
+            for metric in self._members(network):
+                metric.update(rows[metric.resolved_layer()], indices)
+        return converted
+
+    def _finish(
+        self, error: Exception | None, tally: _Tally, rank: int, world_size: int, warn: bool, kept: list[Tensor]
+    ) -> EvaluationResult:
+        """Agree on failure over ranks, merge every metric (collectives), explain NaN values and warn."""
+        # One collective on every rank, also when this rank failed: the others learn about it instead of waiting
+        # forever in the metrics' synchronisation; the counts ride along.
+        flags = agree(
+            error,
+            totals=torch.stack(
+                [
+                    tally.nonfinite,
+                    tally.clamped,
+                    torch.tensor(float(tally.values_seen), dtype=torch.float64, device=tally.device),
+                ]
+            ),
+            world_size=world_size,
+            message="The evaluation failed on another process; see its traceback.",
+        )
+        assert flags is not None
         num_nonfinite = int(flags[0])
         clamped_fraction = float(flags[1] / flags[2]) if flags[2] > 0 else 0.0
         values: dict[str, float] = {}
@@ -348,10 +409,10 @@ class Evaluator:
             values.update(by_metric[metric.name])
         values["nonfinite"] = float(num_nonfinite)
         values["clamped"] = clamped_fraction
-        nan_reasons, messages = self._explain(by_metric, num_nonfinite, clamped_fraction, extent, world_size)
+        nan_reasons, messages = self._explain(by_metric, num_nonfinite, clamped_fraction, tally.extent, world_size)
         if warn and rank == 0:
             for message in messages:
-                warnings.warn(message, EvaluationWarning, stacklevel=2)
+                warnings.warn(message, EvaluationWarning, stacklevel=3)
         return EvaluationResult(
             values=values,
             num_nonfinite=num_nonfinite,
@@ -417,6 +478,29 @@ class Evaluator:
             if net is network:
                 return members
         return []
+
+
+class _Tally:
+    """This rank's counts of one evaluation: non-finite samples, clamped and seen values, the merged range check."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.nonfinite = torch.zeros((), dtype=torch.float64, device=device)
+        self.clamped = torch.zeros((), dtype=torch.float64, device=device)
+        self.values_seen = 0
+        self.range_check: RangeCheck | None = None
+        self.extent = (math.inf, -math.inf)  # of this rank's finite generated values, for the clamp warning
+
+    def add(self, converted: ConvertedImages) -> None:
+        check = converted.range_check
+        self.range_check = check if self.range_check is None else self.range_check.merge(check)
+        self.clamped += converted.num_clamped.to(self.device, torch.float64)
+        self.values_seen += converted.num_values
+
+    def check_range(self) -> None:
+        if self.range_check is not None:
+            self.range_check.check()
+            self.extent = (float(self.range_check.minimum.min()), float(self.range_check.maximum.max()))
 
 
 def _use_rank_zero_norm_stats(module: nn.Module) -> None:

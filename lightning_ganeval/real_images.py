@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-__all__ = ["RealImageStream", "default_max_workers", "iter_real_images", "map_style_size"]
+__all__ = ["RealImageStream", "default_max_workers", "iter_real_images", "map_style_size", "same_size_groups"]
 
 _DEFAULT_BATCH_SIZE = 50
 
@@ -57,10 +57,24 @@ def _is_image_batch(value: Any) -> bool:
 def _no_images(batch: Any, problem: str) -> ValueError:
     return ValueError(
         f"Cannot pick the real images out of a batch: {problem}. The batch holds {_describe(batch)}. The default "
-        "takes a tensor batch, the one 4-D float/uint8 tensor of a tuple/list or dict, or a dict's "
+        "takes a tensor batch, the one 4-D float/uint8 tensor of a tuple/list or dict, a list of C x H x W images, "
+        "or a dict's "
         f"{'/'.join(repr(key) for key in _IMAGE_KEYS)} entry. Pass `real_image_fn=` (FIDCallback) or `image_fn=` "
         "(Evaluator.prepare_real, iter_real_images), e.g. `lambda batch: batch['rgb']`, to pick them."
     )
+
+
+def _is_image(value: Any) -> bool:
+    return isinstance(value, Tensor) and value.ndim == 3 and value.dtype in _IMAGE_DTYPES
+
+
+def same_size_groups(images: Sequence[Tensor], indices: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(stacked images, their indices)`` for each image size among ``images``, in order of first appearance."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for position, image in enumerate(images):
+        groups.setdefault(tuple(image.shape), []).append(position)
+    for positions in groups.values():
+        yield torch.stack([images[p] for p in positions]), indices[positions]
 
 
 def _default_image(batch: Any) -> Tensor:
@@ -82,6 +96,8 @@ def _default_image(batch: Any) -> Tensor:
         positions = [i for i, value in enumerate(batch) if _is_image_batch(value)]
         if len(positions) == 1:
             return batch[positions[0]]
+        if not positions and batch and all(_is_image(value) for value in batch):
+            return batch  # type: ignore[return-value]  # C x H x W images, sizes may differ (a list collate)
         found = f"the elements {positions} all are" if positions else "no element is"
         raise _no_images(batch, f"{found} a 4-D float/uint8 tensor")
     raise _no_images(batch, f"a {type(batch).__name__} is neither a tensor nor a tuple, list or dict")
@@ -312,6 +328,7 @@ class RealImageStream(Iterator[tuple[Tensor, Tensor]]):
         self._iterator: Iterator[Any] | None = None
         self._loader_iterator: Iterator[Any] | None = None  # the DataLoader's own iterator, which owns the workers
         self._batches = 0
+        self._pending: list[tuple[Tensor, Tensor]] = []  # the same-size groups of a batch of mixed sizes, to yield
         self._seen = 0  # samples over all ranks so far (iterables) / yielded by this rank (map-style)
         self.shard_size: int | None = None
         self.total: int | None = None
@@ -356,15 +373,22 @@ class RealImageStream(Iterator[tuple[Tensor, Tensor]]):
         return self
 
     def _fetch(self) -> Any:
-        """The next batch and its images, read under the private random streams (``StopIteration`` at the end)."""
+        """The next batch and its images, read under the private random streams (``StopIteration`` at the end).
+
+        The images are a tensor, or a list of ``C x H x W`` tensors of different sizes (a folder of image files,
+        collated into a list), which :meth:`__next__` splits into one batch per size.
+        """
         with self._rng.active():
             if self._iterator is None:
                 self._iterator = self._start()
             batch = next(self._iterator)
             images = self._pick(batch)
+        if isinstance(images, (list, tuple)) and images and all(_is_image(item) for item in images):
+            return list(images)
         if not isinstance(images, Tensor) or images.ndim < 1:
             raise TypeError(
-                f"`image_fn` must return the batch's images as an N x C x H x W tensor, got {_describe(images)}."
+                "`image_fn` must return the batch's images as an N x C x H x W tensor (or a list of C x H x W "
+                f"tensors), got {_describe(images)}."
             )
         return images
 
@@ -390,9 +414,14 @@ class RealImageStream(Iterator[tuple[Tensor, Tensor]]):
         return itertools.chain([first], self._loader_iterator)
 
     def __next__(self) -> tuple[Tensor, Tensor]:
-        if self._map_style:
-            return self._next_indexed()
-        return self._next_positional()
+        if not self._pending:
+            images, indices = self._next_indexed() if self._map_style else self._next_positional()
+            if isinstance(images, Tensor):
+                return images, indices
+            # Images of different sizes: one batch per size (each network resizes every image on its own, so the
+            # features do not depend on the grouping).
+            self._pending = list(same_size_groups(images, indices))
+        return self._pending.pop(0)
 
     def _next_indexed(self) -> tuple[Tensor, Tensor]:
         if self._seen >= len(self._indices) or (self._max_batches is not None and self._batches >= self._max_batches):
@@ -401,11 +430,11 @@ class RealImageStream(Iterator[tuple[Tensor, Tensor]]):
         images = self._fetch()
         expected = min(self._source.batch_size, len(self._indices) - self._seen)  # type: ignore[attr-defined]
         indices = self._indices[self._seen : self._seen + expected]
-        if images.shape[0] != expected:
+        if len(images) != expected:
             self.close()
             raise ValueError(
                 f"Rank {self._rank} expected a batch of {expected} images from its shard (dataset items "
-                f"{indices[:3].tolist()}...) but got {images.shape[0]}; the loader's collate_fn and the image_fn "
+                f"{indices[:3].tolist()}...) but got {len(images)}; the loader's collate_fn and the image_fn "
                 "must give one image per dataset item."
             )
         self._seen += expected
@@ -423,7 +452,7 @@ class RealImageStream(Iterator[tuple[Tensor, Tensor]]):
                 return self._finish()
             position = self._batches
             self._batches += 1
-            take = images.shape[0] if self._num_real is None else min(images.shape[0], self._num_real - self._seen)
+            take = len(images) if self._num_real is None else min(len(images), self._num_real - self._seen)
             start = self._seen
             self._seen += take
             if position % self._world_size == self._rank and take > 0:

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_ganeval.accumulators import FeatureBank, FIDMoments
+from lightning_ganeval.distributed import agree, barrier, broadcast_object, rank_and_world_size
 from lightning_ganeval.frechet import GaussianStats
 from lightning_ganeval.images import PixelSpace, coerce_pixel_space, infer_pixel_space, to_uint8_rgb
 from lightning_ganeval.inception import InceptionExtractor
@@ -79,25 +80,6 @@ def network_provenance(network: nn.Module, layer: str) -> dict[str, Any]:
     # "pool3" makes `load_stats` also check d = 2048; a stand-in network's "pool" has other widths.
     entries["layer"] = "pool3" if layer == "pool" and isinstance(network, InceptionExtractor) else layer
     return entries
-
-
-def _distributed() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _broadcast(value: Any, world_size: int) -> Any:
-    if world_size < 2:
-        return value
-    box = [value]
-    torch.distributed.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _barrier(world_size: int) -> None:
-    if world_size > 1:
-        torch.distributed.barrier()
 
 
 # ------------------------------------------------------------------------------------------- the real sample
@@ -393,7 +375,7 @@ class _RowSample:
         A collective under DDP: every rank calls it.
         """
         rows, indices = self._prune()
-        _rank, world_size = _distributed()
+        _rank, world_size = rank_and_world_size()
         if world_size > 1:
             bank = FeatureBank(num_features=self.num_features)
             bank.update(rows, indices)
@@ -572,7 +554,7 @@ def prepare_real_data(
         return {metric: RealData(stats=real, source="statistics", num_images=real.n) for _, metric in wanting}
 
     space = coerce_pixel_space(space)  # before any image is read
-    rank, world_size = _distributed()
+    rank, world_size = rank_and_world_size()
     one_shot = _is_one_shot(real)
     if one_shot and cache:
         warnings.warn(
@@ -591,7 +573,9 @@ def prepare_real_data(
                 " `space=` (e.g. (-1, 1) or (0, 1))."
             )
         sample = sample_real_images(real, image_fn=image_fn, num_real=num_real)  # reused for the cache key
-        space, inferred_from = _broadcast(infer_real_space(real, sample=sample), world_size)  # rank 0's is everyone's
+        space, inferred_from = broadcast_object(
+            infer_real_space(real, sample=sample), world_size=world_size
+        )  # rank 0's is everyone's
     assert space is not None
 
     entries: dict[tuple[int, str, str], _Entry] = {}
@@ -623,7 +607,7 @@ def prepare_real_data(
 
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     found = [entry.load(folder, count) if cache and rank == 0 else None for entry in entries.values()]
-    found = _broadcast(found, world_size)
+    found = broadcast_object(found, world_size=world_size)
     missing = [entry for entry, hit in zip(entries.values(), found, strict=True) if hit is None]
     for entry, hit in zip(entries.values(), found, strict=True):
         if hit is not None:
@@ -636,7 +620,7 @@ def prepare_real_data(
             provenance = {"pixel_space": space.to_json()}
             for entry in missing:
                 entry.save(folder, provenance)
-        _barrier(world_size)
+        barrier(world_size=world_size)
 
     out = {}
     for network, metric in wanting:
@@ -682,7 +666,7 @@ def _real_pass(
     inferred_from: str | None,
 ) -> int:
     """Fill every entry's result from one pass; returns the number of real images read over all ranks."""
-    rank, world_size = _distributed()
+    rank, world_size = rank_and_world_size()
     networks: list[nn.Module] = []
     for entry in entries:
         # Rows of a network that does not announce its width create the accumulator at the first batch.
@@ -690,31 +674,17 @@ def _real_pass(
         entry.accumulator = _accumulator(entry, width, network_device(entry.network)) if width else None
         if all(entry.network is not n for n in networks):
             networks.append(entry.network)
-    done = 0
+    error: Exception | None = None
     with isolated_rng(), torch.no_grad():
         stream = iter_real_images(real, image_fn=image_fn, num_real=num_real, rank=rank, world_size=world_size)
-        for images, indices in stream:
-            converted = to_uint8_rgb(images, space, side="real", argument=_space_argument(space), check_range=False)
-            converted.range_check.check(inferred_from=inferred_from)
-            if converted.num_nonfinite:
-                raise ValueError(
-                    f"{converted.num_nonfinite} real image(s) contain NaN or Inf; real statistics need finite images."
-                )
-            for network in networks:
-                outputs = run_network(network, converted.images.to(network_device(network)))
-                for entry in entries:
-                    if entry.network is not network:
-                        continue
-                    rows = outputs[entry.layer]
-                    if entry.accumulator is None:
-                        entry.accumulator = _accumulator(entry, rows.shape[1], rows.device)
-                    if entry.kind == "moments":
-                        entry.accumulator.update(rows)  # type: ignore[call-arg]
-                    else:
-                        entry.accumulator.update(rows, indices)
-            done += len(images)
-            if progress is not None:
-                progress(done, None)
+        try:
+            _feed_entries(stream, entries, networks, space, progress, inferred_from)
+        except Exception as err:  # re-raised below, after the other ranks have been told
+            error = err
+            stream.close()
+    # One rank may fail alone (an unreadable image in its share): every rank learns it here instead of waiting
+    # forever in the accumulators' merge below.
+    agree(error, world_size=world_size, message="The real pass failed on another process; see its error.")
     for entry in entries:
         if entry.accumulator is None:
             raise ValueError(f"The real data ({argument}=) gave no images.")
@@ -725,6 +695,40 @@ def _real_pass(
             entry.result = entry.accumulator.compute()
     assert stream.total is not None
     return int(stream.total)
+
+
+def _feed_entries(
+    stream: Any,
+    entries: list[_Entry],
+    networks: list[nn.Module],
+    space: PixelSpace,
+    progress: Callable[[int, int | None], None] | None,
+    inferred_from: str | None,
+) -> None:
+    """Run each network once per batch of ``stream`` and feed every entry's accumulator."""
+    done = 0
+    for images, indices in stream:
+        converted = to_uint8_rgb(images, space, side="real", argument=_space_argument(space), check_range=False)
+        converted.range_check.check(inferred_from=inferred_from)
+        if converted.num_nonfinite:
+            raise ValueError(
+                f"{converted.num_nonfinite} real image(s) contain NaN or Inf; real statistics need finite images."
+            )
+        for network in networks:
+            outputs = run_network(network, converted.images.to(network_device(network)))
+            for entry in entries:
+                if entry.network is not network:
+                    continue
+                rows = outputs[entry.layer]
+                if entry.accumulator is None:
+                    entry.accumulator = _accumulator(entry, rows.shape[1], rows.device)
+                if entry.kind == "moments":
+                    entry.accumulator.update(rows)  # type: ignore[call-arg]
+                else:
+                    entry.accumulator.update(rows, indices)
+        done += len(images)
+        if progress is not None:
+            progress(done, None)
 
 
 def _accumulator(entry: _Entry, width: int, device: torch.device) -> FIDMoments | _RowSample:

@@ -26,8 +26,11 @@ import torch
 from PIL import Image
 
 from lightning_ganeval import cli
+from lightning_ganeval.cli.messages import translate
+from lightning_ganeval.cli.program import format_result
 from lightning_ganeval.frechet import frechet_distance
 from lightning_ganeval.metrics import FID
+from lightning_ganeval.real_images import same_size_groups
 from lightning_ganeval.real_pass import network_provenance, prepare_real_data
 from lightning_ganeval.stats_files import load_stats
 
@@ -196,7 +199,7 @@ def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path: Path) -> None:
 def test_same_size_groups_keep_global_indices() -> None:
     items = [torch.full((3, 2, 2), 0), torch.full((3, 4, 2), 1), torch.full((3, 2, 2), 2), torch.full((3, 4, 2), 3)]
     indices = torch.tensor([10, 12, 14, 16])
-    groups = list(cli._same_size_groups(items, indices))
+    groups = list(same_size_groups(items, indices))
     assert [tuple(images.shape) for images, _ in groups] == [(2, 3, 2, 2), (2, 3, 4, 2)]
     assert [rows.tolist() for _, rows in groups] == [[10, 14], [12, 16]]
     assert [images[:, 0, 0, 0].tolist() for images, _ in groups] == [[0, 2], [1, 3]]
@@ -320,8 +323,9 @@ def test_device_cuda_without_cuda_is_refused(tiny: dict[str, Path]) -> None:
 
 def test_unreadable_image_is_one_line(tiny: dict[str, Path], inception_weights_path: Path, extractor: Any) -> None:
     # "000-bad.png" sorts first and is in the first batch: the error comes before any forward pass.
+    good = _write_images(tiny["A"].parent / "good", 3, seed=1, size=(8, 8))
     (tiny["A"] / "000-bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    argv = ("fid", tiny["A"], tiny["A"], "--inception-weights", inception_weights_path, "--workers", 0, "--no-progress")
+    argv = ("fid", tiny["A"], good, "--inception-weights", inception_weights_path, "--workers", 0, "--no-progress")
     line = _single_line_error(*run_cli(*argv))
     assert "A: cannot read image" in line
     assert "000-bad.png" in line
@@ -346,7 +350,7 @@ def test_files_line_and_json_counts(tmp_path: Path, inception_weights_path: Path
         }
     }
     # The text output (without --json) formats the same result.
-    files = [line for line in cli._format(result).splitlines() if line.startswith("files")]
+    files = [line for line in format_result(result).splitlines() if line.startswith("files")]
     assert files == [
         "files         SRC: read 3 of 4 (--num-samples), skipped 3 (1 hidden (name starts with a dot; a hidden "
         "folder is not searched), 1 not .png/.jpg/.jpeg, 1 folder link to a folder searched already (a loop or a "
@@ -389,15 +393,15 @@ def test_library_messages_name_the_flags(tmp_path: Path) -> None:
     ):
         with pytest.raises(WeightsError) as caught:
             call()
-        messages.append(cli._translate(str(caught.value)))
+        messages.append(translate(str(caught.value)))
     assert "(from --inception-weights) does not exist" in messages[0]
     assert messages[1].endswith("- pass the path as --inception-weights.")
     assert "(from --dinov2-weights) does not exist" in messages[2]
     for message in messages:
         assert "\n" not in message
         assert "weights=" not in message
-    assert cli._translate("lower `subset_size` or feed more samples") == "lower --subset-size or feed more samples"
-    assert cli._translate("was made with resize='tf1', but resize='antialias' is expected") == (
+    assert translate("lower `subset_size` or feed more samples") == "lower --subset-size or feed more samples"
+    assert translate("was made with resize='tf1', but resize='antialias' is expected") == (
         "was made with --resize tf1, but --resize antialias is expected"
     )
 

@@ -305,3 +305,33 @@ def test_two_gloo_processes_give_the_single_process_values(tmp_path: Path) -> No
     for key, value in single.items():
         # Every sample's features are bit-identical at any world size; only float64 sums change order.
         assert ranks[0][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+
+
+def test_evaluate_images_equals_evaluate_on_the_same_images() -> None:
+    """The command line's entry (a loader of images, sizes mixed) scores as a generator returning those images."""
+    images = torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    real = DataLoader(TensorDataset(torch.rand(10, 3, 8, 8, generator=torch.Generator().manual_seed(6))), batch_size=4)
+
+    def evaluator() -> Evaluator:
+        metrics = ["fid", "is", KID(subsets=2, subset_size=4, max_real=10)]
+        made = Evaluator(metrics, num_samples=12, latent_shape=1, batch_size=4, space=(0, 1), inception=FakeExtractor())
+        made.prepare_real(real, cache=False)
+        return made
+
+    position = [0]
+
+    def generate(z: torch.Tensor) -> torch.Tensor:
+        out = images[position[0] : position[0] + len(z)]
+        position[0] += len(z)
+        return out
+
+    expected = evaluator().evaluate(generate, warn=False).values
+    got = evaluator().evaluate_images(DataLoader(TensorDataset(images), batch_size=4), warn=False).values
+    assert got == expected  # the same batches through the same step: equal
+    # A list of images of different sizes (a folder): split by size, each image scored once at its global index.
+    mixed = [images[i] if i % 3 else torch.nn.functional.pad(images[i], (0, 2)) for i in range(12)]
+    loader = DataLoader(mixed, batch_size=5, collate_fn=list)
+    values = evaluator().evaluate_images(loader, warn=False).values
+    assert values["fid_num_samples"] == values["is_num_samples"] == 12
+    with pytest.raises(ValueError, match=r"Expected 12 images \(`num_samples`\), got 8"):
+        evaluator().evaluate_images(DataLoader(TensorDataset(images[:8]), batch_size=4), warn=False)

@@ -498,7 +498,7 @@ def test_command_line_prints_the_numbers_and_writes_the_grid(
     from lightning_ganeval import cli
 
     # The mirror-symmetric network instead of Inception (same pipeline; Inception on CPU would take minutes).
-    monkeypatch.setattr(cli, "_build_network", lambda args, device: MirrorFeatures())
+    monkeypatch.setattr(cli.setup, "build_network", lambda args, device: MirrorFeatures())
     train, test = uniform_images(200, 0), uniform_images(100, 1)
     generated = train[torch.randperm(200, generator=torch.Generator().manual_seed(2))[:90]] if copying else None
     generated = uniform_images(90, 3) if generated is None else generated
@@ -521,11 +521,18 @@ def test_command_line_prints_the_numbers_and_writes_the_grid(
         assert result["authpct"] > 50
         assert result["memorized_fraction"] < 0.1
         assert result["ct"] > -2.5
-    # The same numbers as the function on the same features (the CLI adds only the file reading).
+    # The same numbers as the function on the same features (the CLI adds only the file reading). The real rows come
+    # from the callbacks' real pass, a seeded sample in priority order (select_real_rows); C_T's k-means++ draws
+    # depend on the order of the rows, so the expected values take the rows in that order too.
+    from lightning_ganeval.real_pass import select_real_rows
+
     features = {
         k: MirrorFeatures()(torch.stack([cli.read_image(p) for p in cli.list_images(f)])) for k, f in folders.items()
     }
-    expected, _ = memorization_scores(features["train"], features["gen"], features["test"])
+    train, test = (
+        features[k][select_real_rows(torch.arange(len(features[k])), len(features[k]))] for k in ("train", "test")
+    )
+    expected, _ = memorization_scores(train, features["gen"], test)
     assert {k: result[k] for k in expected} == pytest.approx(expected, rel=1e-12, abs=1e-12)
     grid = read_png(grid_path)
     assert grid.shape == (3, 4 * 10 + 2, 3 * 10 + 2)

@@ -287,14 +287,20 @@ def test_cache_hit_miss_and_count(tmp_path: Path) -> None:
 
 def _as_rank(monkeypatch: pytest.MonkeyPatch, rank: int, broadcasts: list[Any], rank_zero_found: Any = None) -> None:
     """Rank ``rank`` of 2 without a process group: collectives are recorded; rank 0's lookup is ``rank_zero_found``."""
-    monkeypatch.setattr(real_module, "_distributed", lambda: (rank, 2))
-    monkeypatch.setattr(real_module, "_barrier", lambda world_size: broadcasts.append("barrier"))
+    monkeypatch.setattr(real_module, "rank_and_world_size", lambda: (rank, 2))
+    monkeypatch.setattr(real_module, "barrier", lambda world_size: broadcasts.append("barrier"))
 
     def broadcast(value: Any, world_size: int) -> Any:
         broadcasts.append(value)
         return value if rank == 0 or rank_zero_found is None else rank_zero_found
 
-    monkeypatch.setattr(real_module, "_broadcast", broadcast)
+    def agree(error: BaseException | None, **kwargs: Any) -> None:
+        broadcasts.append("agree")
+        if error is not None:
+            raise error
+
+    monkeypatch.setattr(real_module, "broadcast_object", broadcast)
+    monkeypatch.setattr(real_module, "agree", agree)
 
 
 def test_rank_one_reads_its_shard_and_neither_reads_nor_writes_the_cache(
@@ -329,7 +335,11 @@ def test_rank_zero_writes_on_a_miss_and_broadcasts_a_hit(tmp_path: Path, monkeyp
     broadcasts: list[Any] = []
     _as_rank(monkeypatch, 0, broadcasts)
     _fid(loader, network, cache_dir=tmp_path / "miss")
-    assert broadcasts == [[None], "barrier"]  # the miss is shared; every rank waits for rank 0's write
+    assert broadcasts == [
+        [None],
+        "agree",
+        "barrier",
+    ]  # the miss is shared; the pass agrees; every rank waits for the write
     assert len(list((tmp_path / "miss").iterdir())) == 1
     broadcasts.clear()
     calls = network.calls

@@ -160,6 +160,20 @@ class FID(GenerativeMetric):
                 )
         return {k: float(v) for k, v in values.items()}
 
+    def score(self, stats: GaussianStats) -> dict[str, float]:
+        """:meth:`compute`'s ``<name>`` and ``<name>_num_samples`` for generated moments given as statistics.
+
+        For a generated set known only by its statistics (a ``.npz``, as the command line's ``fid A.npz B``): the
+        same cached real reference and distance as :meth:`compute`. Not a collective.
+        """
+        if self.real is None or self.real.stats is None:
+            raise RuntimeError(f"`{self.name}`: set_real() must run before score().")
+        device = self.real.stats.mean.device
+        if self._reference is None or self._reference.device != device:
+            self._reference = _reference(self.real.stats, self.real_fingerprint or "", device)
+        count = float(stats.n) if stats.n is not None else math.nan
+        return {self.name: self._reference.distance(stats.mean, stats.cov), f"{self.name}_num_samples": count}
+
     def _distance(self, moments: FIDMoments) -> float:
         """FID of the moments to the real statistics; NaN below 2 samples (every one excluded as non-finite)."""
         assert self._reference is not None

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_ganeval.distributed import agree, rank_and_world_size
 from lightning_ganeval.images import PixelSpace, _to_255, coerce_pixel_space
 from lightning_ganeval.lpips import LPIPSVGG16
 from lightning_ganeval.sampling import (
@@ -169,12 +170,6 @@ class PPLResult:
     num_kept: int
     num_nonfinite: int
     clamped_fraction: float
-
-
-def _distributed() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def _check_number(name: str, value: Any, *, low: float, high: float | None = None) -> float:
@@ -392,7 +387,7 @@ class PerceptualPathLength:
             progress: Called with the number of pairs done on this rank after each batch.
             source: How ``render`` is called, for error messages.
         """
-        default_rank, default_world = _distributed()
+        default_rank, default_world = rank_and_world_size()
         rank = default_rank if rank is None else rank
         world_size = default_world if world_size is None else world_size
         if isinstance(render, nn.parallel.DistributedDataParallel):
@@ -409,7 +404,7 @@ class PerceptualPathLength:
 
         mapped = None if mapping_fn is None else (lambda z: run(mapping_fn, z))
         full = torch.zeros(self.num_pairs, dtype=torch.float64, device=collective_device)
-        counts = torch.zeros(3, dtype=torch.float64, device=collective_device)  # clamped, values, failed
+        counts = torch.zeros(2, dtype=torch.float64, device=collective_device)  # clamped, values
         error: Exception | None = None
         done = 0
         # As in the Evaluator: the modules a plain callable hides (`lambda z: G(z)`) run in eval mode and keep their
@@ -444,15 +439,16 @@ class PerceptualPathLength:
                         progress(done)
         except Exception as err:  # re-raised below, after the other ranks have been told
             error = err
-            counts[2] = 1.0
-        if world_size > 1:
-            # Zero everywhere but this rank's pairs: the sum assembles every distance exactly (x + 0 = x, NaN kept).
-            torch.distributed.all_reduce(full)
-            torch.distributed.all_reduce(counts)
-        if error is not None:
-            raise error
-        if counts[2] > 0:
-            raise RuntimeError("The PPL evaluation failed on another process; see its traceback.")
+        # One collective, also on a rank that failed. The distances are zero everywhere but this rank's pairs: the
+        # sum assembles every distance exactly (x + 0 = x, NaN kept).
+        summed = agree(
+            error,
+            totals=torch.cat([counts, full]),
+            world_size=world_size,
+            message="The PPL evaluation failed on another process; see its traceback.",
+        )
+        assert summed is not None
+        counts, full = summed[:2], summed[2:]
         distances = full.cpu()
         num_nonfinite = int(torch.isnan(distances).sum())
         mean, std, kept = reduce_path_lengths(distances, *self.discard)

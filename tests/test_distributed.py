@@ -1,0 +1,77 @@
+"""lightning_ganeval.distributed: one process (no collective), and a real pass that fails on one of 2 ranks."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from lightning_ganeval.distributed import OtherRankFailed, agree, barrier, broadcast_object, rank_and_world_size
+
+
+def test_one_process_needs_no_process_group() -> None:
+    assert rank_and_world_size() == (0, 1)
+    assert broadcast_object({"a": 1}) == {"a": 1}
+    barrier()
+    totals = agree(None, totals=torch.tensor([1.0, 2.0], dtype=torch.float64))
+    assert totals is not None
+    assert totals.tolist() == [1.0, 2.0]
+    assert agree(None) is None
+    with pytest.raises(KeyError, match="mine"):
+        agree(KeyError("mine"))
+
+
+class _Images(torch.utils.data.Dataset):
+    """8 images; item 3 (in rank 1's shard of 2) cannot be read."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if index == 3:
+            raise OSError("item 3 is unreadable")
+        return torch.full((3, 8, 8), index / 8)
+
+
+def _worker(rank: int, workdir: str) -> None:
+    from fakes import FakeExtractor
+
+    from lightning_ganeval.metrics import FID
+    from lightning_ganeval.real_pass import prepare_real_data
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{os.path.join(workdir, 'store')}",
+        rank=rank,
+        world_size=2,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    try:
+        metric = FID()
+        loader = torch.utils.data.DataLoader(_Images(), batch_size=2)
+        prepare_real_data(loader, [(FakeExtractor(), metric)], space=(0, 1), cache=False)
+        outcome = "finished"
+    except OtherRankFailed as err:
+        outcome = f"OtherRankFailed: {err}"
+    except Exception as err:  # the failing rank's own error, or (before the fix) a timed-out collective
+        outcome = f"{type(err).__name__}: {err}"
+    finally:
+        dist.destroy_process_group()
+    Path(workdir, f"rank{rank}.json").write_text(json.dumps(outcome))
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_a_real_pass_failing_on_one_rank_stops_every_rank(tmp_path: Path) -> None:
+    # Before distributed.agree in the real pass, rank 0 waited in the moments' merge until gloo's 60 s timeout.
+    mp.start_processes(_worker, args=(str(tmp_path),), nprocs=2, start_method="spawn", join=True)
+    outcomes = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert outcomes[1] == "OSError: item 3 is unreadable"
+    assert outcomes[0] == "OtherRankFailed: The real pass failed on another process; see its error."
