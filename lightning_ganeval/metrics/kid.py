@@ -152,6 +152,7 @@ def _gram_sums(left: Tensor, right: Tensor, split: int, degree: int, weights: Te
     device = left.device
     w = weights.to(left.dtype).T.contiguous()  # (count, n), exact: small integers
     w64 = weights.to(torch.float64).T.contiguous()
+    w64_twice = w64 * 2  # the strictly lower blocks stand for the upper ones too
     sums = torch.zeros(3, count, dtype=torch.float64, device=device)  # within real, within generated, cross
     centre = _typical_kernel(left, degree)
     bounds = _block_bounds(0, split, _BLOCK_ROWS) + _block_bounds(split, n, _BLOCK_ROWS)[1:]
@@ -170,8 +171,7 @@ def _gram_sums(left: Tensor, right: Tensor, split: int, degree: int, weights: Te
             trace = w64[:, lo:hi] @ kernel[:, lo:hi].diagonal().to(torch.float64)
             first = 0 if lo < split else split  # the first column of the block's own set
             row = 0 if lo < split else 1
-            own = _column_dots(reduced64, w64, first, lo) * 2 + _column_dots(reduced64, w64, lo, hi) - trace
-            sums[row] += own
+            sums[row] += _column_dots(reduced64, w64_twice, first, lo) + _column_dots(reduced64, w64, lo, hi) - trace
             if lo >= split:
                 sums[2] += _column_dots(reduced64, w64, 0, split)
     return sums[0], sums[1], sums[2]
@@ -193,7 +193,8 @@ def _column_dots(reduced: Tensor, weights: Tensor, lo: int, hi: int) -> Tensor:
     """Σⱼ reduced[s, j] weights[s, j] over the columns lo:hi, for each row s (zeros for no columns)."""
     if hi <= lo:
         return reduced.new_zeros(reduced.shape[0])
-    return torch.linalg.vecdot(reduced[:, lo:hi], weights[:, lo:hi])
+    # A batch of (1 x len) @ (len x 1) products: one pass, no temporary of the products.
+    return torch.bmm(reduced[:, None, lo:hi], weights[:, lo:hi, None]).flatten()
 
 
 def _subset_sums(
@@ -357,8 +358,8 @@ def kid_subset_values(
         return torch.zeros(0, dtype=torch.float64, device=device)
     real_indices = real_indices.to(device=device, dtype=torch.long)
     fake_indices = fake_indices.to(device=device, dtype=torch.long)
-    real_used, real_pos = torch.unique(real_indices, return_inverse=True)
-    fake_used, fake_pos = torch.unique(fake_indices, return_inverse=True)
+    real_used, real_pos = _used_rows(real_indices, real.shape[0])
+    fake_used, fake_pos = _used_rows(fake_indices, fake.shape[0])
     # Only the drawn rows are read: with n much larger than subsets x size most rows are never needed.
     real_rows = real.detach() if len(real_used) == real.shape[0] else real.detach()[real_used]
     fake_rows = fake.detach().to(device)
@@ -368,6 +369,18 @@ def kid_subset_values(
         # Finite features whose powers overflow float32: float64 has the range.
         values = _subset_values(real_rows, fake_rows, real_pos, fake_pos, degree, gamma, coef0, torch.float64)
     return values
+
+
+def _used_rows(indices: Tensor, rows: int) -> tuple[Tensor, Tensor]:
+    """The distinct rows drawn, ascending, and each index's position among them (``torch.unique``'s inverse),
+    through a mask of the rows rather than a sort of every index (1.1 s for 2 x 100,000 indices, loaded)."""
+    if len(indices) == 0 or int(indices.min()) < 0 or int(indices.max()) >= rows:
+        return torch.unique(indices, return_inverse=True)  # let indexing raise or wrap as it does
+    drawn = torch.zeros(rows, dtype=torch.bool, device=indices.device)
+    drawn[indices.flatten()] = True
+    used = drawn.nonzero().flatten()
+    position = torch.cumsum(drawn, dim=0) - 1
+    return used, position[indices]
 
 
 def _check_finite(real: Tensor, fake: Tensor) -> bool:
