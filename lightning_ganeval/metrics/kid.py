@@ -12,10 +12,12 @@ Conventions that change the numbers (Bińkowski et al. 2018, "Demystifying MMD G
   torchmetrics' ``KernelInceptionDistance`` reports ``torch.std`` (``ddof=1``), √(s/(s−1)) larger.
 
 The inner products run in IEEE float32 (``dtype=torch.float32``, the default) on rows centred by their mean, with
-the large common part added in float64; the kernel sums accumulate in float64. The result is within 1e-5 of the
-kernel's scale (the mean k(x, y), the size of the three kernel means whose difference MMD² is) of the all-float64
-computation (``dtype=torch.float64``); measured on pool3-like features: ~1e-9 of the scale, ~2e-7 of a KID of
-4e-3. Everything runs on the device of the inputs. The subsets are drawn by a CPU
+the large common part added in float64; the kernel values, less a constant near all of them (which cancels in
+MMD²), are summed in float32 over at most a few thousand terms and those sums added in float64. The result is
+within 1e-5 of the kernel's scale (the mean k(x, y), the size of the three kernel means whose difference MMD² is)
+of the all-float64 computation (``dtype=torch.float64``); measured on pool3-like features: ~4e-9 of the scale,
+the float32 rounding of the kernel values themselves (the same as with float64 sums), ~1e-6 of a KID of
+2e-2. Everything runs on the device of the inputs. The subsets are drawn by a CPU
 :class:`torch.Generator` seeded with ``seed``, over row positions: with rows in global sample order the value
 depends only on the features and the seed, not on how many processes produced them or on the device. The draws
 differ from torch-fidelity's (``numpy.random.RandomState.choice``), so per-seed values differ from
@@ -261,7 +263,7 @@ def mmd2_unbiased(
     MMD²ᵤ = Σ_{i≠j} k(xᵢ, xⱼ) / (n(n−1)) + Σ_{i≠j} k(yᵢ, yⱼ) / (m(m−1)) − 2 Σᵢⱼ k(xᵢ, yⱼ) / (nm), with
     k(x, y) = (γ·xᵀy + c₀)^degree. With n = m this is torch-fidelity's ``mmd2(..., mmd_est="unbiased")`` on one
     subset holding every row, and it is the expectation of each subset value of :func:`kid_from_features`.
-    The Gram matrices are computed in blocks of rows, so memory is O(256 x (n + m)), not O(n²).
+    The Gram matrices are computed in blocks of rows, so memory is O(512 x (n + m)), not O(n²).
 
     Args:
         real: ``(n, d)`` features, n >= 2.
@@ -324,8 +326,8 @@ def kid_subset_values(
     The building block of :func:`kid_from_features`, exposed so that a caller (or a test) can choose the
     subsets, e.g. to reproduce another implementation's draws. When the subsets together draw few distinct rows
     compared with their total size (10,000 rows per side for 100 subsets of 1000, say), one Gram matrix of the
-    distinct rows serves every subset, through float64 products with each subset's row multiplicities;
-    otherwise each subset gets its own. Both give the same sums up to rounding.
+    distinct rows serves every subset, through products with each subset's row multiplicities; otherwise each
+    subset gets its own, a batch of subsets at a time. Both give the same sums up to rounding.
 
     Args:
         real: ``(n, d)`` features.
