@@ -72,12 +72,18 @@ def _row(name: str, ours: float, peer: str, peer_value: float) -> dict[str, Any]
 
 
 def _interleaved_best(methods: dict[str, Callable[[], Any]], repeats: int, device: torch.device) -> dict:
-    """{name: (best seconds, last value)} over ``repeats`` interleaved rounds of every method."""
+    """{name: (best seconds, last value)} over ``repeats`` interleaved rounds of every method.
+
+    Each call is printed with the 1-minute load average before and after it (the machine is shared: a ratio
+    means something only between calls made under about the same load).
+    """
     best: dict[str, float] = dict.fromkeys(methods, math.inf)
     values: dict[str, Any] = {}
     for _ in range(repeats):
         for name, fn in methods.items():
+            load = os.getloadavg()[0]
             seconds, values[name] = _timed(fn, device)
+            print(f"  {name:8s} {seconds:7.2f} s   load {load:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
             best[name] = min(best[name], seconds)
     return {name: (best[name], values[name]) for name in methods}
 
@@ -88,7 +94,9 @@ def _mean_cross_kernel(real: torch.Tensor, fake: torch.Tensor) -> float:
     return float(((x @ y.T) / x.shape[1] + 1).pow(3).mean())
 
 
-def _run_on(device: torch.device, quick: bool, n: int | None, repeats: int) -> list[dict[str, Any]]:
+def _run_on(
+    device: torch.device, quick: bool, n: int | None, repeats: int, only: str | None = None, with_float64: bool = True
+) -> list[dict[str, Any]]:
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
     from torch_fidelity.metric_prc import prc_features_to_metric
 
@@ -112,57 +120,70 @@ def _run_on(device: torch.device, quick: bool, n: int | None, repeats: int) -> l
     def ours_pr(dtype: torch.dtype) -> Callable[[], Any]:
         return lambda: precision_recall_density_coverage(real, fake, k=k, dtype=dtype)
 
-    kid_times = _interleaved_best(
-        {
+    rows: list[dict[str, Any]] = []
+    if only in (None, "kid"):
+        kid_methods = {
             "ours": ours_kid(torch.float32),
             "peer": lambda: kid_features_to_metric(
                 real, fake, kid_subsets=subsets, kid_subset_size=subset_size, rng_seed=0, verbose=False
             ),
-            "ours64": ours_kid(torch.float64),
-        },
-        repeats,
-        device,
-    )
-    pr_times = _interleaved_best(
-        {
+        }
+        if with_float64:
+            kid_methods["ours64"] = ours_kid(torch.float64)
+        print(f"KID, {size}:")
+        kid_times = _interleaved_best(kid_methods, repeats, device)
+        kid_mean, kid_std = kid_times["ours"][1]
+        peer_kid = kid_times["peer"][1]
+        peer_mean, peer_std = peer_kid[KEY_METRIC_KID_MEAN], peer_kid[KEY_METRIC_KID_STD]
+        allowed = 5 * math.hypot(kid_std, peer_std) / math.sqrt(subsets)
+        if abs(kid_mean - peer_mean) > allowed:
+            raise RuntimeError(f"KID {kid_mean!r} vs torch-fidelity {peer_mean!r}: more than 5 standard errors apart")
+        kid_peer = "torch-fidelity kid_features_to_metric (numpy float32"
+        kid_peer += ", on the CPU)" if device.type == "cuda" else ")"
+        kid_name = f"KID {subsets} subsets of {subset_size}, {size}"
+        rows.append(_row(kid_name, kid_times["ours"][0], kid_peer, kid_times["peer"][0]))
+        if with_float64:
+            kid64_mean = kid_times["ours64"][1][0]
+            scale = _mean_cross_kernel(real, fake)
+            if abs(kid_mean - kid64_mean) > 1e-5 * scale:
+                raise RuntimeError(f"KID float32 {kid_mean!r} vs float64 {kid64_mean!r}: beyond 1e-5 x {scale:.4g}")
+            print(
+                f"  KID float32 - float64 = {kid_mean - kid64_mean:.3g}"
+                f" ({(kid_mean - kid64_mean) / scale:.2g} of the kernel scale {scale:.4g})"
+            )
+            rows.append(
+                _row(f"  {kid_name}, ours dtype=float64", kid_times["ours64"][0], kid_peer, kid_times["peer"][0])
+            )
+    if only in (None, "pr"):
+        pr_methods = {
             "ours": ours_pr(torch.float32),
             "peer": lambda: prc_features_to_metric(fake, real, prc_neighborhood=k, prc_batch_size=10000, verbose=False),
-            "ours64": ours_pr(torch.float64),
-        },
-        repeats,
-        device,
-    )
-
-    (kid_mean, kid_std), (kid64_mean, _) = kid_times["ours"][1], kid_times["ours64"][1]
-    peer_kid = kid_times["peer"][1]
-    peer_mean, peer_std = peer_kid[KEY_METRIC_KID_MEAN], peer_kid[KEY_METRIC_KID_STD]
-    allowed = 5 * math.hypot(kid_std, peer_std) / math.sqrt(subsets)
-    if abs(kid_mean - peer_mean) > allowed:
-        raise RuntimeError(f"KID {kid_mean!r} vs torch-fidelity {peer_mean!r}: more than 5 standard errors apart")
-    scale = _mean_cross_kernel(real, fake)
-    if abs(kid_mean - kid64_mean) > 1e-5 * scale:
-        raise RuntimeError(f"KID float32 {kid_mean!r} vs float64 {kid64_mean!r}: beyond 1e-5 x {scale:.4g}")
-    ours_pr_value, ours64_pr_value, peer_pr = (pr_times[key][1] for key in ("ours", "ours64", "peer"))
-    if ours_pr_value != ours64_pr_value:
-        raise RuntimeError(f"precision/recall float32 {ours_pr_value} vs float64 {ours64_pr_value}: not identical")
-    for key in ("precision", "recall"):
-        if abs(ours_pr_value[key] - peer_pr[key]) > 1e-3:
-            raise RuntimeError(f"{key} {ours_pr_value[key]!r} vs torch-fidelity {peer_pr[key]!r}: not the same")
-
-    kid_peer = "torch-fidelity kid_features_to_metric (numpy float32"
-    kid_peer += ", on the CPU)" if device.type == "cuda" else ")"
-    pr_peer = "torch-fidelity prc_features_to_metric (float32 cdist)"
-    kid_name = f"KID {subsets} subsets of {subset_size}, {size}"
-    pr_name = f"Precision/recall k={k} (ours: + density/coverage), {size}"
-    return [
-        _row(kid_name, kid_times["ours"][0], kid_peer, kid_times["peer"][0]),
-        _row(f"  {kid_name}, ours dtype=float64", kid_times["ours64"][0], kid_peer, kid_times["peer"][0]),
-        _row(pr_name, pr_times["ours"][0], pr_peer, pr_times["peer"][0]),
-        _row(f"  {pr_name}, ours dtype=float64", pr_times["ours64"][0], pr_peer, pr_times["peer"][0]),
-    ]
+        }
+        if with_float64:
+            pr_methods["ours64"] = ours_pr(torch.float64)
+        print(f"Precision/recall, {size}:")
+        pr_times = _interleaved_best(pr_methods, repeats, device)
+        ours_pr_value, peer_pr = pr_times["ours"][1], pr_times["peer"][1]
+        if with_float64 and ours_pr_value != pr_times["ours64"][1]:
+            raise RuntimeError(f"precision/recall float32 {ours_pr_value} vs float64 {pr_times['ours64'][1]}: differ")
+        for key in ("precision", "recall"):
+            if abs(ours_pr_value[key] - peer_pr[key]) > 1e-3:
+                raise RuntimeError(f"{key} {ours_pr_value[key]!r} vs torch-fidelity {peer_pr[key]!r}: not the same")
+        pr_peer = "torch-fidelity prc_features_to_metric (float32 cdist)"
+        pr_name = f"Precision/recall k={k} (ours: + density/coverage), {size}"
+        rows.append(_row(pr_name, pr_times["ours"][0], pr_peer, pr_times["peer"][0]))
+        if with_float64:
+            rows.append(_row(f"  {pr_name}, ours dtype=float64", pr_times["ours64"][0], pr_peer, pr_times["peer"][0]))
+    return rows
 
 
-def run(quick: bool = False, n: int | None = None, repeats: int | None = None) -> list[dict[str, Any]]:
+def run(
+    quick: bool = False,
+    n: int | None = None,
+    repeats: int | None = None,
+    only: str | None = None,
+    with_float64: bool = True,
+) -> list[dict[str, Any]]:
     """Time KID and precision/recall, ours vs torch-fidelity, on the CPU and (when available) on CUDA.
 
     Rows follow the ``benchmarks/run_all.py`` format; ratio = peer time / our time (> 1: we are faster).
@@ -171,11 +192,13 @@ def run(quick: bool = False, n: int | None = None, repeats: int | None = None) -
         quick: n = 2,000 per side, 20 KID subsets and 2 repeats instead of 10,000, 100 and 3.
         n: Rows per side instead of the default of the mode.
         repeats: Interleaved timed calls of each method (the best is reported).
+        only: ``"kid"`` or ``"pr"`` for one of the two benchmarks.
+        with_float64: Also time (and check against) our ``dtype=torch.float64`` path.
     """
     repeats = repeats or (2 if quick else 3)
-    rows = _run_on(torch.device("cpu"), quick, n, repeats)
+    rows = _run_on(torch.device("cpu"), quick, n, repeats, only, with_float64)
     if torch.cuda.is_available():
-        cuda_rows = _run_on(torch.device("cuda"), quick, n, repeats)
+        cuda_rows = _run_on(torch.device("cuda"), quick, n, repeats, only, with_float64)
         rows += [{**row, "benchmark": f"{row['benchmark']} [cuda]"} for row in cuda_rows]
     return rows
 
@@ -185,10 +208,13 @@ def _main() -> None:
     parser.add_argument("--quick", action="store_true", help="n = 2,000 per side, 20 KID subsets, 2 repeats")
     parser.add_argument("--n", type=int, default=None, help="rows per side (default 10,000; quick 2,000)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved timed calls (default 3; quick 2)")
+    parser.add_argument("--only", choices=("kid", "pr"), default=None, help="one of the two benchmarks")
+    parser.add_argument("--no-float64", action="store_true", help="skip our dtype=torch.float64 path")
     args = parser.parse_args()
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average before: {load}")
-    print(format_table(run(quick=args.quick, n=args.n, repeats=args.repeats)))
+    rows = run(quick=args.quick, n=args.n, repeats=args.repeats, only=args.only, with_float64=not args.no_float64)
+    print(format_table(rows))
     print(f"load average after: {', '.join(f'{value:.1f}' for value in os.getloadavg())}")
 
 

@@ -82,6 +82,7 @@ class FID(GenerativeMetric):
         self._reference: FrechetReference | None = None
         self._chunks: list[FIDMoments] = []
         self._bounds: list[int] = []
+        self._cov_buffer: Tensor | None = None
 
     def keys(self) -> list[str]:
         keys = [self.name, f"{self.name}_num_samples"]
@@ -175,14 +176,28 @@ class FID(GenerativeMetric):
         return {self.name: self._reference.distance(stats.mean, stats.cov), f"{self.name}_num_samples": count}
 
     def _distance(self, moments: FIDMoments) -> float:
-        """FID of the moments to the real statistics; NaN below 2 samples (every one excluded as non-finite)."""
+        """FID of the moments (n, mean, M2) to the real statistics; NaN below 2 samples (all excluded as non-finite).
+
+        The covariance M2 / (n − 1) is written into a buffer kept between evaluations: a new d x d matrix costs
+        a page fault per 4 KiB, more than the division. It is not symmetrised: M2 is a sum of XᵀX products and
+        outer products, symmetric up to rounding, and the distance reads it through a congruence whose lower
+        triangle is all the eigenvalue problem reads (the difference is rounding, ~1e-16 relative). Finiteness
+        is checked only when the distance fails, which non-finite statistics make it do: a scan of d² values
+        per evaluation saved.
+        """
         assert self._reference is not None
-        if int(moments.n.item()) < 2:
+        n, mean, m2 = int(moments.n.item()), moments.mean, moments.m2
+        if n < 2:
             return math.nan
+        buffer = self._cov_buffer
+        if buffer is None or buffer.shape != m2.shape or buffer.dtype != m2.dtype or buffer.device != m2.device:
+            buffer = self._cov_buffer = torch.empty_like(m2)
+        cov = torch.div(m2, n - 1, out=buffer)
         try:
-            stats = moments.compute(sync=False)
-        except ValueError as err:
-            raise ValueError(
-                f"`{self.name}`: the features are not finite; the mean/covariance hold NaN or Inf."
-            ) from err
-        return self._reference.distance(stats.mean, stats.cov)
+            return self._reference.distance(mean, cov)
+        except ValueError:
+            if not bool(torch.isfinite(mean).all() and torch.isfinite(cov).all()):
+                raise ValueError(
+                    f"`{self.name}`: the features are not finite; the mean/covariance hold NaN or Inf."
+                ) from None
+            raise

@@ -12,10 +12,12 @@ Conventions that change the numbers (Bińkowski et al. 2018, "Demystifying MMD G
   torchmetrics' ``KernelInceptionDistance`` reports ``torch.std`` (``ddof=1``), √(s/(s−1)) larger.
 
 The inner products run in IEEE float32 (``dtype=torch.float32``, the default) on rows centred by their mean, with
-the large common part added in float64; the kernel sums accumulate in float64. The result is within 1e-5 of the
-kernel's scale (the mean k(x, y), the size of the three kernel means whose difference MMD² is) of the all-float64
-computation (``dtype=torch.float64``); measured on pool3-like features: ~1e-9 of the scale, ~2e-7 of a KID of
-4e-3. Everything runs on the device of the inputs. The subsets are drawn by a CPU
+the large common part added in float64; the kernel values, less a constant near all of them (which cancels in
+MMD²), are summed in float32 over at most a few thousand terms and those sums added in float64. The result is
+within 1e-5 of the kernel's scale (the mean k(x, y), the size of the three kernel means whose difference MMD² is)
+of the all-float64 computation (``dtype=torch.float64``); measured on pool3-like features: ~4e-9 of the scale,
+the float32 rounding of the kernel values themselves (the same as with float64 sums), ~1e-6 of a KID of
+2e-2. Everything runs on the device of the inputs. The subsets are drawn by a CPU
 :class:`torch.Generator` seeded with ``seed``, over row positions: with rows in global sample order the value
 depends only on the features and the seed, not on how many processes produced them or on the device. The draws
 differ from torch-fidelity's (``numpy.random.RandomState.choice``), so per-seed values differ from
@@ -34,12 +36,15 @@ from lightning_ganeval.metrics.base import PerSampleMetric, ieee_float32_matmul
 
 __all__ = ["KID", "kid_from_features", "kid_subset_values", "mmd2_unbiased"]
 
-# Rows per block of a Gram matrix: small enough that the lower triangle by blocks skips most of the upper half
-# of a 2 x 1000-row subset, large enough for full-speed matrix products.
-_BLOCK_ROWS = 256
-# A float64 multiply-add costs about twice a float32 one; used by the cost model that picks one Gram matrix of
-# every drawn row or one per subset.
-_FLOAT64_COST = 2.0
+# Rows per block of a Gram matrix. One Gram matrix of every drawn row (or of all rows, for mmd2_unbiased) is
+# computed in blocks of this many rows against the rows before them (the lower triangle by blocks, about 2 % of
+# the upper half computed at 20,000 rows); a subset of 2 x 1000 rows in blocks of half as many (4 blocks of 250
+# per side: 12 % more than the exact half, against 50 % more with one block per side).
+_BLOCK_ROWS = 512
+# Budget of the gathered rows of the subsets computed together (one batched product per block), in bytes: larger
+# batches mean fewer, larger operations (each parallel operation waits for every thread, which costs far more
+# than its work on a loaded machine), smaller ones less memory.
+_BATCH_BYTES = 96 * 2**20
 
 
 def _check_int(value: object, name: str, minimum: int) -> int:
@@ -130,58 +135,118 @@ def _block_bounds(start: int, stop: int, block_rows: int) -> list[int]:
     return [start + i * (stop - start) // count for i in range(count + 1)]
 
 
-def _weighted_sum(block: Tensor, weights: Tensor | None, lo: int, hi: int, columns: tuple[int, int] | None) -> Tensor:
-    """Σᵢⱼ wᵢ K[i, j] wⱼ over rows lo:hi of K (``block``) and ``columns`` (None: ``block``'s one column,
-    unweighted), per column of ``weights``; every row weighs 1 when ``weights`` is None."""
-    if columns is None:
-        part, column_weights = block, None
-    else:
-        part = block[:, columns[0] : columns[1]]
-        column_weights = None if weights is None else weights[columns[0] : columns[1]]
-    if weights is None:
-        return part.sum(dtype=torch.float64).reshape(1)
-    row_sums = part if column_weights is None else part @ column_weights
-    return (weights[lo:hi] * row_sums).sum(dim=0)
+def _gram_sums(left: Tensor, right: Tensor, split: int, degree: int, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Kernel sums of weighted rows: real rows are the first ``split`` of ``left``/``right``, generated the rest.
 
+    Returns, for each column w of ``weights`` (per-row multiplicities: a subset of rows, possibly with repeats, or
+    every row once), Σ_{p≠q} k over the pairs of positions of the real rows (wᵀKw − Σᵢ wᵢKᵢᵢ), the same for the
+    generated rows, and Σ k over the real-generated pairs (wₓᵀKwᵧ), as float64 ``(columns,)`` tensors.
 
-def _pair_sums(
-    left: Tensor, right: Tensor, split: int, degree: int, weights: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Kernel sums over the pairs of a set of real rows (the first ``split``) and generated rows (the rest).
-
-    Returns Σ_{i≠j} k(xᵢ, xⱼ), Σ_{i≠j} k(yᵢ, yⱼ) and Σᵢⱼ k(xᵢ, yⱼ), float64, for each column of ``weights``:
-    with per-row multiplicities w (a subset of rows, possibly with repeats), the sums over the subset's pairs of
-    positions are wᵀKw − Σᵢ wᵢKᵢᵢ within a set and wₓᵀK wᵧ across. ``weights=None`` means every row once.
-
-    The kernel matrix K = (left rightᵀ)^degree is computed by row blocks aligned with the real/generated boundary,
-    each against the rows up to the end of the block only: the symmetric within-set sums are twice the strictly
-    lower blocks plus the diagonal blocks, so about half of the two within-set products is skipped. Products
-    and the power run in the dtype of the factors (float32 by default, IEEE even where TF32/bfloat16 is
-    allowed), two passes over each block; every sum is accumulated in float64.
+    K = (left rightᵀ)^degree is computed by row blocks aligned with the real/generated boundary, each against the
+    rows up to the end of the block only: the within-set sums are twice the strictly lower blocks plus the
+    diagonal blocks, so about half of the two within-set products is skipped. Each block is reduced at once by
+    one more product, Wᵀ K (the float32 sums of at most ``_BLOCK_ROWS`` terms), whose columns are weighted and
+    summed in float64. The block and the reductions are written into buffers allocated once: a fresh allocation
+    of this size costs a page fault per 4 KiB, more than the power itself.
     """
     n = left.shape[0]
-    count = 1 if weights is None else weights.shape[1]
-    within_x = torch.zeros(count, dtype=torch.float64, device=left.device)
-    within_y = torch.zeros_like(within_x)
-    cross = torch.zeros_like(within_x)
+    count = weights.shape[1]
+    device = left.device
+    w = weights.to(left.dtype).T.contiguous()  # (count, n), exact: small integers
+    w64 = weights.to(torch.float64).T.contiguous()
+    w64_twice = w64 * 2  # the strictly lower blocks stand for the upper ones too
+    sums = torch.zeros(3, count, dtype=torch.float64, device=device)  # within real, within generated, cross
+    centre = _typical_kernel(left, degree)
     bounds = _block_bounds(0, split, _BLOCK_ROWS) + _block_bounds(split, n, _BLOCK_ROWS)[1:]
+    widest = max(hi - lo for lo, hi in itertools.pairwise(bounds))
+    block_buffer = torch.empty(widest * n, dtype=left.dtype, device=device)
+    reduced_buffer = torch.empty(count * n, dtype=left.dtype, device=device)
+    reduced64_buffer = torch.empty(count * n, dtype=torch.float64, device=device)
     with ieee_float32_matmul():
         for lo, hi in itertools.pairwise(bounds):
-            kernel = torch.matmul(left[lo:hi], right[:hi].T)
+            kernel = torch.matmul(left[lo:hi], right[:hi].T, out=block_buffer[: (hi - lo) * hi].view(hi - lo, hi))
             if degree != 1:
                 kernel.pow_(degree)
-            if weights is not None:
-                kernel = kernel.to(torch.float64)  # the products with the multiplicities, in float64
-            trace = _weighted_sum(kernel[:, lo:hi].diagonal()[:, None], weights, lo, hi, None)
-            if lo < split:
-                within_x += 2 * _weighted_sum(kernel, weights, lo, hi, (0, lo))
-                within_x += _weighted_sum(kernel, weights, lo, hi, (lo, hi)) - trace
-            else:
-                cross += _weighted_sum(kernel, weights, lo, hi, (0, split))
-                within_y += 2 * _weighted_sum(kernel, weights, lo, hi, (split, lo))
-                within_y += _weighted_sum(kernel, weights, lo, hi, (lo, hi)) - trace
-            del kernel
-    return within_x, within_y, cross
+            kernel.sub_(centre)
+            reduced = torch.matmul(w[:, lo:hi], kernel, out=reduced_buffer[: count * hi].view(count, hi))
+            reduced64 = reduced64_buffer[: count * hi].view(count, hi).copy_(reduced)
+            trace = w64[:, lo:hi] @ kernel[:, lo:hi].diagonal().to(torch.float64)
+            first = 0 if lo < split else split  # the first column of the block's own set
+            row = 0 if lo < split else 1
+            sums[row] += _column_dots(reduced64, w64_twice, first, lo) + _column_dots(reduced64, w64, lo, hi) - trace
+            if lo >= split:
+                sums[2] += _column_dots(reduced64, w64, 0, split)
+    return sums[0], sums[1], sums[2]
+
+
+def _typical_kernel(left: Tensor, degree: int) -> float:
+    """The kernel's base to the power ``degree`` at the mean row (centred row 0, offset the mean offset): a value
+    near every kernel value, subtracted from each before the sums.
+
+    Every kernel mean of MMD² (within real, within generated, cross) shifts by the same constant, which cancels
+    in k̄ₓₓ + k̄ᵧᵧ − 2k̄ₓᵧ; the float32 sums then add the kernel's variations around it instead of its
+    large common part, and their rounding shrinks with them (measured: 30x less on pool3-like features).
+    """
+    base = 2 * float(left[:, -2].mean(dtype=torch.float64)) if left.dtype == torch.float32 else 0.0
+    return base**degree
+
+
+def _column_dots(reduced: Tensor, weights: Tensor, lo: int, hi: int) -> Tensor:
+    """Σⱼ reduced[s, j] weights[s, j] over the columns lo:hi, for each row s (zeros for no columns)."""
+    if hi <= lo:
+        return reduced.new_zeros(reduced.shape[0])
+    # A batch of (1 x len) @ (len x 1) products: one pass, no temporary of the products.
+    return torch.bmm(reduced[:, None, lo:hi], weights[:, lo:hi, None]).flatten()
+
+
+def _subset_sums(
+    left: Tensor, right: Tensor, split: int, degree: int, real_pos: Tensor, fake_pos: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The kernel sums of :func:`_gram_sums` for each subset (rows ``real_pos[s]`` and ``split + fake_pos[s]``),
+    from each subset's own Gram matrix.
+
+    Subsets are computed a batch at a time: their rows gathered into one buffer, one batched product and one
+    power per row block for the whole batch, and float32 row sums (of at most 2 x subset_size terms) added in
+    float64.
+    """
+    subsets, size = real_pos.shape
+    width = left.shape[1]
+    device = left.device
+    picked = torch.cat([real_pos, fake_pos + split], dim=1)  # (subsets, 2 size)
+    batch = max(1, min(subsets, _BATCH_BYTES // (2 * 2 * size * width * left.element_size())))
+    bounds = _block_bounds(0, size, _BLOCK_ROWS // 2) + _block_bounds(size, 2 * size, _BLOCK_ROWS // 2)[1:]
+    widest = max(hi - lo for lo, hi in itertools.pairwise(bounds))
+    left_buffer = torch.empty(batch * 2 * size, width, dtype=left.dtype, device=device)
+    right_buffer = torch.empty_like(left_buffer)
+    block_buffer = torch.empty(batch * widest * 2 * size, dtype=left.dtype, device=device)
+    sums = torch.zeros(3, subsets, dtype=torch.float64, device=device)
+    centre = _typical_kernel(left, degree)
+    with ieee_float32_matmul():
+        for start in range(0, subsets, batch):
+            rows = picked[start : start + batch]
+            b = rows.shape[0]
+            x = torch.index_select(left, 0, rows.flatten(), out=left_buffer[: b * 2 * size]).view(b, 2 * size, width)
+            y = torch.index_select(right, 0, rows.flatten(), out=right_buffer[: b * 2 * size]).view(b, 2 * size, width)
+            for lo, hi in itertools.pairwise(bounds):
+                out = block_buffer[: b * (hi - lo) * hi].view(b, hi - lo, hi)
+                kernel = torch.bmm(x[:, lo:hi], y[:, :hi].transpose(1, 2), out=out)
+                if degree != 1:
+                    kernel.pow_(degree)
+                kernel.sub_(centre)
+                trace = kernel[:, :, lo:hi].diagonal(dim1=1, dim2=2).sum(dim=1, dtype=torch.float64)
+                first = 0 if lo < size else size
+                own = _row_sums(kernel, first, lo) * 2 + _row_sums(kernel, lo, hi) - trace
+                sums[0 if lo < size else 1, start : start + b] += own
+                if lo >= size:
+                    sums[2, start : start + b] += _row_sums(kernel, 0, size)
+    return sums[0], sums[1], sums[2]
+
+
+def _row_sums(kernel: Tensor, lo: int, hi: int) -> Tensor:
+    """Σ over the columns lo:hi and the rows of each batch entry: float32 row sums, added in float64."""
+    if hi <= lo:
+        return kernel.new_zeros(kernel.shape[0], dtype=torch.float64)
+    return kernel[:, :, lo:hi].sum(dim=2).sum(dim=1, dtype=torch.float64)
 
 
 def mmd2_unbiased(
@@ -198,7 +263,7 @@ def mmd2_unbiased(
     MMD²ᵤ = Σ_{i≠j} k(xᵢ, xⱼ) / (n(n−1)) + Σ_{i≠j} k(yᵢ, yⱼ) / (m(m−1)) − 2 Σᵢⱼ k(xᵢ, yⱼ) / (nm), with
     k(x, y) = (γ·xᵀy + c₀)^degree. With n = m this is torch-fidelity's ``mmd2(..., mmd_est="unbiased")`` on one
     subset holding every row, and it is the expectation of each subset value of :func:`kid_from_features`.
-    The Gram matrices are computed in blocks of rows, so memory is O(256 x (n + m)), not O(n²).
+    The Gram matrices are computed in blocks of rows, so memory is O(512 x (n + m)), not O(n²).
 
     Args:
         real: ``(n, d)`` features, n >= 2.
@@ -225,7 +290,8 @@ def mmd2_unbiased(
     n, m = real.shape[0], fake.shape[0]
     for attempt in (dtype, torch.float64):
         left, right = _kernel_factors(real.detach(), fake.detach(), gamma, coef0, attempt)
-        k_xx, k_yy, k_xy = _pair_sums(left, right, n, degree, None)
+        ones = torch.ones(n + m, 1, dtype=torch.float64, device=left.device)
+        k_xx, k_yy, k_xy = _gram_sums(left, right, n, degree, ones)
         value = float(k_xx / (n * (n - 1)) + k_yy / (m * (m - 1)) - 2 * k_xy / (n * m)) * gamma**degree
         if math.isfinite(value) or _check_finite(real, fake):
             return value
@@ -235,11 +301,12 @@ def mmd2_unbiased(
 def _one_gram_is_cheaper(used: int, d: int, subsets: int, size: int) -> bool:
     """Whether one Gram matrix of the ``used`` distinct rows costs less than one per subset of 2 x ``size`` rows.
 
-    Half of each Gram matrix is computed (the lower triangle by blocks): used² d / 2 multiply-adds once, plus the
-    float64 products with the (used x subsets) multiplicity matrix, against subsets (2 size)² d / 2.
+    Both compute the lower triangle by row blocks (the diagonal blocks whole): used (used + block) d / 2
+    multiply-adds once, plus the product with the (used x subsets) multiplicity matrix, against
+    subsets x 2 size (2 size + block / 2) d / 2.
     """
-    one = used * used * (d + _FLOAT64_COST * subsets) / 2
-    per_subset = subsets * (2 * size) ** 2 * d / 2
+    one = used * (used + _BLOCK_ROWS) * (d + subsets) / 2
+    per_subset = subsets * 2 * size * (2 * size + _BLOCK_ROWS // 2) * d / 2
     return one < per_subset
 
 
@@ -259,8 +326,8 @@ def kid_subset_values(
     The building block of :func:`kid_from_features`, exposed so that a caller (or a test) can choose the
     subsets, e.g. to reproduce another implementation's draws. When the subsets together draw few distinct rows
     compared with their total size (10,000 rows per side for 100 subsets of 1000, say), one Gram matrix of the
-    distinct rows serves every subset, through float64 products with each subset's row multiplicities;
-    otherwise each subset gets its own. Both give the same sums up to rounding.
+    distinct rows serves every subset, through products with each subset's row multiplicities; otherwise each
+    subset gets its own, a batch of subsets at a time. Both give the same sums up to rounding.
 
     Args:
         real: ``(n, d)`` features.
@@ -293,8 +360,8 @@ def kid_subset_values(
         return torch.zeros(0, dtype=torch.float64, device=device)
     real_indices = real_indices.to(device=device, dtype=torch.long)
     fake_indices = fake_indices.to(device=device, dtype=torch.long)
-    real_used, real_pos = torch.unique(real_indices, return_inverse=True)
-    fake_used, fake_pos = torch.unique(fake_indices, return_inverse=True)
+    real_used, real_pos = _used_rows(real_indices, real.shape[0])
+    fake_used, fake_pos = _used_rows(fake_indices, fake.shape[0])
     # Only the drawn rows are read: with n much larger than subsets x size most rows are never needed.
     real_rows = real.detach() if len(real_used) == real.shape[0] else real.detach()[real_used]
     fake_rows = fake.detach().to(device)
@@ -304,6 +371,18 @@ def kid_subset_values(
         # Finite features whose powers overflow float32: float64 has the range.
         values = _subset_values(real_rows, fake_rows, real_pos, fake_pos, degree, gamma, coef0, torch.float64)
     return values
+
+
+def _used_rows(indices: Tensor, rows: int) -> tuple[Tensor, Tensor]:
+    """The distinct rows drawn, ascending, and each index's position among them (``torch.unique``'s inverse),
+    through a mask of the rows rather than a sort of every index (1.1 s for 2 x 100,000 indices, loaded)."""
+    if len(indices) == 0 or int(indices.min()) < 0 or int(indices.max()) >= rows:
+        return torch.unique(indices, return_inverse=True)  # let indexing raise or wrap as it does
+    drawn = torch.zeros(rows, dtype=torch.bool, device=indices.device)
+    drawn[indices.flatten()] = True
+    used = drawn.nonzero().flatten()
+    position = torch.cumsum(drawn, dim=0) - 1
+    return used, position[indices]
 
 
 def _check_finite(real: Tensor, fake: Tensor) -> bool:
@@ -338,14 +417,10 @@ def _subset_values(
         ones = torch.ones(subsets * size, dtype=torch.float64, device=device)
         weights.index_put_((real_pos.flatten(), columns.flatten()), ones, accumulate=True)
         weights.index_put_(((fake_pos + split).flatten(), columns.flatten()), ones, accumulate=True)
-        k_xx, k_yy, k_xy = _pair_sums(left, right, split, degree, weights)
-        return ((k_xx + k_yy) / pairs - 2 * k_xy / (size * size)) * scale
-    values = torch.empty(subsets, dtype=torch.float64, device=device)
-    for s in range(subsets):
-        picked = torch.cat([real_pos[s], fake_pos[s] + split])
-        k_xx, k_yy, k_xy = _pair_sums(left[picked], right[picked], size, degree, None)
-        values[s] = ((k_xx + k_yy) / pairs - 2 * k_xy / (size * size))[0] * scale
-    return values
+        k_xx, k_yy, k_xy = _gram_sums(left, right, split, degree, weights)
+    else:
+        k_xx, k_yy, k_xy = _subset_sums(left, right, split, degree, real_pos, fake_pos)
+    return ((k_xx + k_yy) / pairs - 2 * k_xy / (size * size)) * scale
 
 
 def kid_from_features(
