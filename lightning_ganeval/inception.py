@@ -112,15 +112,64 @@ def resize_tf1(images: Tensor, size: int = INPUT_SIZE) -> Tensor:
 # --------------------------------------------------------------------------------------------- network
 
 
-class _ConvReLU(nn.Module):
-    """A convolution with bias followed by ReLU: a BasicConv2d (conv, BatchNorm, ReLU) with the BatchNorm folded."""
+def _onednn(x: Tensor) -> bool:
+    """Whether ``x`` goes through oneDNN's fused convolution (CPU tensors, oneDNN present and not switched off)."""
+    return x.device.type == "cpu" and torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available()
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+
+class _ConvReLU(nn.Module):
+    """A convolution with bias followed by ReLU: a BasicConv2d (conv, BatchNorm, ReLU) with the BatchNorm folded.
+
+    On CPU the ReLU runs inside oneDNN's convolution (a post-op: the output is written once, not read back and
+    rewritten by a separate ReLU) on weights reordered once into oneDNN's blocked layout, instead of at every
+    call. The values are those of ``relu(conv(x))``: the same kernel, the ReLU applied to its float32 result.
+
+    Args:
+        conv: The folded convolution.
+        relu: ``False`` for a plain convolution (the pooling branches pool before their ReLU).
+    """
+
+    def __init__(self, conv: nn.Conv2d, relu: bool = True) -> None:
         super().__init__()
         self.conv = conv
+        self.relu = relu
+        # (source weight's storage, version, dtype) -> oneDNN-packed weight; rebuilt when .to() moves or casts.
+        self._packed: tuple[tuple[int, int, torch.dtype], Tensor] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # An opaque oneDNN tensor neither pickles nor deep-copies; it is rebuilt on the next CPU call.
+        state = self.__dict__.copy()
+        state["_packed"] = None
+        return state
+
+    def _packed_weight(self, x: Tensor) -> Tensor:
+        weight = self.conv.weight
+        key = (weight.data_ptr(), weight._version, weight.dtype)
+        if self._packed is None or self._packed[0] != key:
+            # The layout is chosen for the first input's shape; other batch sizes use it as is (same values).
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                weight.detach(), self.conv.padding, self.conv.stride, self.conv.dilation, self.conv.groups, list(x.shape)
+            )
+            self._packed = (key, packed)
+        return self._packed[1]
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.conv(x), inplace=True)
+        if _onednn(x):
+            conv = self.conv
+            return torch.ops.mkldnn._convolution_pointwise(
+                x,
+                self._packed_weight(x),
+                conv.bias,
+                conv.padding,
+                conv.stride,
+                conv.dilation,
+                conv.groups,
+                "relu" if self.relu else "none",
+                [],
+                "",
+            )
+        y = self.conv(x)
+        return F.relu(y, inplace=True) if self.relu else y
 
 
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -154,8 +203,19 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return folded.requires_grad_(False)
 
 
-def _fold(basic: nn.Module) -> _ConvReLU:
-    return _ConvReLU(fold_conv_bn(basic.conv, basic.bn))
+def _fold(basic: nn.Module, relu: bool = True) -> _ConvReLU:
+    return _ConvReLU(fold_conv_bn(basic.conv, basic.bn), relu=relu)
+
+
+def _pool_branch(conv: _ConvReLU, x: Tensor) -> Tensor:
+    """``relu(conv(avg_pool(x)))`` computed as ``relu(avg_pool(conv(x)))``.
+
+    A 1x1 convolution commutes with the 3x3 average (both are linear, and the average's weights sum to one even
+    where TF excludes the zero padding, so the bias passes through): pooling the convolution's output pools 4 to
+    11 times fewer channels. Equal up to float32 rounding.
+    """
+    pooled = F.avg_pool2d(conv(x), kernel_size=3, stride=1, padding=1, count_include_pad=False)
+    return F.relu(pooled, inplace=True)
 
 
 def _concat_convs(convs: list[_ConvReLU]) -> tuple[_ConvReLU, list[int]]:
@@ -179,15 +239,13 @@ class _BlockA(nn.Module):
         self.branch5x5_2 = _fold(block.branch5x5_2)
         self.branch3x3dbl_2 = _fold(block.branch3x3dbl_2)
         self.branch3x3dbl_3 = _fold(block.branch3x3dbl_3)
-        self.branch_pool = _fold(block.branch_pool)
+        self.branch_pool = _fold(block.branch_pool, relu=False)
 
     def forward(self, x: Tensor) -> Tensor:
         b1, b5, b3 = self.stem(x).split(self.splits, dim=1)
         b5 = self.branch5x5_2(b5)
         b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(b3))
-        # TF's average pool excludes the zero padding from the mean.
-        bp = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False))
-        return torch.cat([b1, b5, b3, bp], 1)
+        return torch.cat([b1, b5, b3, _pool_branch(self.branch_pool, x)], 1)
 
 
 class _BlockB(nn.Module):
@@ -221,14 +279,13 @@ class _BlockC(nn.Module):
         self.branch7x7dbl_3 = _fold(block.branch7x7dbl_3)
         self.branch7x7dbl_4 = _fold(block.branch7x7dbl_4)
         self.branch7x7dbl_5 = _fold(block.branch7x7dbl_5)
-        self.branch_pool = _fold(block.branch_pool)
+        self.branch_pool = _fold(block.branch_pool, relu=False)
 
     def forward(self, x: Tensor) -> Tensor:
         b1, b7, bd = self.stem(x).split(self.splits, dim=1)
         b7 = self.branch7x7_3(self.branch7x7_2(b7))
         bd = self.branch7x7dbl_5(self.branch7x7dbl_4(self.branch7x7dbl_3(self.branch7x7dbl_2(bd))))
-        bp = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False))
-        return torch.cat([b1, b7, bd, bp], 1)
+        return torch.cat([b1, b7, bd, _pool_branch(self.branch_pool, x)], 1)
 
 
 class _BlockD(nn.Module):
@@ -264,7 +321,8 @@ class _BlockE(nn.Module):
         self.branch3x3dbl_2 = _fold(block.branch3x3dbl_2)
         self.branch3x3dbl_3a = _fold(block.branch3x3dbl_3a)
         self.branch3x3dbl_3b = _fold(block.branch3x3dbl_3b)
-        self.branch_pool = _fold(block.branch_pool)
+        # The average-pooling branch pools after its convolution (see _pool_branch); max does not commute.
+        self.branch_pool = _fold(block.branch_pool, relu=max_pool)
 
     def forward(self, x: Tensor) -> Tensor:
         b1, b3, bd = self.stem(x).split(self.splits, dim=1)
@@ -273,10 +331,10 @@ class _BlockE(nn.Module):
         bd = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)
         if self.max_pool:
             # The TF graph's last block max-pools here (pytorch-fid's FIDInceptionE_2).
-            pooled = F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+            bp = self.branch_pool(F.max_pool2d(x, kernel_size=3, stride=1, padding=1))
         else:
-            pooled = F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
-        return torch.cat([b1, b3, bd, self.branch_pool(pooled)], 1)
+            bp = _pool_branch(self.branch_pool, x)
+        return torch.cat([b1, b3, bd, bp], 1)
 
 
 class _FoldedInception(nn.Module):
