@@ -148,7 +148,12 @@ class _ConvReLU(nn.Module):
         if self._packed is None or self._packed[0] != key:
             # The layout is chosen for the first input's shape; other batch sizes use it as is (same values).
             packed = torch.ops.mkldnn._reorder_convolution_weight(
-                weight.detach(), self.conv.padding, self.conv.stride, self.conv.dilation, self.conv.groups, list(x.shape)
+                weight.detach(),
+                self.conv.padding,
+                self.conv.stride,
+                self.conv.dilation,
+                self.conv.groups,
+                list(x.shape),
             )
             self._packed = (key, packed)
         return self._packed[1]
@@ -205,6 +210,22 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 def _fold(basic: nn.Module, relu: bool = True) -> _ConvReLU:
     return _ConvReLU(fold_conv_bn(basic.conv, basic.bn), relu=relu)
+
+
+def _fold_input_normalisation(conv: nn.Conv2d) -> nn.Conv2d:
+    """Fold the TF graph's input normalisation ``(x - 128) / 128`` into the first convolution, in place.
+
+    ``conv((x - 128) / 128) = (w / 128) * x + (b - sum(w))``: an identity because this convolution has no padding
+    (every output reads real pixels only). Dividing by a power of two is exact and the bias is computed in float64
+    from the stored weights, so the only change is float32 rounding; it saves two passes over the resized input.
+    """
+    if conv.padding not in ((0, 0), 0, "valid"):
+        raise ValueError("the input normalisation can only be folded into a convolution without padding")
+    with torch.no_grad():
+        shift = conv.weight.double().sum(dim=(1, 2, 3))
+        conv.bias.copy_(conv.bias.double() - shift)
+        conv.weight.div_(128)
+    return conv
 
 
 def _pool_branch(conv: _ConvReLU, x: Tensor) -> Tensor:
@@ -326,27 +347,39 @@ class _BlockE(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b1, b3, bd = self.stem(x).split(self.splits, dim=1)
-        b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
+        # Two convolutions read this channel slice: make it contiguous once rather than once in each.
+        b3 = b3.contiguous(memory_format=torch.channels_last)
         bd = self.branch3x3dbl_2(bd)
-        bd = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)
         if self.max_pool:
             # The TF graph's last block max-pools here (pytorch-fid's FIDInceptionE_2).
             bp = self.branch_pool(F.max_pool2d(x, kernel_size=3, stride=1, padding=1))
         else:
             bp = _pool_branch(self.branch_pool, x)
-        return torch.cat([b1, b3, bd, bp], 1)
+        # One concatenation in the original channel order (b1, [3x3_2a, 3x3_2b], [dbl_3a, dbl_3b], pool).
+        return torch.cat(
+            [
+                b1,
+                self.branch3x3_2a(b3),
+                self.branch3x3_2b(b3),
+                self.branch3x3dbl_3a(bd),
+                self.branch3x3dbl_3b(bd),
+                bp,
+            ],
+            1,
+        )
 
 
 class _FoldedInception(nn.Module):
     """The layers of torch-fidelity's FeatureExtractorInceptionV3 with BatchNorm folded and 1x1 convolutions merged.
 
-    Takes the normalised 299 x 299 input ((x - 128) / 128) and returns the 2048-d pool3 features.
+    Takes the 299 x 299 input in [0, 255] (float, not normalised: the TF graph's ``(x - 128) / 128`` is folded
+    into the first convolution) and returns the 2048-d pool3 features.
     """
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            _fold(net.Conv2d_1a_3x3),
+            _ConvReLU(_fold_input_normalisation(fold_conv_bn(net.Conv2d_1a_3x3.conv, net.Conv2d_1a_3x3.bn))),
             _fold(net.Conv2d_2a_3x3),
             _fold(net.Conv2d_2b_3x3),
             nn.MaxPool2d(kernel_size=3, stride=2),
@@ -546,16 +579,17 @@ class InceptionExtractor(nn.Module):
             empty = torch.empty(0, device=self.device)
             return InceptionFeatures(pool=empty.view(0, NUM_FEATURES), logits=empty.view(0, NUM_LOGITS))
         with self._numerics():
-            x = images.to(self.device, non_blocking=True).float()
+            x = images.to(self.device, non_blocking=True)
             if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
                 if self.resize == "tf1":
-                    x = resize_tf1(x, INPUT_SIZE)
+                    x = resize_tf1(x.float(), INPUT_SIZE)
                 else:
                     x = F.interpolate(
-                        x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True
+                        x.float(), size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True
                     )
-            # (x - 128) / 128 as in the TF graph; division by a power of two is exact.
-            x = ((x - 128) / 128).to(self.compute_dtype).contiguous(memory_format=torch.channels_last)
+            # Values stay in [0, 255]: the TF graph's (x - 128) / 128 is folded into the first convolution. One
+            # copy at most (uint8 to float, layout, bf16), none after the tf1 resize in exact mode.
+            x = x.to(dtype=self.compute_dtype, memory_format=torch.channels_last)
             pool = self.net(x).float()
             logits = pool @ self.fc_weight.T
         return InceptionFeatures(pool=pool, logits=logits)
