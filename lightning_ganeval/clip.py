@@ -42,7 +42,6 @@ in every OpenAI CLIP), so random weights of a small configuration in the officia
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import warnings
@@ -53,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_ganeval.inception import _check_images, _default_device, feature_numerics
+from lightning_ganeval.feature_network import FeatureNetwork, check_images, default_device
 from lightning_ganeval.weights import (
     ResolvedWeights,
     WeightsNotFoundError,
@@ -278,7 +277,7 @@ def _resize_pil(images: Tensor, size: int) -> Tensor:
     return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2)
 
 
-class CLIPExtractor(nn.Module):
+class CLIPExtractor(FeatureNetwork):
     """CLIP projected image embeddings for CMMD: uint8 images in, float32 N x 768 (ViT-L/14-336) features out.
 
     See the module docstring for the preprocessing and the weights. The module is always in eval mode (``train()``
@@ -312,7 +311,7 @@ class CLIPExtractor(nn.Module):
         allow_tf32: bool = False,
         progress: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(allow_tf32=allow_tf32)
         if resize not in RESIZE_MODES:
             raise ValueError(f"`resize` must be one of {', '.join(map(repr, RESIZE_MODES))}, got {resize!r}.")
         if isinstance(weights, ResolvedWeights):
@@ -325,8 +324,7 @@ class CLIPExtractor(nn.Module):
                 f"got {type(weights).__name__}."
             )
         self.resize = resize
-        self.allow_tf32 = bool(allow_tf32)
-        target = _default_device(device)
+        target = default_device(device)
         self.net, arch = _build_network(self.weights)
         self.image_size = arch["image_size"]
         self.num_features = arch["projection_dim"]
@@ -334,21 +332,7 @@ class CLIPExtractor(nn.Module):
         self.identity = f"clip-vit/{self.weights.sha256[:16]}/{mode}{self.image_size}"
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        self.to(target)
-        super().train(False)
-
-    @property
-    def device(self) -> torch.device:
-        """The device of the network (inputs are moved there)."""
-        return self.mean.device
-
-    def train(self, mode: bool = True) -> CLIPExtractor:
-        """Stay in eval mode: Lightning calls ``train()`` on every submodule of a LightningModule."""
-        return super().train(False)
-
-    def _numerics(self) -> contextlib.AbstractContextManager[None]:
-        return feature_numerics(self.device, allow_tf32=self.allow_tf32)
+        self._place(target)
 
     def preprocess(self, images: Tensor) -> Tensor:
         """Centre crop, resize and normalise: the network's float32 N x 3 x S x S input on :attr:`device`.
@@ -356,7 +340,7 @@ class CLIPExtractor(nn.Module):
         Args:
             images: uint8 N x 3 x H x W, any H and W (see :func:`lightning_ganeval.images.to_uint8_rgb`).
         """
-        _check_images(images)
+        check_images(images)
         size = self.image_size
         with self._numerics():
             if self.resize == "pil":
@@ -376,15 +360,12 @@ class CLIPExtractor(nn.Module):
         Returns:
             float32 N x :attr:`num_features` embeddings on :attr:`device` (not normalised), without autograd history.
         """
-        _check_images(images)
+        check_images(images)
         if images.shape[0] == 0:
             return torch.empty(0, self.num_features, device=self.device)
         x = self.preprocess(images)
         with self._numerics():
             return self.net(pixel_values=x).image_embeds.float()
-
-    def extra_repr(self) -> str:
-        return f"identity={self.identity!r}, device={self.device}"
 
 
 _EXTRACTORS: dict[tuple[Any, ...], CLIPExtractor] = {}
@@ -402,7 +383,7 @@ def get_clip_extractor(
     The callbacks use it so that several metrics (or refits in one process) build the 300 M-parameter network once.
     """
     resolved = weights if isinstance(weights, ResolvedWeights) else resolve_clip_weights(weights, progress=progress)
-    target = _default_device(device)
+    target = default_device(device)
     key = (resolved.sha256, resize, str(target))
     extractor = _EXTRACTORS.get(key)
     if extractor is None:

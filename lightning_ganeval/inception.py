@@ -22,10 +22,8 @@ features are *not* reference-exact, so its scores must not be compared with publ
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_ganeval.feature_network import FeatureNetwork, check_images, default_device
+from lightning_ganeval.feature_network import feature_numerics as feature_numerics  # its former home: re-exported
 from lightning_ganeval.weights import InceptionWeights, resolve_weights
 
 __all__ = [
@@ -434,16 +434,6 @@ def _resolve(weights: str | os.PathLike[str] | InceptionWeights | None) -> Incep
     return resolve_weights(weights)
 
 
-def _default_device(device: str | torch.device | int | None) -> torch.device:
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        # "cuda" and "cuda:0" must share one extractor.
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
 def _load_backbone(weights: InceptionWeights) -> nn.Module:
     """Build torch-fidelity's FeatureExtractorInceptionV3 from ``weights`` (float32, eval, on CPU)."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
@@ -483,7 +473,7 @@ def _load_backbone(weights: InceptionWeights) -> nn.Module:
         ) from err
 
 
-class InceptionExtractor(nn.Module):
+class InceptionExtractor(FeatureNetwork):
     """The FID Inception v3 (TensorFlow 2015-12-05 weights): uint8 images in, pool3 features and logits out.
 
     One forward pass returns both outputs, so FID and IS share it. The module is always in eval mode
@@ -524,14 +514,13 @@ class InceptionExtractor(nn.Module):
         device: str | torch.device | int | None = None,
         allow_tf32: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(allow_tf32=allow_tf32)
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {', '.join(map(repr, RESIZE_MODES))}, got {resize!r}.")
         self.weights = _resolve(weights)
         self.resize = resize
         self.fast = bool(fast)
-        self.allow_tf32 = bool(allow_tf32)
-        target = _default_device(device)
+        target = default_device(device)
         self.identity = f"inception-2015-12-05/{self.weights.sha256[:16]}/{resize}" + ("/fast" if self.fast else "")
 
         backbone = _load_backbone(self.weights)
@@ -547,22 +536,15 @@ class InceptionExtractor(nn.Module):
         # Fast mode stores the convolutions in bfloat16 (no per-call weight casts as with autocast) and runs the
         # activations in bfloat16 too, which also halves the memory traffic of pooling and concatenation.
         self.compute_dtype = torch.bfloat16 if bf16 else torch.float32
-        self.requires_grad_(False)
-        self.to(device=target, memory_format=torch.channels_last)
+        self._place(target, memory_format=torch.channels_last)
         self.net.to(dtype=self.compute_dtype)
-        super().train(False)
 
-    @property
-    def device(self) -> torch.device:
-        """The device of the network (inputs are moved there)."""
-        return self.fc_weight.device
+    def _tf32(self) -> bool:
+        return self.allow_tf32 or self.fast
 
-    def train(self, mode: bool = True) -> InceptionExtractor:
-        """Stay in eval mode: Lightning calls ``train()`` on every submodule of a LightningModule."""
-        return super().train(False)
-
-    def _numerics(self) -> contextlib.AbstractContextManager[None]:
-        return feature_numerics(self.device, allow_tf32=self.allow_tf32 or self.fast)
+    def _layer_name(self, layer: str | None) -> str:
+        # "pool3" makes load_stats also check d = 2048 (the callbacks call the pool layer "pool").
+        return "pool3" if layer in (None, "pool") else layer
 
     def forward(self, images: Tensor) -> InceptionFeatures:
         """Compute pool3 features and bias-free logits.
@@ -574,7 +556,7 @@ class InceptionExtractor(nn.Module):
             :class:`InceptionFeatures` with float32 ``pool`` (N x 2048) and ``logits`` (N x 1008) on
             :attr:`device`, without autograd history.
         """
-        _check_images(images)
+        check_images(images)
         if images.shape[0] == 0:
             empty = torch.empty(0, device=self.device)
             return InceptionFeatures(pool=empty.view(0, NUM_FEATURES), logits=empty.view(0, NUM_LOGITS))
@@ -593,39 +575,6 @@ class InceptionExtractor(nn.Module):
             pool = self.net(x).float()
             logits = pool @ self.fc_weight.T
         return InceptionFeatures(pool=pool, logits=logits)
-
-    def extra_repr(self) -> str:
-        return f"identity={self.identity!r}, device={self.device}"
-
-
-@contextlib.contextmanager
-def feature_numerics(device: torch.device, *, allow_tf32: bool) -> Iterator[None]:
-    """How every feature network runs: no autograd, no autocast (a bf16-mixed Trainer must not change the
-    features), and on CUDA TF32 only if ``allow_tf32`` (the global flags are restored afterwards)."""
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.no_grad())
-        if device.type == "cuda":
-            saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-            stack.callback(_restore_tf32, saved)
-            torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-            torch.backends.cudnn.allow_tf32 = allow_tf32
-        if device.type in ("cuda", "cpu"):
-            stack.enter_context(torch.autocast(device.type, enabled=False))
-        yield
-
-
-def _restore_tf32(saved: tuple[bool, bool]) -> None:
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def _check_images(images: Any) -> None:
-    hint = "convert it with lightning_ganeval.images.to_uint8_rgb(images, value_range=...)"
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}; {hint}.")
-    if images.dtype != torch.uint8:
-        raise TypeError(f"images must be uint8 in [0, 255], got dtype {images.dtype}; {hint}.")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be laid out N x 3 x H x W, got shape {tuple(images.shape)}; {hint}.")
 
 
 # --------------------------------------------------------------------------------------------- sharing
@@ -658,7 +607,7 @@ def get_extractor(
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {', '.join(map(repr, RESIZE_MODES))}, got {resize!r}.")
     resolved = _resolve(weights)
-    dev = _default_device(device)
+    dev = default_device(device)
     key = (str(dev), resolved.sha256, resize, bool(fast))
     with _SHARED_LOCK:
         extractor = _SHARED.get(key)
