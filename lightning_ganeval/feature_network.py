@@ -15,13 +15,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-from collections.abc import Iterator
-from typing import Any
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from lightning_ganeval.weights import ResolvedWeights
+
 __all__ = ["FeatureNetwork", "feature_numerics", "network_identity", "network_provenance"]
+
+N = TypeVar("N", bound=nn.Module)
 
 
 def default_device(device: str | torch.device | int | None) -> torch.device:
@@ -66,6 +72,69 @@ def _restore_tf32(saved: tuple[bool, bool]) -> None:
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    """Refuse ``value`` unless it is one of ``allowed``, listing them (``name``: the argument as the user wrote it)."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}.")
+
+
+def resolve_weights_argument(
+    weights: Any,
+    resolve: Callable[[str | os.PathLike[str] | None], ResolvedWeights],
+    *,
+    name: str = "weights",
+    kind: str = "a ResolvedWeights",
+    what: str = "the official file",
+) -> ResolvedWeights:
+    """A network's ``weights=`` argument as a resolved file: kept if already resolved, else ``resolve(weights)``.
+
+    Args:
+        weights: A path, a :class:`~lightning_ganeval.weights.ResolvedWeights`, or ``None`` (find or download).
+        resolve: The network's resolver (its spec, cache folder and download).
+        name: The argument as the user wrote it, for the error message.
+        kind: How the message names the resolved type.
+        what: What ``None`` finds or downloads, for the message.
+    """
+    if isinstance(weights, ResolvedWeights):
+        return weights
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(
+            f"{name} must be a path, {kind} or None (find or download {what}), got {type(weights).__name__}."
+        )
+    return resolve(weights)
+
+
+def load_tensor_file(path: str | os.PathLike[str]) -> Any:
+    """``torch.load`` of a weights file on the CPU with ``weights_only=True``: tensors and containers only.
+
+    The reference loaders unpickle arbitrary objects; a file that is not a plain state dict fails here with a
+    ValueError that names it (the command line recognises its wording).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"weights file {path} is not a plain PyTorch state dict (torch.load(weights_only=True) failed: {err})."
+        ) from err
+
+
+_SHARED: dict[tuple[Any, ...], nn.Module] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_network(key: tuple[Any, ...], build: Callable[[], N]) -> N:
+    """This process's one instance for ``key`` (class, device, weights digest, modes), built on first use.
+
+    Networks are large (Inception 100 MB, CLIP 1.2 GB): metrics and callbacks that ask for the same one share it.
+    The lock makes threads that ask at once build it once.
+    """
+    with _SHARED_LOCK:
+        network = _SHARED.get(key)
+        if network is None:
+            network = _SHARED[key] = build()
+    return network  # type: ignore[return-value]
+
+
 class FeatureNetwork(nn.Module):
     """Base of the package's feature networks: always in eval mode, on one device, with fixed numerics.
 
@@ -97,6 +166,15 @@ class FeatureNetwork(nn.Module):
         self.requires_grad_(False)
         self.to(device=device, **to_kwargs)
         super().train(False)
+
+    def _register_normalisation(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        """Per-channel input normalisation ``(x / 255 - mean) / std`` (buffers ``mean``, ``std``: they follow .to())."""
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def _normalise(self, x: Tensor) -> Tensor:
+        """``x`` in [0, 255] scaled to [0, 1] and normalised with :meth:`_register_normalisation`'s constants."""
+        return ((x / 255) - self.mean) / self.std
 
     @property
     def device(self) -> torch.device:

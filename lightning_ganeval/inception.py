@@ -23,7 +23,6 @@ features are *not* reference-exact, so its scores must not be compared with publ
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_ganeval.feature_network import FeatureNetwork, check_images, default_device
+from lightning_ganeval.feature_network import (
+    FeatureNetwork,
+    check_choice,
+    check_images,
+    default_device,
+    load_tensor_file,
+    resolve_weights_argument,
+    shared_network,
+)
 from lightning_ganeval.feature_network import feature_numerics as feature_numerics  # its former home: re-exported
 from lightning_ganeval.weights import InceptionWeights, resolve_weights
 
@@ -424,14 +431,7 @@ def _cpu_has_fast_bf16() -> bool:
 
 
 def _resolve(weights: str | os.PathLike[str] | InceptionWeights | None) -> InceptionWeights:
-    if isinstance(weights, InceptionWeights):
-        return weights
-    if weights is not None and not isinstance(weights, (str, os.PathLike)):
-        raise TypeError(
-            f"weights must be a path, an InceptionWeights or None (find or download the reference file), "
-            f"got {type(weights).__name__}."
-        )
-    return resolve_weights(weights)
+    return resolve_weights_argument(weights, resolve_weights, kind="an InceptionWeights", what="the reference file")
 
 
 def _load_backbone(weights: InceptionWeights) -> nn.Module:
@@ -440,12 +440,7 @@ def _load_backbone(weights: InceptionWeights) -> nn.Module:
 
     path = Path(weights.path)
     # torch-fidelity loads with weights_only=False (arbitrary pickle); refuse anything but tensors first.
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"weights file {path} is not a plain PyTorch state dict (torch.load(weights_only=True) failed: {err})."
-        ) from err
+    state = load_tensor_file(path)
     # NaN weights make every feature NaN, which would later be reported as a problem of the images.
     nonfinite = [
         key
@@ -515,8 +510,7 @@ class InceptionExtractor(FeatureNetwork):
         allow_tf32: bool = False,
     ) -> None:
         super().__init__(allow_tf32=allow_tf32)
-        if resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be one of {', '.join(map(repr, RESIZE_MODES))}, got {resize!r}.")
+        check_choice("resize", resize, RESIZE_MODES)
         self.weights = _resolve(weights)
         self.resize = resize
         self.fast = bool(fast)
@@ -579,9 +573,6 @@ class InceptionExtractor(FeatureNetwork):
 
 # --------------------------------------------------------------------------------------------- sharing
 
-_SHARED: dict[tuple[str, str, str, bool], InceptionExtractor] = {}
-_SHARED_LOCK = threading.Lock()
-
 
 def get_extractor(
     device: str | torch.device | int | None = None,
@@ -604,14 +595,8 @@ def get_extractor(
     Returns:
         The shared extractor.
     """
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"resize must be one of {', '.join(map(repr, RESIZE_MODES))}, got {resize!r}.")
+    check_choice("resize", resize, RESIZE_MODES)
     resolved = _resolve(weights)
     dev = default_device(device)
-    key = (str(dev), resolved.sha256, resize, bool(fast))
-    with _SHARED_LOCK:
-        extractor = _SHARED.get(key)
-        if extractor is None:
-            extractor = InceptionExtractor(resolved, resize=resize, fast=fast, device=dev)
-            _SHARED[key] = extractor
-    return extractor
+    key = ("inception", str(dev), resolved.sha256, resize, bool(fast))
+    return shared_network(key, lambda: InceptionExtractor(resolved, resize=resize, fast=fast, device=dev))

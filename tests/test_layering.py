@@ -51,7 +51,7 @@ ALLOWED_INTERNAL = {
     "frechet": set(),
     "inception_score_math": {"frechet"},
     "testing": {"weights"},
-    "feature_network": set(),
+    "feature_network": {"weights"},
     "inception": {"weights", "feature_network"},
     "dinov2": {"weights", "feature_network"},
     "clip": {"weights", "feature_network"},
