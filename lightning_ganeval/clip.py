@@ -42,18 +42,16 @@ in every OpenAI CLIP), so random weights of a small configuration in the officia
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_ganeval.inception import _check_images, _default_device, feature_numerics
+import lightning_ganeval.feature_network as base
 from lightning_ganeval.weights import (
     ResolvedWeights,
     WeightsNotFoundError,
@@ -175,12 +173,7 @@ def _load_state(path: Path) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path), device="cpu")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"weights file {path} is not a plain PyTorch state dict (torch.load(weights_only=True) failed: {err})."
-        ) from err
+    state = base.load_tensor_file(path)
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"weights file {path} is not a plain state dict of tensors (the official CLIP layout).")
     return state
@@ -278,7 +271,7 @@ def _resize_pil(images: Tensor, size: int) -> Tensor:
     return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2)
 
 
-class CLIPExtractor(nn.Module):
+class CLIPExtractor(base.FeatureNetwork):
     """CLIP projected image embeddings for CMMD: uint8 images in, float32 N x 768 (ViT-L/14-336) features out.
 
     See the module docstring for the preprocessing and the weights. The module is always in eval mode (``train()``
@@ -312,43 +305,20 @@ class CLIPExtractor(nn.Module):
         allow_tf32: bool = False,
         progress: bool = True,
     ) -> None:
-        super().__init__()
-        if resize not in RESIZE_MODES:
-            raise ValueError(f"`resize` must be one of {', '.join(map(repr, RESIZE_MODES))}, got {resize!r}.")
-        if isinstance(weights, ResolvedWeights):
-            self.weights = weights
-        elif weights is None or isinstance(weights, (str, os.PathLike)):
-            self.weights = resolve_clip_weights(weights, progress=progress)
-        else:
-            raise TypeError(
-                f"`weights` must be a path, a ResolvedWeights or None (find or download the official file), "
-                f"got {type(weights).__name__}."
-            )
+        super().__init__(allow_tf32=allow_tf32)
+        base.check_choice("`resize`", resize, RESIZE_MODES)
+        self.weights = base.resolve_weights_argument(
+            weights, lambda path: resolve_clip_weights(path, progress=progress), name="`weights`"
+        )
         self.resize = resize
-        self.allow_tf32 = bool(allow_tf32)
-        target = _default_device(device)
+        target = base.default_device(device)
         self.net, arch = _build_network(self.weights)
         self.image_size = arch["image_size"]
         self.num_features = arch["projection_dim"]
         mode = "pil-bicubic" if resize == "pil" else "bicubic"
         self.identity = f"clip-vit/{self.weights.sha256[:16]}/{mode}{self.image_size}"
-        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        self.to(target)
-        super().train(False)
-
-    @property
-    def device(self) -> torch.device:
-        """The device of the network (inputs are moved there)."""
-        return self.mean.device
-
-    def train(self, mode: bool = True) -> CLIPExtractor:
-        """Stay in eval mode: Lightning calls ``train()`` on every submodule of a LightningModule."""
-        return super().train(False)
-
-    def _numerics(self) -> contextlib.AbstractContextManager[None]:
-        return feature_numerics(self.device, allow_tf32=self.allow_tf32)
+        self._register_normalisation(CLIP_MEAN, CLIP_STD)
+        self._place(target)
 
     def preprocess(self, images: Tensor) -> Tensor:
         """Centre crop, resize and normalise: the network's float32 N x 3 x S x S input on :attr:`device`.
@@ -356,7 +326,7 @@ class CLIPExtractor(nn.Module):
         Args:
             images: uint8 N x 3 x H x W, any H and W (see :func:`lightning_ganeval.images.to_uint8_rgb`).
         """
-        _check_images(images)
+        base.check_images(images)
         size = self.image_size
         with self._numerics():
             if self.resize == "pil":
@@ -365,7 +335,7 @@ class CLIPExtractor(nn.Module):
                 top, left, side = center_crop_box(images.shape[-2], images.shape[-1])
                 x = images[..., top : top + side, left : left + side].to(self.device, non_blocking=True).float()
                 x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True)
-            return ((x / 255) - self.mean) / self.std
+            return self._normalise(x)
 
     def forward(self, images: Tensor) -> Tensor:
         """Compute the projected image embeddings.
@@ -376,18 +346,12 @@ class CLIPExtractor(nn.Module):
         Returns:
             float32 N x :attr:`num_features` embeddings on :attr:`device` (not normalised), without autograd history.
         """
-        _check_images(images)
+        base.check_images(images)
         if images.shape[0] == 0:
             return torch.empty(0, self.num_features, device=self.device)
         x = self.preprocess(images)
         with self._numerics():
             return self.net(pixel_values=x).image_embeds.float()
-
-    def extra_repr(self) -> str:
-        return f"identity={self.identity!r}, device={self.device}"
-
-
-_EXTRACTORS: dict[tuple[Any, ...], CLIPExtractor] = {}
 
 
 def get_clip_extractor(
@@ -402,9 +366,6 @@ def get_clip_extractor(
     The callbacks use it so that several metrics (or refits in one process) build the 300 M-parameter network once.
     """
     resolved = weights if isinstance(weights, ResolvedWeights) else resolve_clip_weights(weights, progress=progress)
-    target = _default_device(device)
-    key = (resolved.sha256, resize, str(target))
-    extractor = _EXTRACTORS.get(key)
-    if extractor is None:
-        extractor = _EXTRACTORS[key] = CLIPExtractor(resolved, resize=resize, device=target)
-    return extractor
+    target = base.default_device(device)
+    key = ("clip", str(target), resolved.sha256, resize)
+    return base.shared_network(key, lambda: CLIPExtractor(resolved, resize=resize, device=target))

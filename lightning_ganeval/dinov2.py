@@ -54,7 +54,6 @@ checked structurally when it is loaded (exact key set and shapes of the official
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_ganeval.inception import _check_images, _default_device, feature_numerics
+import lightning_ganeval.feature_network as base
 from lightning_ganeval.weights import ResolvedWeights, WeightsSpec, resolve_weights
 
 __all__ = [
@@ -299,12 +298,7 @@ def _build_network(weights: ResolvedWeights, model: str) -> nn.Module:
             "DINOv2Extractor needs timm (>=0.9): pip install 'lightning-ganeval[dinov2]' or pip install timm."
         ) from err
     path = weights.path
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"weights file {path} is not a plain PyTorch state dict (torch.load(weights_only=True) failed: {err})."
-        ) from err
+    state = base.load_tensor_file(path)
     state = dict(_check_layout(state, model, path))
     state = {k: v.float() for k, v in state.items()}
     # Resample here with the hub model's arithmetic; the filter below then finds a matching grid and keeps it.
@@ -332,7 +326,7 @@ def _resize_pil(images: Tensor) -> Tensor:
     return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2)
 
 
-class DINOv2Extractor(nn.Module):
+class DINOv2Extractor(base.FeatureNetwork):
     """DINOv2 CLS-token features for FD_DINOv2: uint8 images in, float32 N x 1024 (ViT-L/14) features out.
 
     See the module docstring for the preprocessing and the position-embedding convention. The module is always
@@ -369,45 +363,22 @@ class DINOv2Extractor(nn.Module):
         allow_tf32: bool = False,
         progress: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(allow_tf32=allow_tf32)
         arch = _arch(model)
-        if resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be one of {', '.join(map(repr, RESIZE_MODES))}, got {resize!r}.")
-        if isinstance(weights, ResolvedWeights):
-            self.weights = weights
-        elif weights is None or isinstance(weights, (str, os.PathLike)):
-            self.weights = resolve_dinov2_weights(weights, model=model, progress=progress)
-        else:
-            raise TypeError(
-                f"weights must be a path, a ResolvedWeights or None (find or download the official file), "
-                f"got {type(weights).__name__}."
-            )
+        base.check_choice("resize", resize, RESIZE_MODES)
+        self.weights = base.resolve_weights_argument(
+            weights, lambda path: resolve_dinov2_weights(path, model=model, progress=progress)
+        )
         self.model = model
         self.resize = resize
-        self.allow_tf32 = bool(allow_tf32)
         self.num_features = arch.embed_dim
         self.identity = f"dinov2-{model}/{self.weights.sha256[:16]}/" + (
             "bicubic224" if resize == "bicubic" else "pil-bicubic224"
         )
-        target = _default_device(device)
+        target = base.default_device(device)
         self.net = _build_network(self.weights, model)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        self.to(target)
-        super().train(False)
-
-    @property
-    def device(self) -> torch.device:
-        """The device of the network (inputs are moved there)."""
-        return self.mean.device
-
-    def train(self, mode: bool = True) -> DINOv2Extractor:
-        """Stay in eval mode: Lightning calls ``train()`` on every submodule of a LightningModule."""
-        return super().train(False)
-
-    def _numerics(self) -> contextlib.AbstractContextManager[None]:
-        return feature_numerics(self.device, allow_tf32=self.allow_tf32)
+        self._register_normalisation(IMAGENET_MEAN, IMAGENET_STD)
+        self._place(target)
 
     def preprocess(self, images: Tensor) -> Tensor:
         """Resize to 224 x 224 and normalise: the network's float32 N x 3 x 224 x 224 input on :attr:`device`.
@@ -415,7 +386,7 @@ class DINOv2Extractor(nn.Module):
         Args:
             images: uint8 N x 3 x H x W, any H and W (see :func:`lightning_ganeval.images.to_uint8_rgb`).
         """
-        _check_images(images)
+        base.check_images(images)
         with self._numerics():
             if self.resize == "pil":
                 x = _resize_pil(images).to(self.device).float()
@@ -423,7 +394,7 @@ class DINOv2Extractor(nn.Module):
                 x = images.to(self.device, non_blocking=True).float()
                 # Also at 224 x 224, as EDM2 does: there it is the identity up to float rounding.
                 x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bicubic", antialias=True)
-            return ((x / 255) - self.mean) / self.std
+            return self._normalise(x)
 
     def forward(self, images: Tensor) -> Tensor:
         """Compute the CLS-token features.
@@ -434,12 +405,9 @@ class DINOv2Extractor(nn.Module):
         Returns:
             float32 N x :attr:`num_features` features on :attr:`device`, without autograd history.
         """
-        _check_images(images)
+        base.check_images(images)
         if images.shape[0] == 0:
             return torch.empty(0, self.num_features, device=self.device)
         x = self.preprocess(images)
         with self._numerics():
             return self.net(x).float()
-
-    def extra_repr(self) -> str:
-        return f"identity={self.identity!r}, device={self.device}"

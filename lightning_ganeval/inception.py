@@ -2,30 +2,36 @@
 
 The network is torch-fidelity's ``FeatureExtractorInceptionV3`` (the TensorFlow 2015-12-05 graph ported to
 PyTorch, also used by torchmetrics), built from the same weights file, with a few changes that keep its outputs
-within float32 rounding of the original (tested to 5e-4 relative; measured 1e-6 at 299 x 299 and up to 6e-5 on
-small upsampled inputs with random test weights, the same order as torch-fidelity's own distance to float64) but
-make it faster:
+within float32 rounding of the original (tested to 5e-4 relative; measured 4e-5 to 7e-5 with random test weights
+at 8 x 8, 32 x 32 and 299 x 299, the same order as torch-fidelity's own distance to float64) but make it faster:
 
 * each convolution and its BatchNorm are folded into one convolution with a bias (computed in float64);
 * the 1x1 convolutions that read the same input inside an Inception block run as one convolution;
 * activations use the channels-last memory layout (oneDNN's fast path on CPU, tensor-core layout on GPU);
+* on the CPU each convolution and its ReLU are one oneDNN call (a fused post-op) on weights packed once into
+  oneDNN's layout, instead of a convolution, a weight reorder and a separate ReLU pass at every call;
+* the average-pooling branches pool after their 1x1 convolution (both are linear and commute), which pools 4 to
+  11 times fewer channels;
+* the input normalisation ``(x - 128) / 128`` is folded into the first convolution (which has no padding);
 * the TensorFlow 1.x bilinear resize is computed separably (rows, then columns), which gives bit-identical values
   to torch-fidelity's ``interpolate_bilinear_2d_like_tensorflow1x`` at a fraction of the cost.
+
+On 2 loaded CPU cores these took the exact mode from 1.9-2.1x torch-fidelity's speed to 2.3-2.8x (see
+``benchmarks/bench_extractor.py``); the convolutions themselves (oneDNN's brgemm kernels, float32) are now most
+of the time, so more would need fewer or cheaper multiplications, i.e. another precision (``fast=True``).
 
 The default ("exact") mode runs float32 with TF32 and autocast off, whatever the surrounding Trainer does.
 ``fast=True`` trades reference exactness for speed (bfloat16 on hardware with fast bfloat16, TF32 on CUDA); its
 features are *not* reference-exact, so its scores must not be compared with published numbers.
 
-``torch.compile`` is deliberately not used: on CPU it gave 1.13x over this eager path after a ~60 s compilation
-(inductor, freezing, bfloat16) and would recompile for every new batch size.
+``torch.compile`` is deliberately not used: on CPU it gave 1.13x over the earlier eager path after a ~60 s
+compilation (inductor, freezing, bfloat16) and would recompile for every new batch size; its freezing pass emits
+the same fused, packed oneDNN convolutions that this module now calls directly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_ganeval.feature_network import (
+    FeatureNetwork,
+    check_choice,
+    check_images,
+    default_device,
+    load_tensor_file,
+    resolve_weights_argument,
+    shared_network,
+)
+from lightning_ganeval.feature_network import feature_numerics as feature_numerics  # its former home: re-exported
 from lightning_ganeval.weights import InceptionWeights, resolve_weights
 
 __all__ = [
@@ -112,15 +128,69 @@ def resize_tf1(images: Tensor, size: int = INPUT_SIZE) -> Tensor:
 # --------------------------------------------------------------------------------------------- network
 
 
-class _ConvReLU(nn.Module):
-    """A convolution with bias followed by ReLU: a BasicConv2d (conv, BatchNorm, ReLU) with the BatchNorm folded."""
+def _onednn(x: Tensor) -> bool:
+    """Whether ``x`` goes through oneDNN's fused convolution (CPU tensors, oneDNN present and not switched off)."""
+    return x.device.type == "cpu" and torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available()
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+
+class _ConvReLU(nn.Module):
+    """A convolution with bias followed by ReLU: a BasicConv2d (conv, BatchNorm, ReLU) with the BatchNorm folded.
+
+    On CPU the ReLU runs inside oneDNN's convolution (a post-op: the output is written once, not read back and
+    rewritten by a separate ReLU) on weights reordered once into oneDNN's blocked layout, instead of at every
+    call. The values are those of ``relu(conv(x))``: the same kernel, the ReLU applied to its float32 result.
+
+    Args:
+        conv: The folded convolution.
+        relu: ``False`` for a plain convolution (the pooling branches pool before their ReLU).
+    """
+
+    def __init__(self, conv: nn.Conv2d, relu: bool = True) -> None:
         super().__init__()
         self.conv = conv
+        self.relu = relu
+        # (source weight's storage, version, dtype) -> oneDNN-packed weight; rebuilt when .to() moves or casts.
+        self._packed: tuple[tuple[int, int, torch.dtype], Tensor] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # An opaque oneDNN tensor neither pickles nor deep-copies; it is rebuilt on the next CPU call.
+        state = self.__dict__.copy()
+        state["_packed"] = None
+        return state
+
+    def _packed_weight(self, x: Tensor) -> Tensor:
+        weight = self.conv.weight
+        key = (weight.data_ptr(), weight._version, weight.dtype)
+        if self._packed is None or self._packed[0] != key:
+            # The layout is chosen for the first input's shape; other batch sizes use it as is (same values).
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                weight.detach(),
+                self.conv.padding,
+                self.conv.stride,
+                self.conv.dilation,
+                self.conv.groups,
+                list(x.shape),
+            )
+            self._packed = (key, packed)
+        return self._packed[1]
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.conv(x), inplace=True)
+        if _onednn(x):
+            conv = self.conv
+            return torch.ops.mkldnn._convolution_pointwise(
+                x,
+                self._packed_weight(x),
+                conv.bias,
+                conv.padding,
+                conv.stride,
+                conv.dilation,
+                conv.groups,
+                "relu" if self.relu else "none",
+                [],
+                "",
+            )
+        y = self.conv(x)
+        return F.relu(y, inplace=True) if self.relu else y
 
 
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -154,8 +224,35 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return folded.requires_grad_(False)
 
 
-def _fold(basic: nn.Module) -> _ConvReLU:
-    return _ConvReLU(fold_conv_bn(basic.conv, basic.bn))
+def _fold(basic: nn.Module, relu: bool = True) -> _ConvReLU:
+    return _ConvReLU(fold_conv_bn(basic.conv, basic.bn), relu=relu)
+
+
+def _fold_input_normalisation(conv: nn.Conv2d) -> nn.Conv2d:
+    """Fold the TF graph's input normalisation ``(x - 128) / 128`` into the first convolution, in place.
+
+    ``conv((x - 128) / 128) = (w / 128) * x + (b - sum(w))``: an identity because this convolution has no padding
+    (every output reads real pixels only). Dividing by a power of two is exact and the bias is computed in float64
+    from the stored weights, so the only change is float32 rounding; it saves two passes over the resized input.
+    """
+    if conv.padding not in ((0, 0), 0, "valid"):
+        raise ValueError("the input normalisation can only be folded into a convolution without padding")
+    with torch.no_grad():
+        shift = conv.weight.double().sum(dim=(1, 2, 3))
+        conv.bias.copy_(conv.bias.double() - shift)
+        conv.weight.div_(128)
+    return conv
+
+
+def _pool_branch(conv: _ConvReLU, x: Tensor) -> Tensor:
+    """``relu(conv(avg_pool(x)))`` computed as ``relu(avg_pool(conv(x)))``.
+
+    A 1x1 convolution commutes with the 3x3 average (both are linear, and the average's weights sum to one even
+    where TF excludes the zero padding, so the bias passes through): pooling the convolution's output pools 4 to
+    11 times fewer channels. Equal up to float32 rounding.
+    """
+    pooled = F.avg_pool2d(conv(x), kernel_size=3, stride=1, padding=1, count_include_pad=False)
+    return F.relu(pooled, inplace=True)
 
 
 def _concat_convs(convs: list[_ConvReLU]) -> tuple[_ConvReLU, list[int]]:
@@ -179,15 +276,13 @@ class _BlockA(nn.Module):
         self.branch5x5_2 = _fold(block.branch5x5_2)
         self.branch3x3dbl_2 = _fold(block.branch3x3dbl_2)
         self.branch3x3dbl_3 = _fold(block.branch3x3dbl_3)
-        self.branch_pool = _fold(block.branch_pool)
+        self.branch_pool = _fold(block.branch_pool, relu=False)
 
     def forward(self, x: Tensor) -> Tensor:
         b1, b5, b3 = self.stem(x).split(self.splits, dim=1)
         b5 = self.branch5x5_2(b5)
         b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(b3))
-        # TF's average pool excludes the zero padding from the mean.
-        bp = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False))
-        return torch.cat([b1, b5, b3, bp], 1)
+        return torch.cat([b1, b5, b3, _pool_branch(self.branch_pool, x)], 1)
 
 
 class _BlockB(nn.Module):
@@ -221,14 +316,13 @@ class _BlockC(nn.Module):
         self.branch7x7dbl_3 = _fold(block.branch7x7dbl_3)
         self.branch7x7dbl_4 = _fold(block.branch7x7dbl_4)
         self.branch7x7dbl_5 = _fold(block.branch7x7dbl_5)
-        self.branch_pool = _fold(block.branch_pool)
+        self.branch_pool = _fold(block.branch_pool, relu=False)
 
     def forward(self, x: Tensor) -> Tensor:
         b1, b7, bd = self.stem(x).split(self.splits, dim=1)
         b7 = self.branch7x7_3(self.branch7x7_2(b7))
         bd = self.branch7x7dbl_5(self.branch7x7dbl_4(self.branch7x7dbl_3(self.branch7x7dbl_2(bd))))
-        bp = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False))
-        return torch.cat([b1, b7, bd, bp], 1)
+        return torch.cat([b1, b7, bd, _pool_branch(self.branch_pool, x)], 1)
 
 
 class _BlockD(nn.Module):
@@ -264,31 +358,44 @@ class _BlockE(nn.Module):
         self.branch3x3dbl_2 = _fold(block.branch3x3dbl_2)
         self.branch3x3dbl_3a = _fold(block.branch3x3dbl_3a)
         self.branch3x3dbl_3b = _fold(block.branch3x3dbl_3b)
-        self.branch_pool = _fold(block.branch_pool)
+        # The average-pooling branch pools after its convolution (see _pool_branch); max does not commute.
+        self.branch_pool = _fold(block.branch_pool, relu=max_pool)
 
     def forward(self, x: Tensor) -> Tensor:
         b1, b3, bd = self.stem(x).split(self.splits, dim=1)
-        b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
+        # Two convolutions read this channel slice: make it contiguous once rather than once in each.
+        b3 = b3.contiguous(memory_format=torch.channels_last)
         bd = self.branch3x3dbl_2(bd)
-        bd = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)
         if self.max_pool:
             # The TF graph's last block max-pools here (pytorch-fid's FIDInceptionE_2).
-            pooled = F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+            bp = self.branch_pool(F.max_pool2d(x, kernel_size=3, stride=1, padding=1))
         else:
-            pooled = F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
-        return torch.cat([b1, b3, bd, self.branch_pool(pooled)], 1)
+            bp = _pool_branch(self.branch_pool, x)
+        # One concatenation in the original channel order (b1, [3x3_2a, 3x3_2b], [dbl_3a, dbl_3b], pool).
+        return torch.cat(
+            [
+                b1,
+                self.branch3x3_2a(b3),
+                self.branch3x3_2b(b3),
+                self.branch3x3dbl_3a(bd),
+                self.branch3x3dbl_3b(bd),
+                bp,
+            ],
+            1,
+        )
 
 
 class _FoldedInception(nn.Module):
     """The layers of torch-fidelity's FeatureExtractorInceptionV3 with BatchNorm folded and 1x1 convolutions merged.
 
-    Takes the normalised 299 x 299 input ((x - 128) / 128) and returns the 2048-d pool3 features.
+    Takes the 299 x 299 input in [0, 255] (float, not normalised: the TF graph's ``(x - 128) / 128`` is folded
+    into the first convolution) and returns the 2048-d pool3 features.
     """
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            _fold(net.Conv2d_1a_3x3),
+            _ConvReLU(_fold_input_normalisation(fold_conv_bn(net.Conv2d_1a_3x3.conv, net.Conv2d_1a_3x3.bn))),
             _fold(net.Conv2d_2a_3x3),
             _fold(net.Conv2d_2b_3x3),
             nn.MaxPool2d(kernel_size=3, stride=2),
@@ -333,24 +440,7 @@ def _cpu_has_fast_bf16() -> bool:
 
 
 def _resolve(weights: str | os.PathLike[str] | InceptionWeights | None) -> InceptionWeights:
-    if isinstance(weights, InceptionWeights):
-        return weights
-    if weights is not None and not isinstance(weights, (str, os.PathLike)):
-        raise TypeError(
-            f"weights must be a path, an InceptionWeights or None (find or download the reference file), "
-            f"got {type(weights).__name__}."
-        )
-    return resolve_weights(weights)
-
-
-def _default_device(device: str | torch.device | int | None) -> torch.device:
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        # "cuda" and "cuda:0" must share one extractor.
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
+    return resolve_weights_argument(weights, resolve_weights, kind="an InceptionWeights", what="the reference file")
 
 
 def _load_backbone(weights: InceptionWeights) -> nn.Module:
@@ -359,12 +449,7 @@ def _load_backbone(weights: InceptionWeights) -> nn.Module:
 
     path = Path(weights.path)
     # torch-fidelity loads with weights_only=False (arbitrary pickle); refuse anything but tensors first.
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"weights file {path} is not a plain PyTorch state dict (torch.load(weights_only=True) failed: {err})."
-        ) from err
+    state = load_tensor_file(path)
     # NaN weights make every feature NaN, which would later be reported as a problem of the images.
     nonfinite = [
         key
@@ -392,7 +477,7 @@ def _load_backbone(weights: InceptionWeights) -> nn.Module:
         ) from err
 
 
-class InceptionExtractor(nn.Module):
+class InceptionExtractor(FeatureNetwork):
     """The FID Inception v3 (TensorFlow 2015-12-05 weights): uint8 images in, pool3 features and logits out.
 
     One forward pass returns both outputs, so FID and IS share it. The module is always in eval mode
@@ -433,14 +518,12 @@ class InceptionExtractor(nn.Module):
         device: str | torch.device | int | None = None,
         allow_tf32: bool = False,
     ) -> None:
-        super().__init__()
-        if resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be one of {', '.join(map(repr, RESIZE_MODES))}, got {resize!r}.")
+        super().__init__(allow_tf32=allow_tf32)
+        check_choice("resize", resize, RESIZE_MODES)
         self.weights = _resolve(weights)
         self.resize = resize
         self.fast = bool(fast)
-        self.allow_tf32 = bool(allow_tf32)
-        target = _default_device(device)
+        target = default_device(device)
         self.identity = f"inception-2015-12-05/{self.weights.sha256[:16]}/{resize}" + ("/fast" if self.fast else "")
 
         backbone = _load_backbone(self.weights)
@@ -456,22 +539,15 @@ class InceptionExtractor(nn.Module):
         # Fast mode stores the convolutions in bfloat16 (no per-call weight casts as with autocast) and runs the
         # activations in bfloat16 too, which also halves the memory traffic of pooling and concatenation.
         self.compute_dtype = torch.bfloat16 if bf16 else torch.float32
-        self.requires_grad_(False)
-        self.to(device=target, memory_format=torch.channels_last)
+        self._place(target, memory_format=torch.channels_last)
         self.net.to(dtype=self.compute_dtype)
-        super().train(False)
 
-    @property
-    def device(self) -> torch.device:
-        """The device of the network (inputs are moved there)."""
-        return self.fc_weight.device
+    def _tf32(self) -> bool:
+        return self.allow_tf32 or self.fast
 
-    def train(self, mode: bool = True) -> InceptionExtractor:
-        """Stay in eval mode: Lightning calls ``train()`` on every submodule of a LightningModule."""
-        return super().train(False)
-
-    def _numerics(self) -> contextlib.AbstractContextManager[None]:
-        return feature_numerics(self.device, allow_tf32=self.allow_tf32 or self.fast)
+    def _layer_name(self, layer: str | None) -> str:
+        # "pool3" makes load_stats also check d = 2048 (the callbacks call the pool layer "pool").
+        return "pool3" if layer in (None, "pool") else layer
 
     def forward(self, images: Tensor) -> InceptionFeatures:
         """Compute pool3 features and bias-free logits.
@@ -483,63 +559,28 @@ class InceptionExtractor(nn.Module):
             :class:`InceptionFeatures` with float32 ``pool`` (N x 2048) and ``logits`` (N x 1008) on
             :attr:`device`, without autograd history.
         """
-        _check_images(images)
+        check_images(images)
         if images.shape[0] == 0:
             empty = torch.empty(0, device=self.device)
             return InceptionFeatures(pool=empty.view(0, NUM_FEATURES), logits=empty.view(0, NUM_LOGITS))
         with self._numerics():
-            x = images.to(self.device, non_blocking=True).float()
+            x = images.to(self.device, non_blocking=True)
             if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
                 if self.resize == "tf1":
-                    x = resize_tf1(x, INPUT_SIZE)
+                    x = resize_tf1(x.float(), INPUT_SIZE)
                 else:
                     x = F.interpolate(
-                        x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True
+                        x.float(), size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True
                     )
-            # (x - 128) / 128 as in the TF graph; division by a power of two is exact.
-            x = ((x - 128) / 128).to(self.compute_dtype).contiguous(memory_format=torch.channels_last)
+            # Values stay in [0, 255]: the TF graph's (x - 128) / 128 is folded into the first convolution. One
+            # copy at most (uint8 to float, layout, bf16), none after the tf1 resize in exact mode.
+            x = x.to(dtype=self.compute_dtype, memory_format=torch.channels_last)
             pool = self.net(x).float()
             logits = pool @ self.fc_weight.T
         return InceptionFeatures(pool=pool, logits=logits)
 
-    def extra_repr(self) -> str:
-        return f"identity={self.identity!r}, device={self.device}"
-
-
-@contextlib.contextmanager
-def feature_numerics(device: torch.device, *, allow_tf32: bool) -> Iterator[None]:
-    """How every feature network runs: no autograd, no autocast (a bf16-mixed Trainer must not change the
-    features), and on CUDA TF32 only if ``allow_tf32`` (the global flags are restored afterwards)."""
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.no_grad())
-        if device.type == "cuda":
-            saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-            stack.callback(_restore_tf32, saved)
-            torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-            torch.backends.cudnn.allow_tf32 = allow_tf32
-        if device.type in ("cuda", "cpu"):
-            stack.enter_context(torch.autocast(device.type, enabled=False))
-        yield
-
-
-def _restore_tf32(saved: tuple[bool, bool]) -> None:
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def _check_images(images: Any) -> None:
-    hint = "convert it with lightning_ganeval.images.to_uint8_rgb(images, value_range=...)"
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}; {hint}.")
-    if images.dtype != torch.uint8:
-        raise TypeError(f"images must be uint8 in [0, 255], got dtype {images.dtype}; {hint}.")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be laid out N x 3 x H x W, got shape {tuple(images.shape)}; {hint}.")
-
 
 # --------------------------------------------------------------------------------------------- sharing
-
-_SHARED: dict[tuple[str, str, str, bool], InceptionExtractor] = {}
-_SHARED_LOCK = threading.Lock()
 
 
 def get_extractor(
@@ -563,14 +604,8 @@ def get_extractor(
     Returns:
         The shared extractor.
     """
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"resize must be one of {', '.join(map(repr, RESIZE_MODES))}, got {resize!r}.")
+    check_choice("resize", resize, RESIZE_MODES)
     resolved = _resolve(weights)
-    dev = _default_device(device)
-    key = (str(dev), resolved.sha256, resize, bool(fast))
-    with _SHARED_LOCK:
-        extractor = _SHARED.get(key)
-        if extractor is None:
-            extractor = InceptionExtractor(resolved, resize=resize, fast=fast, device=dev)
-            _SHARED[key] = extractor
-    return extractor
+    dev = default_device(device)
+    key = ("inception", str(dev), resolved.sha256, resize, bool(fast))
+    return shared_network(key, lambda: InceptionExtractor(resolved, resize=resize, fast=fast, device=dev))

@@ -7,35 +7,15 @@ a network with one layer, ``features``.
 
 from __future__ import annotations
 
-import hashlib
-import io
 from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 
+from lightning_ganeval.feature_network import network_identity
 from lightning_ganeval.inception import InceptionFeatures
 
-__all__ = ["network_device", "network_identity", "run_network"]
-
-
-def network_identity(network: nn.Module) -> str:
-    """What identifies a feature network's outputs: its ``identity`` attribute, else class and weights digest.
-
-    The identity goes into statistics cache keys and ``.npz`` provenance, so that statistics computed with another
-    network (or other weights) are never reused.
-    """
-    identity = getattr(network, "identity", None)
-    if isinstance(identity, str):
-        return identity
-    digest = hashlib.sha256()
-    for key, tensor in sorted(network.state_dict().items()):
-        digest.update(key.encode())
-        buffer = io.BytesIO()
-        torch.save(tensor.detach().cpu().contiguous(), buffer)
-        digest.update(buffer.getvalue())
-    cls = type(network)
-    return f"{cls.__module__}.{cls.__qualname__}/{digest.hexdigest()[:16]}"
+__all__ = ["network_device", "network_identity", "run_network"]  # network_identity: see feature_network
 
 
 def network_device(network: nn.Module) -> torch.device:

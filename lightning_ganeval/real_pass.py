@@ -38,14 +38,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_ganeval.accumulators import FeatureBank, FIDMoments
 from lightning_ganeval.distributed import agree, barrier, broadcast_object, rank_and_world_size
+from lightning_ganeval.feature_network import network_provenance
 from lightning_ganeval.frechet import GaussianStats
 from lightning_ganeval.images import PixelSpace, coerce_pixel_space, infer_pixel_space, to_uint8_rgb
-from lightning_ganeval.inception import InceptionExtractor
 from lightning_ganeval.metrics.base import GenerativeMetric, RealData
 from lightning_ganeval.networks import network_device, network_identity, run_network
 from lightning_ganeval.real_images import RealImageStream, iter_real_images, map_style_size
 from lightning_ganeval.sampling import isolated_rng
-from lightning_ganeval.stats_files import atomic_write, extractor_provenance, load_stats, save_stats
+from lightning_ganeval.stats_files import atomic_write, load_stats, save_stats
 
 __all__ = [
     "SAMPLE_SIZE",
@@ -71,15 +71,6 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # object addresses in reprs change
 def default_cache_dir() -> Path:
     """``$TORCH_HOME/lightning_ganeval/real_stats`` (``~/.cache/torch/...`` by default), next to torch hub's cache."""
     return Path(torch.hub.get_dir()).parent / "lightning_ganeval" / "real_stats"
-
-
-def network_provenance(network: nn.Module, layer: str) -> dict[str, Any]:
-    """Provenance of statistics of ``network``'s ``layer`` (written into and checked against ``.npz`` files)."""
-    entries = extractor_provenance(network) if isinstance(getattr(network, "identity", None), str) else {}
-    entries["extractor"] = network_identity(network)
-    # "pool3" makes `load_stats` also check d = 2048; a stand-in network's "pool" has other widths.
-    entries["layer"] = "pool3" if layer == "pool" and isinstance(network, InceptionExtractor) else layer
-    return entries
 
 
 # ------------------------------------------------------------------------------------------- the real sample

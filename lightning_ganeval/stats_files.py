@@ -51,18 +51,11 @@ def _library_version() -> str:
 def extractor_provenance(extractor: Any) -> dict[str, Any]:
     """Provenance entries describing an extractor: identity, weights digest, resize mode, fast mode, layer.
 
-    Works with :class:`~lightning_ganeval.inception.InceptionExtractor` and with stand-ins that have at least
-    an ``identity`` attribute; missing attributes are left out.
+    :func:`lightning_ganeval.feature_network.network_provenance` of its default layer, under its former name.
     """
-    weights = getattr(extractor, "weights", None)
-    entries = {
-        "extractor": getattr(extractor, "identity", None),
-        "weights_sha256": getattr(weights, "sha256", None),
-        "resize": getattr(extractor, "resize", None),
-        "fast": getattr(extractor, "fast", None),
-        "layer": getattr(extractor, "layer", "pool3"),
-    }
-    return {key: value for key, value in entries.items() if value is not None}
+    from lightning_ganeval.feature_network import network_provenance
+
+    return network_provenance(extractor)
 
 
 @contextlib.contextmanager

@@ -223,6 +223,20 @@ def test_extractor_equals_the_transformers_model(clip, clip_weights: Path) -> No
     assert not clip.training
 
 
+def test_clip_is_a_feature_network_with_one_provenance(clip) -> None:
+    from lightning_ganeval.feature_network import FeatureNetwork, network_provenance
+    from lightning_ganeval.stats_files import extractor_provenance
+
+    assert isinstance(clip, FeatureNetwork)
+    clip.train()
+    assert not clip.training
+    assert not any(p.requires_grad for p in clip.parameters())
+    assert clip.device == torch.device("cpu")
+    expected = {"extractor": clip.identity, "weights_sha256": clip.weights.sha256, "resize": "pil", "layer": "features"}
+    # extractor_provenance used to call every network's layer "pool3".
+    assert clip.provenance() == network_provenance(clip, "features") == extractor_provenance(clip) == expected
+
+
 def test_weight_rules(clip_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import lightning_ganeval.clip as clip_module
     from lightning_ganeval.weights import WeightsHashError, WeightsNotFoundError, WeightsSpec, file_sha256

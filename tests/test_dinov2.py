@@ -359,6 +359,24 @@ def test_normalisation_constants(small: DINOv2Extractor) -> None:
 
 
 @pytest.mark.slow
+def test_is_a_feature_network_with_one_provenance(small: DINOv2Extractor) -> None:
+    from lightning_ganeval.feature_network import FeatureNetwork, network_provenance
+    from lightning_ganeval.stats_files import extractor_provenance
+
+    assert isinstance(small, FeatureNetwork)
+    small.train()
+    assert not small.training
+    assert not any(p.requires_grad for p in small.parameters())
+    expected = {
+        "extractor": small.identity,
+        "weights_sha256": small.weights.sha256,
+        "resize": "bicubic",
+        "layer": "features",
+    }
+    # extractor_provenance used to call every network's layer "pool3".
+    assert small.provenance() == network_provenance(small, "features") == extractor_provenance(small) == expected
+
+
 def test_identity_records_model_digest_and_resize(small: DINOv2Extractor, small_weights: Path, tmp_path: Path) -> None:
     digest = file_sha256(small_weights)
     assert small.identity == f"dinov2-vits14/{digest[:16]}/bicubic224"

@@ -226,6 +226,69 @@ def test_identity_and_attributes(extractor: InceptionExtractor, inception_weight
     assert re.fullmatch(r"inception-2015-12-05/[0-9a-f]{16}/tf1", extractor.identity)
 
 
+def test_is_a_feature_network_with_one_provenance(extractor: InceptionExtractor) -> None:
+    """The three former descriptions of a network (stats_files, real_pass, networks) are now one."""
+    import lightning_ganeval.real_pass as real_pass
+    from lightning_ganeval.feature_network import FeatureNetwork, network_identity, network_provenance
+    from lightning_ganeval.networks import network_identity as networks_identity
+    from lightning_ganeval.stats_files import extractor_provenance
+
+    assert isinstance(extractor, FeatureNetwork)
+    expected = {
+        "extractor": extractor.identity,
+        "weights_sha256": extractor.weights.sha256,
+        "resize": "tf1",
+        "fast": False,
+        "layer": "pool3",  # the callbacks' "pool" is pool3, so that load_stats also checks d = 2048
+    }
+    assert extractor.provenance() == extractor.provenance("pool") == expected
+    assert network_provenance(extractor, "pool") == extractor_provenance(extractor) == expected
+    assert network_provenance(extractor, "logits") == {**expected, "layer": "logits"}
+    assert real_pass.network_provenance is network_provenance
+    assert networks_identity is network_identity
+    assert network_identity(extractor) == extractor.identity
+
+
+def test_cpu_convolutions_fuse_relu_and_pack_weights_once(extractor: InceptionExtractor) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    x = uint8_images(1, 32, 32, seed=9)
+    extractor(x)  # packs the weights if no earlier test has
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        extractor(x)
+    counts = {event.key: event.count for event in prof.key_averages()}
+    # 94 convolutions, run as 75 (1x1 convolutions on one input merged); ReLU inside them except where an average
+    # pool comes between a convolution and its ReLU (8 branches); no weight reordered again on a second call.
+    assert counts.get("mkldnn::_convolution_pointwise") == 75
+    assert counts.get("aten::relu_", 0) == 8
+    assert "mkldnn::_reorder_convolution_weight" not in counts
+
+
+@pytest.mark.slow
+def test_onednn_off_gives_the_same_features(extractor: InceptionExtractor) -> None:
+    # The plain path (CUDA, or a CPU without oneDNN) computes relu(conv(x)) separately with torch's own kernels,
+    # which sum in another order: measured 3.4e-5 (the random weights amplify rounding on upsampled inputs, see
+    # the module docstring); a wrong layer, weight or activation would be far beyond 1e-4.
+    x = uint8_images(1, 32, 32, seed=10)
+    fused = extractor(x)
+    with torch.backends.mkldnn.flags(enabled=False):
+        plain = extractor(x)
+    assert relative(plain.pool, fused.pool) <= 1e-4
+    assert relative(plain.logits, fused.logits) <= 1e-4
+
+
+def test_copies_and_pickles_after_a_cpu_forward(extractor: InceptionExtractor) -> None:
+    import copy
+    import io
+
+    x = uint8_images(1, 16, 16, seed=11)
+    before = extractor(x)  # leaves oneDNN-packed weights behind, which neither pickle nor deep-copy
+    twin = copy.deepcopy(extractor)
+    buffer = io.BytesIO()
+    torch.save(extractor, buffer)
+    assert torch.equal(twin(x).pool, before.pool)
+
+
 def test_fast_mode_is_labelled(extractor: InceptionExtractor, inception_weights_path: Path) -> None:
     fast = get_extractor("cpu", weights=inception_weights_path, fast=True)
     assert fast is not extractor
@@ -253,7 +316,8 @@ def test_bf16_path_rounds_each_block_once(extractor: InceptionExtractor, bf16_ex
     # little about the path. Each block on the same bf16 input must stay within a few bf16 unit roundoffs
     # (2^-8 = 3.9e-3) of float32: it reads rounded weights and input and rounds its output once, which measured
     # 2e-3 to 7.6e-3. A wrong weight, layer, layout or a bf16 accumulation would be far beyond 2e-2.
-    x = ((uint8_images(2, 299, 299, seed=8).float() - 128) / 128).to(torch.bfloat16)
+    # The network's input is in [0, 255]: the normalisation is folded into its first convolution.
+    x = uint8_images(2, 299, 299, seed=8).to(torch.bfloat16)
     h = x.contiguous(memory_format=torch.channels_last)
     exact_blocks = [extractor.net.stem, *extractor.net.blocks]
     fast_blocks = [bf16_extractor.net.stem, *bf16_extractor.net.blocks]
