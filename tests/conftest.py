@@ -78,7 +78,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # ------------------------------------------------------------------------------------------------ isolation
 
-# Worker gw<k> draws from 20000 + 1000 k (+ a per-process offset, for two runs at once); a run without workers from 29000.
+# Worker gw<k> draws from 20000 + 1000 k (plus a per-process offset, for two runs at once); no worker: 29000.
 _next_port = 20_000 + 1_000 * (int((_WORKER or "gw9")[2:]) % 12) + os.getpid() % 200
 
 
