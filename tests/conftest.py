@@ -44,7 +44,8 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     """The whole suite (no paths named) runs on one worker per CPU, stealing work from each other at the end."""
     if not config.pluginmanager.has_plugin("xdist") or config.option.numprocesses is not None:
         return  # -p no:xdist, or -n given
-    if config.args_source != pytest.Config.ArgsSource.TESTPATHS or config.option.collectonly:
+    testpaths = getattr(pytest.Config, "ArgsSource", None)  # pytest >= 7.3
+    if testpaths is None or config.args_source != testpaths.TESTPATHS or config.option.collectonly:
         return  # named files or tests: one process (no worker start-up); add -n to spread them
     if config.getoption("usepdb", False):
         return
