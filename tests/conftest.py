@@ -42,6 +42,8 @@ def _cpu_count() -> int:
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns `numprocesses` into workers
 def pytest_cmdline_main(config: pytest.Config) -> None:
     """The whole suite (no paths named) runs on one worker per CPU, stealing work from each other at the end."""
+    if hasattr(config, "workerinput") or _WORKER is not None:
+        return  # a worker: xdist runs this hook there too, with `numprocesses` reset (workers must not start more)
     if not config.pluginmanager.has_plugin("xdist") or config.option.numprocesses is not None:
         return  # -p no:xdist, or -n given
     testpaths = getattr(pytest.Config, "ArgsSource", None)  # pytest >= 7.3
