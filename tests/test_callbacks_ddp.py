@@ -1,4 +1,4 @@
-"""Two CPU processes (``ddp_spawn``, gloo) log exactly the FID and IS of one process on the same samples.
+"""Two and three CPU processes (``ddp_spawn``, gloo) log exactly the FID and IS of one process on the same samples.
 
 The spawned workers unpickle the callbacks (which proves they pickle) and cannot see a pytest monkeypatch, so a
 small callback placed before them swaps in a cheap stand-in extractor inside each worker. The scores are about the
@@ -81,7 +81,7 @@ class TinyGAN(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
-def _run(root: Path, devices: int, weights: Path, averaging: bool = False) -> list[dict[str, Any]]:
+def _run(root: Path, devices: int, weights: Path) -> list[dict[str, Any]]:
     real = torch.rand(NUM_REAL, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
     common = {"num_samples": 10, "batch_size": 4, "inception_weights": weights, "progress": False}
     callbacks = [
@@ -89,17 +89,16 @@ def _run(root: Path, devices: int, weights: Path, averaging: bool = False) -> li
         FIDCallback(
             real=DataLoader(TensorDataset(real), batch_size=4),
             cache_dir=root / "cache",
-            model_weights="both" if averaging else "averaged",
-            # The averaged run also evaluates on a step schedule: 2 batches per epoch, so steps 2 and 4.
-            every_n_train_steps=2 if averaging else None,
+            model_weights="both",
+            # A step schedule: 2 batches per epoch, so steps 2 and 4.
+            every_n_train_steps=2,
             **common,
         ),
         InceptionScoreCallback(splits=2, **common),
         RecordScores(root),
-    ]
-    if averaging:
         # EMAWeightAveraging's closure cannot be pickled for ddp_spawn: the same average from a module function.
-        callbacks.append(WeightAveraging(avg_fn=half_average))
+        WeightAveraging(avg_fn=half_average),
+    ]
     torch.manual_seed(0)
     model = TinyGAN()
     trainer = pl.Trainer(
@@ -122,50 +121,41 @@ def _run(root: Path, devices: int, weights: Path, averaging: bool = False) -> li
     return [json.loads((root / f"rank{r}-of-{devices}.json").read_text()) for r in range(devices)]
 
 
-def test_two_processes_log_the_single_process_scores(tmp_path: Path, inception_weights_path: Path) -> None:
-    (single,) = _run(tmp_path / "single", 1, inception_weights_path)
-    ranks = _run(tmp_path / "ddp", 2, inception_weights_path)
-
-    # Every rank logged the same values (broadcast from rank 0), bit for bit.
-    assert ranks[0] == {**ranks[1], "world_size": 2}
-    assert ranks[0]["world_size"] == 2
-    fid_single = [h["fid"] for h in single["history"]["fid"]]
-    fid_ddp = [h["fid"] for h in ranks[0]["history"]["fid"]]
-    assert len(fid_ddp) == 2
-    assert fid_ddp == pytest.approx(fid_single, rel=1e-6)  # float64 sums merged in another order
-    for key in ("is", "is_std"):
-        values_ddp = [h[key] for h in ranks[0]["history"]["is"]]
-        assert values_ddp == pytest.approx([h[key] for h in single["history"]["is"]], rel=1e-6)
-    for key in ("fid_num_samples", "is_num_samples"):
-        assert ranks[0]["callback_metrics"][key] == single["callback_metrics"][key] == 10
-
-    # The real statistics were sharded without duplicates, merged, and cached once (by rank 0).
-    (cached,) = (tmp_path / "ddp" / "cache").glob("real-*.npz")
-    stats, _ = load_stats(cached)
-    assert stats.n == NUM_REAL
-    (cached_single,) = (tmp_path / "single" / "cache").glob("real-*.npz")
-    stats_single, _ = load_stats(cached_single)
-    assert cached.name == cached_single.name  # the cache key does not depend on the number of processes
-    # Real batches differ between the runs (rank shards), so float32 features differ by rounding (~1e-7).
-    torch.testing.assert_close(stats.mean, stats_single.mean, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(stats.cov, stats_single.cov, rtol=1e-5, atol=1e-6)
-
-
-def test_two_and_three_processes_score_the_averaged_weights_on_a_step_schedule(
+def test_two_and_three_processes_log_the_single_process_scores_of_both_weights_on_a_step_schedule(
     tmp_path: Path, inception_weights_path: Path
 ) -> None:
     # ddp_spawn pickles the callbacks (the averaging callback is found again in each worker). With lr 0 only the
     # BatchNorm running statistics move, and the averaged copy averages them too, so `fid` and `fid_current` differ;
     # each equals the single-process value (rank 0's statistics are used on every rank), on every rank, for 2 and 3
-    # processes (13 real images: unequal shards).
-    (single,) = _run(tmp_path / "single", 1, inception_weights_path, averaging=True)
+    # processes (13 real images: unequal shards). IS scores the averaged weights too.
+    (single,) = _run(tmp_path / "single", 1, inception_weights_path)
+    (cached_single,) = (tmp_path / "single" / "cache").glob("real-*.npz")
+    stats_single, _ = load_stats(cached_single)
     for devices in (2, 3):
-        ranks = _run(tmp_path / f"ddp{devices}", devices, inception_weights_path, averaging=True)
+        ranks = _run(tmp_path / f"ddp{devices}", devices, inception_weights_path)
+        # Every rank logged the same values (broadcast from rank 0), bit for bit.
         for rank in ranks[1:]:
             assert ranks[0] == rank
+        assert ranks[0]["world_size"] == devices
         steps = [h["step"] for h in ranks[0]["history"]["fid"]]
         assert steps == [h["step"] for h in single["history"]["fid"]] == [2, 4]
         for entry, reference in zip(ranks[0]["history"]["fid"], single["history"]["fid"], strict=True):
             assert entry["fid"] == pytest.approx(reference["fid"], rel=1e-5)
             assert entry["fid_current"] == pytest.approx(reference["fid_current"], rel=1e-5)
             assert entry["fid"] != pytest.approx(entry["fid_current"], rel=1e-4)
+        for key in ("is", "is_std"):
+            values_ddp = [h[key] for h in ranks[0]["history"]["is"]]
+            assert len(values_ddp) == 2
+            # float64 sums merged in another order
+            assert values_ddp == pytest.approx([h[key] for h in single["history"]["is"]], rel=1e-6)
+        for key in ("fid_num_samples", "is_num_samples"):
+            assert ranks[0]["callback_metrics"][key] == single["callback_metrics"][key] == 10
+
+        # The real statistics were sharded without duplicates, merged, and cached once (by rank 0).
+        (cached,) = (tmp_path / f"ddp{devices}" / "cache").glob("real-*.npz")
+        stats, _ = load_stats(cached)
+        assert stats.n == NUM_REAL
+        assert cached.name == cached_single.name  # the cache key does not depend on the number of processes
+        # Real batches differ between the runs (rank shards), so float32 features differ by rounding (~1e-7).
+        torch.testing.assert_close(stats.mean, stats_single.mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(stats.cov, stats_single.cov, rtol=1e-5, atol=1e-6)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -108,7 +109,9 @@ def test_missing_weights_file_gives_actionable_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_offline_machine_falls_back_to_random_weights_unless_strict(tmp_path: Path) -> None:
+def test_offline_machine_falls_back_to_random_weights_unless_strict(
+    tmp_path: Path, inception_weights_path: Path
+) -> None:
     wrapper = tmp_path / "offline.py"
     wrapper.write_text(
         textwrap.dedent(
@@ -152,11 +155,19 @@ def test_offline_machine_falls_back_to_random_weights_unless_strict(tmp_path: Pa
     assert str(torch_home) in result.stderr  # where to place the file
     assert not list((tmp_path / "strict").rglob("events.out.tfevents.*"))
 
-    # Default: the example says so in one block and finishes on seeded random weights, labelled.
+    # Default: the example says so in one block and finishes on seeded random weights, labelled. They come from
+    # `cached_random_inception_weights(seed=0)` in the temporary folder: this test's, holding the session's file
+    # of the same seed (building it again would cost ~30 s of CPU; the fallback path is the same).
+    temp = tmp_path / "temp"
+    (temp / "lightning-ganeval-random").mkdir(parents=True)
+    shutil.copyfile(inception_weights_path, temp / "lightning-ganeval-random" / "random-inception-seed0.pth")
     quick = ["--epochs", "1", "--num-samples", "16", "--num-real", "16", "--splits", "2"]
     logdir = tmp_path / "default"
     result = _run(
-        [str(wrapper), str(EXAMPLE), *quick, "--logdir", str(logdir)], timeout=600, TORCH_HOME=str(torch_home)
+        [str(wrapper), str(EXAMPLE), *quick, "--logdir", str(logdir)],
+        timeout=600,
+        TORCH_HOME=str(torch_home),
+        TMPDIR=str(temp),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "could not be found or downloaded" in result.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import math
+import os
 import socket
 import threading
 import warnings
@@ -42,8 +43,8 @@ LATENT_DIM = 8
 
 
 @pytest.fixture(scope="module")
-def lpips_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return write_random_lpips_weights(tmp_path_factory.mktemp("lpips"), seed=0)
+def lpips_files(build_once: Any) -> tuple[Path, Path]:
+    return build_once("lpips", lambda folder: write_random_lpips_weights(folder, seed=0))
 
 
 @pytest.fixture(autouse=True)
@@ -335,19 +336,20 @@ def _ddp_worker(rank: int, world_size: int, port: int, files: tuple[Path, Path],
 @pytest.mark.slow
 @pytest.mark.ddp
 def test_ddp_is_exact_at_any_world_size(lpips_files: tuple[Path, Path], tmp_path: Path) -> None:
-    """1, 2 and 3 gloo processes (6 batches, the last one short): identical per-pair distances and values."""
-    results = {}
-    for world_size in (1, 2, 3):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+    """One process (no process group), 2 and 3 gloo processes (6 batches, the last one short): identical per-pair
+    distances and values."""
+    with torch.random.fork_rng(devices=[]):  # `Generator` seeds the global RNG
+        single = PerceptualPathLength(
+            LATENT_DIM, num_pairs=22, batch_size=4, space=(0.0, 255.0), sampling="full", lpips=_lpips(lpips_files)
+        ).evaluate(Generator())
+    port = int(os.environ["MASTER_PORT"])  # a free port of this worker's (tests/conftest.py), for each run in turn
+    for world_size in (2, 3):
         out = str(tmp_path / f"w{world_size}.pt")
         torch.multiprocessing.spawn(_ddp_worker, args=(world_size, port, lpips_files, out), nprocs=world_size)
-        results[world_size] = torch.load(out)
-    for world_size in (2, 3):
-        assert torch.equal(results[world_size]["distances"], results[1]["distances"]), world_size
-        assert results[world_size]["values"] == results[1]["values"], world_size
-    assert not torch.isnan(results[1]["distances"]).any()
+        result = torch.load(out)
+        assert torch.equal(result["distances"], single.distances), world_size
+        assert result["values"] == single.values, world_size
+    assert not torch.isnan(single.distances).any()
 
 
 # ----------------------------------------------------------------------------------------- Lightning

@@ -694,18 +694,16 @@ def test_endless_iterable_loader_needs_num_real(tmp_path: Path) -> None:
 # ======================================================================================== training untouched
 
 
-@pytest.mark.parametrize("name", NAMESPACES)
-def test_training_is_untouched(tmp_path: Path, inception_weights_path: Path, name: str) -> None:
+def test_training_is_untouched(tmp_path: Path, inception_weights_path: Path) -> None:
     """With seed_everything, a run with the callbacks evaluating every epoch ends bit-identical to one without.
 
     Each run is a fresh process (no state shared through caches or module globals). The real statistics are
     computed from the augmenting, shuffling training loader, and its pixel space is inferred from it: all of that
-    must leave the global RNGs as they were. Under ``lightning.pytorch`` an InceptionScoreCallback (real Inception,
-    random weights, 4 samples) runs too; under ``pytorch_lightning`` only FID, to keep the test's time down.
+    must leave the global RNGs as they were. An InceptionScoreCallback (real Inception, random weights, 4 samples)
+    runs too. `test_training_is_untouched_under_pytorch_lightning` runs the same comparison in this process.
     """
-    pytest.importorskip(name)
-    common = ["train_weights.py", "--namespace", name]
-    extra = ["--is-weights", str(inception_weights_path)] if name == "lightning.pytorch" else []
+    common = ["train_weights.py", "--namespace", "lightning.pytorch"]
+    extra = ["--is-weights", str(inception_weights_path)]
     runs = [
         start_script(*common, "--root", str(tmp_path / "a"), "--out", str(tmp_path / "a.pt")),
         start_script(
@@ -716,7 +714,45 @@ def test_training_is_untouched(tmp_path: Path, inception_weights_path: Path, nam
         finish(process, timeout=240)
     without = torch.load(tmp_path / "a.pt", weights_only=False)
     with_ = torch.load(tmp_path / "b.pt", weights_only=False)
-    assert with_["evaluations"] == ([2, 2] if extra else [2])  # every callback evaluated at both epoch ends
+    assert with_["evaluations"] == [2, 2]  # every callback evaluated at both epoch ends
+    assert without["steps"] == with_["steps"] == 8
+    assert without["state_dict"].keys() == with_["state_dict"].keys()
+    differing = [k for k in without["state_dict"] if not torch.equal(without["state_dict"][k], with_["state_dict"][k])]
+    assert differing == [], f"weights differ after training with the callbacks: {differing}"
+    assert torch.equal(without["torch_rng"], with_["torch_rng"]), "the global torch RNG ends in another state"
+    assert without["numpy_rng"] == with_["numpy_rng"]
+    assert without["python_rng"] == with_["python_rng"]
+
+
+def test_training_is_untouched_under_pytorch_lightning(tmp_path: Path) -> None:
+    """``pytorch_lightning``: the run of `tests/user_scripts/train_weights.py` with and without FIDCallback, here.
+
+    In one process, without the callback first (so that it cannot leave a cache or a module global for the run
+    with it); the fresh-process comparison is `test_training_is_untouched`, under ``lightning.pytorch``.
+    """
+    import random
+
+    ns = namespace("pytorch_lightning")
+
+    def run(with_callbacks: bool) -> dict[str, Any]:
+        root = tmp_path / ("b" if with_callbacks else "a")
+        ns.pl.seed_everything(1234, verbose=False)
+        images = to_tensor01(mnist_like_uint8(32))
+        data = DataLoader(user_models.JitteredImages(images), batch_size=8, shuffle=True)
+        callbacks = [tiny_fid(root, batch_size=8)] if with_callbacks else []
+        model = ns.GAN(output="tanh")
+        quiet_fit(make_trainer(ns, root, callbacks), model, data)
+        return {
+            "state_dict": {k: v.clone() for k, v in model.state_dict().items()},
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+            "numpy_rng": np.random.get_state()[1].tolist(),
+            "steps": model.steps,
+            "evaluations": [len(cb.history) for cb in callbacks],
+        }
+
+    without, with_ = run(False), run(True)
+    assert with_["evaluations"] == [2]
     assert without["steps"] == with_["steps"] == 8
     assert without["state_dict"].keys() == with_["state_dict"].keys()
     differing = [k for k in without["state_dict"] if not torch.equal(without["state_dict"][k], with_["state_dict"][k])]
@@ -867,8 +903,13 @@ def _scores(directory: Path, world_size: int) -> list[dict[str, Any]]:
 
 
 @pytest.mark.ddp
-def test_ddp_spawn_with_a_datamodule_logs_the_single_process_fid(tmp_path: Path) -> None:
-    """``ddp_spawn``, 2 CPU processes, a LightningDataModule with 2 loader workers each, real=None."""
+def test_ddp_spawn_and_launched_ddp_log_the_single_process_fid(tmp_path: Path) -> None:
+    """2 CPU processes, a LightningDataModule with 2 loader workers each, real=None, launched both ways users do.
+
+    ``ddp_spawn`` from this process, and ``strategy="ddp"`` as users run it: `tests/user_scripts/ddp_fit.py`, which
+    Lightning launches again for rank 1. Both fit the run of `run` (the script's settings) and must log its
+    single-process FID.
+    """
     import lightning.pytorch as pl
 
     def run(root: Path, devices: int) -> list[dict[str, Any]]:
@@ -892,28 +933,16 @@ def test_ddp_spawn_with_a_datamodule_logs_the_single_process_fid(tmp_path: Path)
         return _scores(root, devices)
 
     (single,) = run(tmp_path / "single", 1)
-    ranks = run(tmp_path / "ddp", 2)
     expected = [h["fid"] for h in single["history"]["fid"]]
     assert len(expected) == 2
-    for record in ranks:
-        assert [h["fid"] for h in record["history"]["fid"]] == pytest.approx(expected, rel=1e-6)
-        assert record["callback_metrics"]["fid"] == ranks[0]["callback_metrics"]["fid"]  # same value on every rank
-        assert record["callback_metrics"]["fid"] == pytest.approx(expected[-1], rel=1e-6)
-
-
-@pytest.mark.ddp
-def test_ddp_launched_script_logs_the_single_process_fid(tmp_path: Path) -> None:
-    """``strategy="ddp"`` as users run it: a script that Lightning launches again for rank 1."""
-    single = start_script("ddp_fit.py", "--devices", "1", "--out", str(tmp_path / "single"))
-    finish(single, timeout=180)
-    ddp = start_script(
+    spawned = run(tmp_path / "spawn", 2)
+    launched = start_script(
         "ddp_fit.py", "--devices", "2", "--strategy", "ddp_find_unused_parameters_true", "--out", str(tmp_path / "ddp")
     )
-    finish(ddp, timeout=240)
-    (reference,) = _scores(tmp_path / "single", 1)
-    expected = [h["fid"] for h in reference["history"]["fid"]]
-    assert len(expected) == 2
-    for record in _scores(tmp_path / "ddp", 2):
-        assert record["world_size"] == 2
-        assert [h["fid"] for h in record["history"]["fid"]] == pytest.approx(expected, rel=1e-6)
-        assert record["callback_metrics"]["fid"] == pytest.approx(expected[-1], rel=1e-6)
+    finish(launched, timeout=240)
+    for ranks in (spawned, _scores(tmp_path / "ddp", 2)):
+        for record in ranks:
+            assert record["world_size"] == 2
+            assert [h["fid"] for h in record["history"]["fid"]] == pytest.approx(expected, rel=1e-6)
+            assert record["callback_metrics"]["fid"] == ranks[0]["callback_metrics"]["fid"]  # same on every rank
+            assert record["callback_metrics"]["fid"] == pytest.approx(expected[-1], rel=1e-6)
