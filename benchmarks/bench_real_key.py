@@ -31,7 +31,7 @@ import torch
 from run_all import format_table  # the one table format of benchmarks/
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_ganeval.images import PixelSpace
+from lightning_ganeval.pixel_space import PixelSpace
 from lightning_ganeval.real_images import iter_real_images
 from lightning_ganeval.real_pass import real_cache_key
 

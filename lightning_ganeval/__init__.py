@@ -46,7 +46,7 @@ _EXPORTS = {
     "RealRequest": "metrics",
     "RealData": "metrics",
     # pixels, networks, files, weights
-    "PixelSpace": "images",
+    "PixelSpace": "pixel_space",
     "InceptionExtractor": "inception",
     "get_extractor": "inception",
     "DINOv2Extractor": "dinov2",
@@ -88,7 +88,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs, which cannot follow __getattr__
     from lightning_ganeval.clip import CLIPExtractor
     from lightning_ganeval.dinov2 import DINOv2Extractor
     from lightning_ganeval.evaluator import EvaluationResult, EvaluationWarning, Evaluator
-    from lightning_ganeval.images import PixelSpace
     from lightning_ganeval.inception import InceptionExtractor, get_extractor
     from lightning_ganeval.lpips import LPIPSVGG16
     from lightning_ganeval.metrics import (
@@ -105,5 +104,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs, which cannot follow __getattr__
         RealRequest,
         VendiScore,
     )
+    from lightning_ganeval.pixel_space import PixelSpace
     from lightning_ganeval.stats_files import load_stats, save_stats
     from lightning_ganeval.weights import WeightsError, resolve_weights

@@ -32,10 +32,11 @@ import torch
 from torch import Tensor, nn
 
 from lightning_ganeval.distributed import agree, rank_and_world_size
-from lightning_ganeval.images import ConvertedImages, PixelSpace, RangeCheck, coerce_pixel_space, to_uint8_rgb
+from lightning_ganeval.images import ConvertedImages, RangeCheck, to_uint8_rgb
 from lightning_ganeval.metrics.base import GenerativeMetric
 from lightning_ganeval.metrics.registry import build_metric
 from lightning_ganeval.networks import network_device, run_network
+from lightning_ganeval.pixel_space import PixelSpace, coerce_pixel_space
 from lightning_ganeval.real_images import iter_real_images
 from lightning_ganeval.real_pass import prepare_real_data
 from lightning_ganeval.sampling import (
@@ -97,7 +98,7 @@ class Evaluator:
         latent_shape: Shape of one latent vector.
         batch_size: Samples per generator call and network forward.
         seed: Seed of the latent bank (a private generator: global random states are left untouched).
-        space: Pixel space of the generated images (a :class:`~lightning_ganeval.images.PixelSpace` or a
+        space: Pixel space of the generated images (a :class:`~lightning_ganeval.pixel_space.PixelSpace` or a
             ``(low, high)`` pair); values outside it are clamped and counted.
         inception: The Inception network for metrics without their own ``feature_extractor``
             (:func:`~lightning_ganeval.inception.get_extractor`).

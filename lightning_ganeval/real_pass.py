@@ -40,9 +40,10 @@ from lightning_ganeval.accumulators import FeatureBank, FIDMoments
 from lightning_ganeval.distributed import agree, barrier, broadcast_object, rank_and_world_size
 from lightning_ganeval.feature_network import network_provenance
 from lightning_ganeval.frechet import GaussianStats
-from lightning_ganeval.images import PixelSpace, coerce_pixel_space, infer_pixel_space, to_uint8_rgb
+from lightning_ganeval.images import infer_pixel_space, to_uint8_rgb
 from lightning_ganeval.metrics.base import GenerativeMetric, RealData
 from lightning_ganeval.networks import network_device, network_identity, run_network
+from lightning_ganeval.pixel_space import PixelSpace, coerce_pixel_space
 from lightning_ganeval.real_images import RealImageStream, iter_real_images, map_style_size
 from lightning_ganeval.sampling import isolated_rng
 from lightning_ganeval.stats_files import atomic_write, load_stats, save_stats

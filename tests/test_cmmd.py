@@ -312,7 +312,8 @@ def test_callback_in_a_trainer_logs_the_reference_value(clip, clip_weights: Path
     from torch.utils.data import DataLoader, TensorDataset
 
     from lightning_ganeval import CMMDCallback
-    from lightning_ganeval.images import PixelSpace, to_uint8_rgb
+    from lightning_ganeval.images import to_uint8_rgb
+    from lightning_ganeval.pixel_space import PixelSpace
     from lightning_ganeval.sampling import LatentBank
 
     class Gen(pl.LightningModule):

@@ -17,15 +17,8 @@ from torchvision import transforms as tv1
 from torchvision.datasets import FakeData, VisionDataset
 from torchvision.transforms import v2
 
-from lightning_ganeval.images import (
-    RANGE_TOLERANCE,
-    ConvertedImages,
-    PixelSpace,
-    PixelSpaceError,
-    coerce_pixel_space,
-    infer_pixel_space,
-    to_uint8_rgb,
-)
+from lightning_ganeval.images import ConvertedImages, infer_pixel_space, to_uint8_rgb
+from lightning_ganeval.pixel_space import RANGE_TOLERANCE, PixelSpace, PixelSpaceError, coerce_pixel_space
 
 
 def _constant_batch(values: list[float], dtype: torch.dtype = torch.float32) -> torch.Tensor:

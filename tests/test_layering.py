@@ -15,6 +15,7 @@ LIGHTNING_ROOTS = {"lightning", "pytorch_lightning"}
 # Modules that must stay usable without Lightning: plain torch (+ numpy, torchmetrics, torch-fidelity, timm).
 PLAIN_MODULES = [
     "weights",
+    "pixel_space",
     "images",
     "feature_network",
     "inception",
@@ -55,7 +56,8 @@ PLAIN_MODULES = [
 ALLOWED_INTERNAL = {
     "distributed": set(),
     "weights": set(),
-    "images": set(),
+    "pixel_space": set(),
+    "images": {"pixel_space"},
     "frechet": set(),
     "inception_score_math": {"frechet"},
     "testing": {"weights"},
@@ -64,7 +66,7 @@ ALLOWED_INTERNAL = {
     "dinov2": {"weights", "feature_network"},
     "clip": {"weights", "feature_network"},
     "accumulators": {"frechet", "inception_score_math"},
-    "sampling": {"images"},
+    "sampling": {"images", "pixel_space"},
     "stats_files": {"frechet", "feature_network"},
     "real_images": set(),
     "metrics": {
@@ -75,6 +77,7 @@ ALLOWED_INTERNAL = {
         "metrics",
         "lpips",
         "images",
+        "pixel_space",
         "sampling",
     },
     "lpips": {"weights"},
@@ -84,6 +87,7 @@ ALLOWED_INTERNAL = {
         "feature_network",
         "inception",
         "images",
+        "pixel_space",
         "frechet",
         "metrics",
         "accumulators",
@@ -92,7 +96,16 @@ ALLOWED_INTERNAL = {
         "real_images",
         "sampling",
     },
-    "evaluator": {"distributed", "images", "metrics", "networks", "real_images", "real_pass", "sampling"},
+    "evaluator": {
+        "distributed",
+        "images",
+        "pixel_space",
+        "metrics",
+        "networks",
+        "real_images",
+        "real_pass",
+        "sampling",
+    },
     "cli": {
         # The command line is a client: the registry (to build its parser), the Evaluator and the real pass (to
         # run a command), the networks and statistics files (to set one up). Its own modules are `cli.*`.
@@ -103,6 +116,7 @@ ALLOWED_INTERNAL = {
         "evaluator",
         "frechet",
         "images",
+        "pixel_space",
         "inception",
         "metrics",
         "networks",

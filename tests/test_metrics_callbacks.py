@@ -31,11 +31,12 @@ import lightning_ganeval.callbacks.base as callbacks_module
 from lightning_ganeval import FIDCallback, InceptionScoreCallback, KIDCallback, PrecisionRecallCallback
 from lightning_ganeval.evaluator import Evaluator
 from lightning_ganeval.frechet import GaussianStats
-from lightning_ganeval.images import PixelSpace, to_uint8_rgb
+from lightning_ganeval.images import to_uint8_rgb
 from lightning_ganeval.inception import InceptionFeatures
 from lightning_ganeval.inception_score_math import inception_score
 from lightning_ganeval.metrics import FID, InceptionScore
 from lightning_ganeval.metrics.kid import kid_from_features
+from lightning_ganeval.pixel_space import PixelSpace
 from lightning_ganeval.real_pass import select_real_rows
 
 IMAGE_SIZE = 8

@@ -67,7 +67,8 @@ def test_metric_through_the_evaluator_equals_the_definition() -> None:
 
     result = evaluator.evaluate(generate)
     values = result.by_metric["vendi"]
-    from lightning_ganeval.images import PixelSpace, to_uint8_rgb
+    from lightning_ganeval.images import to_uint8_rgb
+    from lightning_ganeval.pixel_space import PixelSpace
 
     images = to_uint8_rgb(generate(evaluator.bank.latents()), PixelSpace.from_value_range(-1.0, 1.0)).images
     features = network(images).pool
@@ -100,7 +101,8 @@ def test_callback_in_a_trainer_with_inception(tmp_path: Path, inception_weights_
     from torch.utils.data import DataLoader, TensorDataset
 
     from lightning_ganeval import FIDCallback, VendiScoreCallback
-    from lightning_ganeval.images import PixelSpace, to_uint8_rgb
+    from lightning_ganeval.images import to_uint8_rgb
+    from lightning_ganeval.pixel_space import PixelSpace
     from lightning_ganeval.sampling import LatentBank
 
     class Gen(pl.LightningModule):

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from typing_extensions import Unpack, get_args, get_origin  # noqa: UP035 (the origin of Unpack[...] is typing_extensions.Unpack)
 
 from lightning_ganeval.callbacks._checks import check_callable
-from lightning_ganeval.images import PixelSpace
+from lightning_ganeval.pixel_space import PixelSpace
 
 __all__ = [
     "ClipMetricArguments",

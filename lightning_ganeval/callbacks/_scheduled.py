@@ -31,7 +31,7 @@ from lightning_ganeval.callbacks._compat import lightning_classes
 from lightning_ganeval.callbacks._state_keys import check_state_keys
 from lightning_ganeval.callbacks.monitors import MonitorAdjustments
 from lightning_ganeval.evaluator import NONFINITE_POLICIES
-from lightning_ganeval.images import PixelSpace
+from lightning_ganeval.pixel_space import PixelSpace
 from lightning_ganeval.sampling import normalize_latent_shape
 
 __all__ = ["MODEL_WEIGHTS", "rank_zero_first"]

@@ -29,10 +29,10 @@ from lightning_ganeval.callbacks._shared_pass import _SharedEvaluation, join_sha
 from lightning_ganeval.callbacks._state_keys import install_trainer_check
 from lightning_ganeval.callbacks.grids import log_grid
 from lightning_ganeval.evaluator import CLAMPED_WARNING_FRACTION
-from lightning_ganeval.images import PixelSpace
 from lightning_ganeval.inception import RESIZE_MODES, get_extractor
 from lightning_ganeval.metrics.base import GenerativeMetric
 from lightning_ganeval.networks import network_identity
+from lightning_ganeval.pixel_space import PixelSpace
 from lightning_ganeval.sampling import isolated_rng
 from lightning_ganeval.weights import InceptionWeights, resolve_weights
 

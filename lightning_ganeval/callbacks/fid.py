@@ -15,8 +15,8 @@ from lightning_ganeval.callbacks._arguments import RealMetricArguments, pixel_sp
 from lightning_ganeval.callbacks._checks import check_bool, check_extrapolation_samples, check_int, check_path
 from lightning_ganeval.callbacks._sample_fns import function_key
 from lightning_ganeval.callbacks.base import _GenerativeMetricCallback
-from lightning_ganeval.images import PixelSpace
 from lightning_ganeval.metrics.fid import FID
+from lightning_ganeval.pixel_space import PixelSpace
 
 __all__ = ["FIDCallback", "RealDataCallbackMixin"]
 

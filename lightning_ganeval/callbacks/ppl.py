@@ -16,7 +16,6 @@ from lightning_ganeval.callbacks._arguments import ScheduleArguments, resolve_ca
 from lightning_ganeval.callbacks._checks import check_bool, check_choice, check_int, check_path
 from lightning_ganeval.callbacks._scheduled import _ScheduledCallback, rank_zero_first
 from lightning_ganeval.callbacks._shared_pass import _all_ranks, _is_loader
-from lightning_ganeval.images import PixelSpace
 from lightning_ganeval.lpips import LPIPSVGG16, resolve_lpips_weights
 from lightning_ganeval.metrics.ppl import (
     DEFAULT_EPSILON,
@@ -26,6 +25,7 @@ from lightning_ganeval.metrics.ppl import (
     _check_discard,
 )
 from lightning_ganeval.networks import network_device
+from lightning_ganeval.pixel_space import PixelSpace
 from lightning_ganeval.real_pass import infer_real_space
 from lightning_ganeval.sampling import isolated_rng
 

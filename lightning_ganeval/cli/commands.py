@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from lightning_ganeval.images import PixelSpace
+    from lightning_ganeval.pixel_space import PixelSpace
 
 __all__ = ["Session", "Source", "run_metric", "run_stats"]
 
@@ -245,7 +245,7 @@ class Session:
 
 
 def uint8_space() -> PixelSpace:
-    from lightning_ganeval.images import PixelSpace
+    from lightning_ganeval.pixel_space import PixelSpace
 
     return PixelSpace.from_value_range(0.0, 255.0)  # ignored for uint8 images; named for the record
 

@@ -42,8 +42,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_ganeval.distributed import agree, rank_and_world_size
-from lightning_ganeval.images import PixelSpace, _to_255, coerce_pixel_space
+from lightning_ganeval.images import _to_255
 from lightning_ganeval.lpips import LPIPSVGG16
+from lightning_ganeval.pixel_space import PixelSpace, coerce_pixel_space
 from lightning_ganeval.sampling import (
     LatentBank,
     check_generated,
