@@ -42,10 +42,10 @@ from torch.utils.data import DataLoader, TensorDataset
 import lightning_ganeval.callbacks.base as callbacks_module
 from lightning_ganeval import FIDCallback, InceptionScoreCallback
 from lightning_ganeval.accumulators import FIDMoments, ISMarginals
+from lightning_ganeval.feature_network import network_provenance
 from lightning_ganeval.frechet import GaussianStats
 from lightning_ganeval.images import to_uint8_rgb
 from lightning_ganeval.inception import get_extractor
-from lightning_ganeval.real_pass import network_provenance
 from lightning_ganeval.sampling import LatentBank, check_generated
 from lightning_ganeval.stats_files import save_stats
 from lightning_ganeval.testing import cached_random_inception_weights

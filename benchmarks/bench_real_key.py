@@ -1,6 +1,6 @@
 """Cost of the real-data cache key against reading the real data once, on 50,000 images.
 
-The key (:func:`lightning_ganeval.real_pass.real_cache_key`) reads 64 images at seeded positions spread over the whole
+The key (:func:`lightning_ganeval.real_cache.real_cache_key`) reads 64 images at seeded positions spread over the whole
 dataset, digests them with the dataset's length and the description of its transforms, ``collate_fn`` and
 ``image_fn``. It is computed before every real pass, hit or miss, so it must stay negligible next to the pass it
 saves. The peer is one full read of the same data through the real pass's reader
@@ -32,8 +32,8 @@ from run_all import format_table  # the one table format of benchmarks/
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_ganeval.pixel_space import PixelSpace
+from lightning_ganeval.real_cache import real_cache_key
 from lightning_ganeval.real_images import iter_real_images
-from lightning_ganeval.real_pass import real_cache_key
 
 
 def _write_pngs(root: Path, images: np.ndarray) -> None:

@@ -288,7 +288,7 @@ class RealImageStream(Iterator[tuple[Tensor, Tensor]]):
     """This rank's real image batches with their global sample indices; made by :func:`iter_real_images`.
 
     ``indices`` (map-style data only) reads exactly those dataset items, in that order, on any rank: a sample
-    spread over the dataset (see :func:`lightning_ganeval.real_pass.sample_real_images`).
+    spread over the dataset (see :func:`lightning_ganeval.real_cache.sample_real_images`).
 
     Attributes:
         shard_size: Samples this rank yields in all, when known up front (map-style datasets); else ``None``.

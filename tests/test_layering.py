@@ -39,6 +39,7 @@ PLAIN_MODULES = [
     "metrics.ppl",
     "lpips",
     "networks",
+    "real_cache",
     "real_pass",
     "evaluator",
     "testing",
@@ -82,6 +83,16 @@ ALLOWED_INTERNAL = {
     },
     "lpips": {"weights"},
     "networks": {"feature_network", "inception"},
+    "real_cache": {
+        "feature_network",
+        "frechet",
+        "images",
+        "networks",
+        "pixel_space",
+        "real_images",
+        "stats_files",
+        "sampling",
+    },
     "real_pass": {
         "distributed",
         "feature_network",
@@ -95,6 +106,7 @@ ALLOWED_INTERNAL = {
         "stats_files",
         "real_images",
         "sampling",
+        "real_cache",
     },
     "evaluator": {
         "distributed",
@@ -124,6 +136,7 @@ ALLOWED_INTERNAL = {
         "real_pass",
         "stats_files",
         "weights",
+        "feature_network",
     },
 }
 

@@ -22,8 +22,8 @@ import pytest
 import torch
 import yaml
 
+from lightning_ganeval.feature_network import network_provenance
 from lightning_ganeval.frechet import GaussianStats
-from lightning_ganeval.real_pass import network_provenance
 from lightning_ganeval.stats_files import save_stats
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,16 +16,12 @@ from fakes import FakeExtractor
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 
+from lightning_ganeval import real_cache
 from lightning_ganeval import real_pass as real_module
 from lightning_ganeval.images import to_uint8_rgb
 from lightning_ganeval.metrics import FID, KID, PrecisionRecall
-from lightning_ganeval.real_pass import (
-    SAMPLE_SIZE,
-    prepare_real_data,
-    sample_indices,
-    sample_real_images,
-    select_real_rows,
-)
+from lightning_ganeval.real_cache import SAMPLE_SIZE, sample_indices, sample_real_images
+from lightning_ganeval.real_pass import prepare_real_data, select_real_rows
 from lightning_ganeval.stats_files import load_stats
 
 
@@ -189,8 +185,8 @@ def _rewrite_features(path: Path, features: np.ndarray, *, fix_record: bool) -> 
         record = json.loads(str(data["record"]))
         indices = np.asarray(data["indices"])[: len(features)]
     if fix_record:  # a consistent record: only the expectations of the pass can tell
-        record.update(shape=list(features.shape), sha256=real_module._array_checksum(features))
-        record.update(indices_sha256=real_module._array_checksum(indices))
+        record.update(shape=list(features.shape), sha256=real_cache._array_checksum(features))
+        record.update(indices_sha256=real_cache._array_checksum(indices))
     np.savez(path, features=features, indices=indices, record=np.asarray(json.dumps(record)))
 
 

@@ -27,8 +27,9 @@ from lightning_ganeval import real_images as reference
 from lightning_ganeval.images import to_uint8_rgb
 from lightning_ganeval.metrics import FID
 from lightning_ganeval.pixel_space import PixelSpace
+from lightning_ganeval.real_cache import real_cache_key, sample_real_images
 from lightning_ganeval.real_images import default_max_workers, iter_real_images
-from lightning_ganeval.real_pass import prepare_real_data, real_cache_key, sample_real_images
+from lightning_ganeval.real_pass import prepare_real_data
 
 # Tests build loaders with more workers than this machine's cores to check the cap; torch warns about them.
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")

@@ -25,7 +25,8 @@ from lightning_ganeval.evaluator import EvaluationWarning, Evaluator
 from lightning_ganeval.images import to_uint8_rgb
 from lightning_ganeval.networks import network_device
 from lightning_ganeval.pixel_space import PixelSpace
-from lightning_ganeval.real_pass import infer_real_space, prepare_real_data
+from lightning_ganeval.real_cache import infer_real_space
+from lightning_ganeval.real_pass import prepare_real_data
 from lightning_ganeval.sampling import check_generated, preserved_module_state
 
 if TYPE_CHECKING:

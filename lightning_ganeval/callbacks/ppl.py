@@ -26,7 +26,7 @@ from lightning_ganeval.metrics.ppl import (
 )
 from lightning_ganeval.networks import network_device
 from lightning_ganeval.pixel_space import PixelSpace
-from lightning_ganeval.real_pass import infer_real_space
+from lightning_ganeval.real_cache import infer_real_space
 from lightning_ganeval.sampling import isolated_rng
 
 __all__ = ["MappingFn", "PPLCallback"]

@@ -341,7 +341,7 @@ def run_metric(entry: MetricEntry, args: argparse.Namespace, make_session: Calla
 
 def _evaluated_stats(source: Source, session: Session, metric: Any) -> Any:
     """A statistics file given as A, checked against the network and layer that B's moments come from."""
-    from lightning_ganeval.real_pass import network_provenance
+    from lightning_ganeval.feature_network import network_provenance
 
     stats, _ = setup.load_stats_file(source, network_provenance(session.network, metric.resolved_layer()))
     assert metric.real is not None
@@ -439,8 +439,8 @@ def run_stats(args: argparse.Namespace, make_session: Callable[[], Session]) -> 
         session = make_session()
         rank = session.rank
         from lightning_ganeval.evaluator import Evaluator
+        from lightning_ganeval.feature_network import network_provenance
         from lightning_ganeval.metrics.fid import FID
-        from lightning_ganeval.real_pass import network_provenance
 
         metric = FID(feature_extractor=None if session.is_inception else session.network)
         evaluator = Evaluator([metric], num_samples=2, latent_shape=1, space=uint8_space(), inception=session.network)
