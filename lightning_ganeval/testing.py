@@ -47,6 +47,16 @@ LOGIT_STD = 3.0
 """Target standard deviation of the random weights' logits on the calibration images."""
 
 
+def _save(state: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` through a temporary file in the same folder, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def _random_images(generator: torch.Generator, n: int) -> torch.Tensor:
     """299 x 299 uint8 images of uniform noise on grids from 1 x 1 to 299 x 299, bilinearly upsampled.
 
@@ -131,12 +141,7 @@ def write_random_inception_weights(path: str | os.PathLike[str], seed: int = 0) 
     Returns:
         The destination as a :class:`~pathlib.Path`.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(build_random_inception_state_dict(seed=seed), tmp)
-    os.replace(tmp, path)
-    return path
+    return _save(build_random_inception_state_dict(seed=seed), path)
 
 
 def cached_random_inception_weights(seed: int = 0, directory: str | os.PathLike[str] | None = None) -> Path:
@@ -239,13 +244,7 @@ def write_random_dinov2_weights(path: str | os.PathLike[str], seed: int = 0, *, 
     Returns:
         The destination as a :class:`~pathlib.Path`.
     """
-    state = build_random_dinov2_state_dict(seed, size=size)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    return _save(build_random_dinov2_state_dict(seed, size=size), path)
 
 
 # Vision (width, depth, MLP width, projection), text (width, depth) of the CLIP checkpoints written below; written
@@ -339,13 +338,7 @@ def write_random_clip_weights(path: str | os.PathLike[str], seed: int = 0, *, si
     Returns:
         The destination as a :class:`~pathlib.Path`.
     """
-    state = build_random_clip_state_dict(seed, size=size)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    return _save(build_random_clip_state_dict(seed, size=size), path)
 
 
 # torchvision VGG16 `features` index -> (in, out) channels of its 3 x 3 convolutions up to relu5_3, and the widths of
@@ -396,13 +389,8 @@ def write_random_lpips_weights(directory: str | os.PathLike[str], seed: int = 0)
         seed: Seed for the values.
     """
     state = build_random_lpips_state_dict(seed)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, prefix in (("weights-vgg16-lpips.pth", "lin"), ("vgg16-397923af.pth", "features.")):
-        path = directory / name
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save({k: v for k, v in state.items() if k.startswith(prefix)}, tmp)
-        os.replace(tmp, path)
-        paths.append(path)
-    return paths[0], paths[1]
+    lin, vgg = (
+        _save({k: v for k, v in state.items() if k.startswith(prefix)}, Path(directory) / name)
+        for name, prefix in (("weights-vgg16-lpips.pth", "lin"), ("vgg16-397923af.pth", "features."))
+    )
+    return lin, vgg

@@ -28,9 +28,27 @@ __all__ = [
     "PerSampleMetric",
     "RealData",
     "RealRequest",
+    "check_feature_pair",
     "features_fingerprint",
     "ieee_float32_matmul",
 ]
+
+
+def check_feature_pair(real: Tensor, fake: Tensor) -> None:
+    """Refuse a ``real`` / ``fake`` pair that is not two 2-D real-valued tensors of one positive width."""
+    for name, x in (("real", real), ("fake", fake)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}.")
+        if x.ndim != 2:
+            raise ValueError(f"`{name}` must be a 2-D (rows, features) tensor, got shape {tuple(x.shape)}.")
+        if x.is_complex() or x.dtype == torch.bool:
+            raise TypeError(f"`{name}` must hold real numbers, got dtype {x.dtype}.")
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(
+            f"`real` and `fake` must have the same feature dimension, got {real.shape[1]} and {fake.shape[1]}."
+        )
+    if real.shape[1] == 0:
+        raise ValueError("`real` and `fake` have 0 features per row; at least 1 is needed.")
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ import math
 import torch
 from torch import Tensor
 
-from lightning_ganeval.metrics.base import PerSampleMetric, ieee_float32_matmul
+from lightning_ganeval.metrics.base import PerSampleMetric, check_feature_pair, ieee_float32_matmul
 
 __all__ = ["KID", "kid_from_features", "kid_subset_values", "mmd2_unbiased"]
 
@@ -58,22 +58,6 @@ def _check_dtype(dtype: object) -> torch.dtype:
         raise ValueError(f"`dtype` must be torch.float32 or torch.float64, got {dtype!r}.")
     assert isinstance(dtype, torch.dtype)
     return dtype
-
-
-def _check_features(real: Tensor, fake: Tensor) -> None:
-    for name, x in (("real", real), ("fake", fake)):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}.")
-        if x.ndim != 2:
-            raise ValueError(f"`{name}` must be a 2-D (rows, features) tensor, got shape {tuple(x.shape)}.")
-        if x.is_complex() or x.dtype == torch.bool:
-            raise TypeError(f"`{name}` must hold real numbers, got dtype {x.dtype}.")
-    if real.shape[1] != fake.shape[1]:
-        raise ValueError(
-            f"`real` and `fake` must have the same feature dimension, got {real.shape[1]} and {fake.shape[1]}."
-        )
-    if real.shape[1] == 0:
-        raise ValueError("`real` and `fake` have 0 features per row; at least 1 is needed.")
 
 
 def _resolve_kernel(d: int, degree: int, gamma: float | None, coef0: float) -> tuple[int, float, float]:
@@ -281,7 +265,7 @@ def mmd2_unbiased(
         ValueError: non-2-D inputs, different d, fewer than 2 rows on a side, non-finite features, bad kernel
             parameters or another ``dtype``.
     """
-    _check_features(real, fake)
+    check_feature_pair(real, fake)
     for name, x in (("real", real), ("fake", fake)):
         if x.shape[0] < 2:
             raise ValueError(f"`{name}` must have at least 2 rows for the unbiased MMD², got {x.shape[0]}.")
@@ -343,7 +327,7 @@ def kid_subset_values(
     Returns:
         ``(subsets,)`` float64 tensor of MMD² values on the device of ``real``.
     """
-    _check_features(real, fake)
+    check_feature_pair(real, fake)
     degree, gamma, coef0 = _resolve_kernel(real.shape[1], degree, gamma, coef0)
     dtype = _check_dtype(dtype)
     for name, idx in (("real_indices", real_indices), ("fake_indices", fake_indices)):
@@ -470,7 +454,7 @@ def kid_from_features(
         >>> mean > 0
         True
     """
-    _check_features(real, fake)
+    check_feature_pair(real, fake)
     subsets = _check_int(subsets, "subsets", 1)
     subset_size = _check_int(subset_size, "subset_size", 2)
     if isinstance(seed, bool) or not isinstance(seed, int):

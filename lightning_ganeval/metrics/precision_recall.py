@@ -37,23 +37,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_ganeval.metrics.base import PerSampleMetric, ieee_float32_matmul
+from lightning_ganeval.metrics.base import PerSampleMetric, check_feature_pair, ieee_float32_matmul
 
 __all__ = ["PrecisionRecall", "precision_recall_density_coverage"]
 
 
 def _check_args(real: Tensor, fake: Tensor, k: int, block_size: int) -> None:
-    for name, x in (("real", real), ("fake", fake)):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}.")
-        if x.ndim != 2:
-            raise ValueError(f"`{name}` must be a 2-D (rows, features) tensor, got shape {tuple(x.shape)}.")
-        if x.is_complex() or x.dtype == torch.bool:
-            raise TypeError(f"`{name}` must hold real numbers, got dtype {x.dtype}.")
-    if real.shape[1] != fake.shape[1]:
-        raise ValueError(
-            f"`real` and `fake` must have the same feature dimension, got {real.shape[1]} and {fake.shape[1]}."
-        )
+    check_feature_pair(real, fake)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"`k` must be an integer >= 1, got {k!r}.")
     for name, x in (("real", real), ("fake", fake)):
