@@ -21,11 +21,12 @@ class OtherRankFailed(RuntimeError):
     """Another process of the group failed (its own error says why); this one stops too."""
 
 
-def rank_and_world_size() -> tuple[int, int]:
-    """``(rank, world_size)`` of the initialised process group, else ``(0, 1)``."""
+def rank_and_world_size(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised process group, else ``(0, 1)``; a value given wins over it."""
+    found = (0, 1)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+        found = (torch.distributed.get_rank(), torch.distributed.get_world_size())
+    return (found[0] if rank is None else rank, found[1] if world_size is None else world_size)
 
 
 def _world(world_size: int | None) -> int:

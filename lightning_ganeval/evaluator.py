@@ -46,6 +46,7 @@ from lightning_ganeval.sampling import (
     norm_buffers,
     preserved_module_state,
     seed_batch_noise,
+    unwrap_generator,
 )
 
 __all__ = ["CLAMPED_WARNING_FRACTION", "EvaluationResult", "EvaluationWarning", "Evaluator"]
@@ -252,15 +253,8 @@ class Evaluator:
         """
         if self.space is None:
             raise RuntimeError("The pixel space is unknown: pass `space=` or set `evaluator.space` first.")
-        default_rank, default_world = rank_and_world_size()
-        rank = default_rank if rank is None else rank
-        world_size = default_world if world_size is None else world_size
-        if isinstance(generate, nn.parallel.DistributedDataParallel):
-            # DDP's forward broadcasts buffers on every call, and ranks make different numbers of calls here.
-            generate = generate.module
-        if isinstance(module, nn.parallel.DistributedDataParallel):
-            module = module.module
-        module = module if module is not None else (generate if isinstance(generate, nn.Module) else None)
+        rank, world_size = rank_and_world_size(rank, world_size)
+        generate, module = unwrap_generator(generate, module)
         # A plain callable hides its modules (`lambda z: G(z)`, an EMA copy held as a plain attribute): find them,
         # so that they run in eval mode and keep their state, as `module` does.
         roots = [m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m for m in modules_of(generate)]

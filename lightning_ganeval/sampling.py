@@ -48,6 +48,7 @@ __all__ = [
     "normalize_latent_shape",
     "preserved_module_state",
     "seed_batch_noise",
+    "unwrap_generator",
 ]
 
 # Latents are drawn in chunks of this many rows, whatever `batch_size` and the world size are, so that the bank
@@ -225,6 +226,18 @@ _SEARCH_DEPTH = 4
 _SEARCH_LIMIT = 2_000
 # Values that cannot hold a module: not searched.
 _LEAVES = (type, types.ModuleType, Tensor, str, bytes, int, float, complex, bool, type(None), types.BuiltinFunctionType)
+
+
+def unwrap_generator(generate: Any, module: nn.Module | None) -> tuple[Any, nn.Module | None]:
+    """``(generate, module)`` without their ``DistributedDataParallel`` wrappers; ``module`` defaults to ``generate``.
+
+    DDP's forward broadcasts buffers on every call, and ranks make different numbers of calls in an evaluation.
+    """
+    if isinstance(generate, nn.parallel.DistributedDataParallel):
+        generate = generate.module
+    if isinstance(module, nn.parallel.DistributedDataParallel):
+        module = module.module
+    return generate, module if module is not None else (generate if isinstance(generate, nn.Module) else None)
 
 
 def modules_of(generate: Any) -> list[nn.Module]:

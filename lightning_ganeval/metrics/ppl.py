@@ -53,6 +53,7 @@ from lightning_ganeval.sampling import (
     normalize_latent_shape,
     preserved_module_state,
     seed_batch_noise,
+    unwrap_generator,
 )
 
 __all__ = [
@@ -388,14 +389,8 @@ class PerceptualPathLength:
             progress: Called with the number of pairs done on this rank after each batch.
             source: How ``render`` is called, for error messages.
         """
-        default_rank, default_world = rank_and_world_size()
-        rank = default_rank if rank is None else rank
-        world_size = default_world if world_size is None else world_size
-        if isinstance(render, nn.parallel.DistributedDataParallel):
-            render = render.module
-        if isinstance(module, nn.parallel.DistributedDataParallel):
-            module = module.module
-        module = module if module is not None else (render if isinstance(render, nn.Module) else None)
+        rank, world_size = rank_and_world_size(rank, world_size)
+        render, module = unwrap_generator(render, module)
         device = torch.device(generator_device) if generator_device is not None else _device_of(module)
         network = self.network(network_device if network_device is not None else device)
         collective_device = _device_of(network)
