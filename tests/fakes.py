@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -70,3 +72,16 @@ def counted_collectives() -> Iterator[list[str]]:
     finally:
         for name, original in originals.items():
             setattr(dist, name, original)
+
+
+def join_gloo_group(rank: int, world_size: int, workdir: str) -> None:
+    """A spawned test process joins a CPU gloo group through a file store in ``workdir`` (one torch thread:
+    2-3 processes share the CI cores, and oversubscribed OpenMP threads crawl)."""
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{os.path.join(workdir, 'store')}",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=120),
+    )

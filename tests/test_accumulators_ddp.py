@@ -7,7 +7,6 @@ single-process ones within 1e-9 relative.
 
 from __future__ import annotations
 
-import datetime
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from fakes import counted_collectives
+from fakes import counted_collectives, join_gloo_group
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_ganeval.accumulators import FIDMoments, ISMarginals
@@ -91,14 +90,7 @@ def _big_features() -> torch.Tensor:
 
 
 def _worker(rank: int, world_size: int, workdir: str, big: bool) -> None:
-    torch.set_num_threads(1)  # 2-3 processes share the CI cores; oversubscribed OpenMP threads crawl
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{os.path.join(workdir, 'store')}",
-        rank=rank,
-        world_size=world_size,
-        timeout=datetime.timedelta(seconds=120),
-    )
+    join_gloo_group(rank, world_size, workdir)
     try:
         out: dict[str, Any] = {}
         # FID: contiguous, uneven parts, small batches.

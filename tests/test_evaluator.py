@@ -8,7 +8,6 @@ here from the same features with :func:`lightning_ganeval.frechet.frechet_distan
 
 from __future__ import annotations
 
-import datetime
 import os
 import random
 import subprocess
@@ -22,7 +21,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from fakes import FakeExtractor
+from fakes import FakeExtractor, join_gloo_group
 from tiny_nets import LATENT_DIM, TinyFeatures, TinyGenerator, real_images
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -280,14 +279,7 @@ def _evaluate(workdir: str) -> dict[str, float]:
 
 
 def _worker(rank: int, world_size: int, workdir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{os.path.join(workdir, 'store')}",
-        rank=rank,
-        world_size=world_size,
-        timeout=datetime.timedelta(seconds=120),
-    )
+    join_gloo_group(rank, world_size, workdir)
     try:
         torch.save(_evaluate(workdir), os.path.join(workdir, f"rank{rank}.pt"))
     finally:

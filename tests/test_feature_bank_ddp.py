@@ -8,7 +8,6 @@ requires bit-identical results (``torch.equal``) on every rank.
 
 from __future__ import annotations
 
-import datetime
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from fakes import counted_collectives
+from fakes import counted_collectives, join_gloo_group
 
 from lightning_ganeval.accumulators import FeatureBank
 
@@ -57,14 +56,7 @@ def _fill(bank: FeatureBank, indices: torch.Tensor, seed: int) -> None:
 
 
 def _worker(rank: int, world_size: int, workdir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{os.path.join(workdir, 'store')}",
-        rank=rank,
-        world_size=world_size,
-        timeout=datetime.timedelta(seconds=120),
-    )
+    join_gloo_group(rank, world_size, workdir)
     try:
         out: dict[str, Any] = {}
         for name, shares in SHARES[world_size].items():
