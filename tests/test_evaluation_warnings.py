@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import torch
 from fakes import FakeExtractor
-from tiny_nets import LATENT_DIM, TinyGenerator, real_images
+from test_evaluator import trained_generator
+from tiny_nets import LATENT_DIM, real_images
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -46,16 +47,6 @@ def make_evaluator(metrics: list[Any], real_space: tuple[float, float] = (-1.0, 
     images = (real_images(NUM_REAL, seed=1) + 1) / 2 * (high - low) + low
     evaluator.prepare_real(DataLoader(TensorDataset(images), batch_size=BATCH), space=real_space)
     return evaluator
-
-
-def trained_generator() -> TinyGenerator:
-    """In training mode, with BatchNorm statistics that are not the initial ones."""
-    torch.manual_seed(0)
-    generator = TinyGenerator(LATENT_DIM)
-    with torch.no_grad():
-        for _ in range(3):
-            generator(torch.randn(16, LATENT_DIM))
-    return generator
 
 
 def evaluation_warnings(record: list[warnings.WarningMessage]) -> list[str]:

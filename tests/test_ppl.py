@@ -375,21 +375,33 @@ class TinyGAN(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
-def _fit(root: Path, callbacks: list[pl.Callback], model: pl.LightningModule, **kwargs: Any) -> pl.Trainer:
-    data = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+def _fit(
+    root: Path,
+    callbacks: list[pl.Callback],
+    model: pl.LightningModule,
+    *,
+    data: torch.Tensor | None = None,
+    shuffle: bool = True,
+    ckpt_path: str | None = None,
+    **kwargs: Any,
+) -> pl.Trainer:
+    """A quiet CPU fit on ``data`` (default: 16 random 8 x 8 images in (-1, 1)); ``kwargs`` override the Trainer's."""
+    if data is None:
+        data = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    options = {
+        "default_root_dir": root,
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_epochs": 2,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = pl.Trainer(
-            default_root_dir=root,
-            accelerator="cpu",
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=callbacks,
-            **{"max_epochs": 2, "devices": 1, **kwargs},
-        )
-        trainer.fit(model, DataLoader(TensorDataset(data), batch_size=8, shuffle=True))
+        trainer = pl.Trainer(callbacks=callbacks, **{**options, **kwargs})
+        trainer.fit(model, DataLoader(TensorDataset(data), batch_size=8, shuffle=shuffle), ckpt_path=ckpt_path)
     return trainer
 
 
@@ -585,20 +597,7 @@ def test_callback_infers_the_pixel_space_of_the_training_data(
     monkeypatch.setattr(ppl_module, "rank_zero_info", said.append)
     ppl = PPLCallback(num_pairs=4, batch_size=4, resize=16, lpips_weights=lpips_files[0], vgg16_weights=lpips_files[1])
     data = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer = pl.Trainer(
-            default_root_dir=tmp_path,
-            accelerator="cpu",
-            devices=1,
-            max_epochs=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[ppl],
-        )
-        trainer.fit(TinyGAN(), DataLoader(TensorDataset(data), batch_size=8))
+    _fit(tmp_path, [ppl], TinyGAN(), data=data, shuffle=False, max_epochs=1)
     (message,) = [m for m in said if "inferred the pixel space" in m]
     assert "value_range=(0.0, 1.0)" in message
     assert len(ppl.history) == 1
@@ -614,19 +613,16 @@ def test_callback_resumes_its_history_from_a_trainer_checkpoint(tmp_path: Path) 
     def run(max_epochs: int, ckpt_path: str | None = None) -> PPLCallback:
         ppl = PPLCallback(num_pairs=8, batch_size=4, lpips=MeanSquare())
         checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            trainer = pl.Trainer(
-                default_root_dir=tmp_path,
-                accelerator="cpu",
-                devices=1,
-                max_epochs=max_epochs,
-                logger=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                callbacks=[ppl, checkpoint],
-            )
-            trainer.fit(TinyGAN(), DataLoader(TensorDataset(data), batch_size=8), ckpt_path=ckpt_path)
+        _fit(
+            tmp_path,
+            [ppl, checkpoint],
+            TinyGAN(),
+            data=data,
+            shuffle=False,
+            ckpt_path=ckpt_path,
+            max_epochs=max_epochs,
+            enable_checkpointing=True,
+        )
         return ppl
 
     first = run(1)

@@ -694,6 +694,17 @@ def test_endless_iterable_loader_needs_num_real(tmp_path: Path) -> None:
 # ======================================================================================== training untouched
 
 
+def assert_training_untouched(without: dict[str, Any], with_: dict[str, Any]) -> None:
+    """The same 8 steps, bit-identical weights and the same torch, numpy and Python RNG states after both runs."""
+    assert without["steps"] == with_["steps"] == 8
+    assert without["state_dict"].keys() == with_["state_dict"].keys()
+    differing = [k for k in without["state_dict"] if not torch.equal(without["state_dict"][k], with_["state_dict"][k])]
+    assert differing == [], f"weights differ after training with the callbacks: {differing}"
+    assert torch.equal(without["torch_rng"], with_["torch_rng"]), "the global torch RNG ends in another state"
+    assert without["numpy_rng"] == with_["numpy_rng"]
+    assert without["python_rng"] == with_["python_rng"]
+
+
 def test_training_is_untouched(tmp_path: Path, inception_weights_path: Path) -> None:
     """With seed_everything, a run with the callbacks evaluating every epoch ends bit-identical to one without.
 
@@ -715,13 +726,7 @@ def test_training_is_untouched(tmp_path: Path, inception_weights_path: Path) -> 
     without = torch.load(tmp_path / "a.pt", weights_only=False)
     with_ = torch.load(tmp_path / "b.pt", weights_only=False)
     assert with_["evaluations"] == [2, 2]  # every callback evaluated at both epoch ends
-    assert without["steps"] == with_["steps"] == 8
-    assert without["state_dict"].keys() == with_["state_dict"].keys()
-    differing = [k for k in without["state_dict"] if not torch.equal(without["state_dict"][k], with_["state_dict"][k])]
-    assert differing == [], f"weights differ after training with the callbacks: {differing}"
-    assert torch.equal(without["torch_rng"], with_["torch_rng"]), "the global torch RNG ends in another state"
-    assert without["numpy_rng"] == with_["numpy_rng"]
-    assert without["python_rng"] == with_["python_rng"]
+    assert_training_untouched(without, with_)
 
 
 def test_training_is_untouched_under_pytorch_lightning(tmp_path: Path) -> None:
@@ -753,13 +758,7 @@ def test_training_is_untouched_under_pytorch_lightning(tmp_path: Path) -> None:
 
     without, with_ = run(False), run(True)
     assert with_["evaluations"] == [2]
-    assert without["steps"] == with_["steps"] == 8
-    assert without["state_dict"].keys() == with_["state_dict"].keys()
-    differing = [k for k in without["state_dict"] if not torch.equal(without["state_dict"][k], with_["state_dict"][k])]
-    assert differing == [], f"weights differ after training with the callbacks: {differing}"
-    assert torch.equal(without["torch_rng"], with_["torch_rng"]), "the global torch RNG ends in another state"
-    assert without["numpy_rng"] == with_["numpy_rng"]
-    assert without["python_rng"] == with_["python_rng"]
+    assert_training_untouched(without, with_)
 
 
 # ============================================================================ Lightning's monitoring callbacks
