@@ -330,10 +330,10 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
     passes: dict[int, float] = {}
     original_evaluate = callbacks_module._SharedEvaluation.evaluate
 
-    def timed_evaluate(self: Any, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
+    def timed_evaluate(self: Any, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> Any:
         # The first member runs the pass; the second one finds its result (both calls are counted).
         started = time.perf_counter()
-        result = original_evaluate(self, trainer, pl_module)
+        result = original_evaluate(self, trainer, pl_module, *args)
         _sync(dev)
         epoch = trainer.current_epoch
         passes[epoch] = passes.get(epoch, 0.0) + time.perf_counter() - started

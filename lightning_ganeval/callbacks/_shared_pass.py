@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from lightning_ganeval.callbacks._sample_fns import describe_function, function_key, provable
+from lightning_ganeval.distributed import agree
 from lightning_ganeval.evaluator import EvaluationWarning, Evaluator
 from lightning_ganeval.images import to_uint8_rgb
 from lightning_ganeval.networks import network_device
@@ -41,15 +41,9 @@ def _all_ranks(trainer: pl.Trainer, fn: Callable[[], Any], what: str) -> Any:
     result = None
     try:
         result = fn()
-    except Exception as err:  # re-raised below once every rank knows
+    except Exception as err:  # re-raised by `agree` once every rank knows
         error = err
-    failed = trainer.strategy.reduce(
-        torch.tensor(float(error is not None), device=trainer.strategy.root_device), reduce_op="sum"
-    )
-    if error is not None:
-        raise error
-    if float(failed) > 0:
-        raise RuntimeError(f"{what} failed on another process; see its traceback.")
+    agree(error, world_size=trainer.world_size, message=f"{what} failed on another process; see its traceback.")
     return result
 
 
