@@ -4,7 +4,11 @@ Usage::
 
     python benchmarks/run_all.py            # full sizes
     python benchmarks/run_all.py --quick    # small sizes, a minute or two on a laptop CPU
-    python benchmarks/run_all.py --json results.json
+    python benchmarks/run_all.py --json results.json --markdown table.md
+
+The machine is often shared: the load average (1 minute) is read before and after each benchmark and printed
+beside its wall time, and ``--markdown`` writes the table with the machine and those loads, as the README shows
+it.
 
 Each ``benchmarks/bench_<name>.py`` exposes ``run(quick: bool = False) -> list[dict]`` whose rows are
 ``{"benchmark", "ours", "peer", "peer_value", "unit", "ratio", "target"}``. The benchmarks run one after the other
@@ -31,7 +35,7 @@ from typing import Any
 
 import torch
 
-BENCHMARKS = ("bench_extractor", "bench_frechet", "bench_callback", "bench_metrics", "bench_real_key")
+BENCHMARKS = ("bench_extractor", "bench_frechet", "bench_callback", "bench_metrics", "bench_real_key", "bench_cli")
 ROW_KEYS = ("benchmark", "ours", "peer", "peer_value", "unit", "ratio", "target")
 COLUMNS = ("benchmark", "ours", "peer", "peer_value", "unit", "ratio", "target")
 
@@ -108,6 +112,43 @@ def gpu_extractor_rows(quick: bool) -> list[dict[str, Any]]:
     return [{**row, "benchmark": f"{row['benchmark']} [cuda]"} for row in rows]
 
 
+def load_average() -> float:
+    """The 1-minute load average (NaN where the platform has none): how busy the machine was."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return float("nan")
+
+
+def describe_runs(timings: dict[str, float], loads: dict[str, tuple[float, float]]) -> str:
+    """One line: each benchmark's wall time and the load average before and after it."""
+    parts = [
+        f"{name} {seconds:.0f} s (load {loads[name][0]:.1f} -> {loads[name][1]:.1f})"
+        for name, seconds in timings.items()
+    ]
+    return "Wall time: " + ", ".join(parts)
+
+
+def format_markdown(
+    rows: list[dict[str, Any]], machine: dict[str, Any], timings: dict[str, float], loads: dict[str, tuple]
+) -> str:
+    """The table as Markdown, headed by the machine and followed by each benchmark's time and load."""
+    lines = [
+        f"Machine: {machine['cpu']}, {machine['cpu_count']} cores ({machine['torch_threads']} torch threads), "
+        f"torch {machine['torch']}, CUDA: {machine['cuda_device'] or 'none'}, Python {machine['python']}.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['benchmark']} | ERROR: {row['error']} |" + " |" * (len(COLUMNS) - 2))
+        else:
+            lines.append("| " + " | ".join(_fmt(row[key]).replace("|", "\\|") for key in COLUMNS) + " |")
+    lines += ["", describe_runs(timings, loads) + "."]
+    return "\n".join(lines)
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -139,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small problem sizes (smoke run)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also save the machine description and all rows")
+    parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write the table in Markdown (README)")
     parser.add_argument(
         "--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS), help="run only these benchmarks"
     )
@@ -153,16 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
+    loads: dict[str, tuple[float, float]] = {}
     for name in args.only:
         print(f"running {name}{' (quick)' if args.quick else ''} ...", flush=True)
-        start = time.perf_counter()
+        start, load = time.perf_counter(), load_average()
         rows += run_benchmark(name, args.quick)
-        timings[name] = time.perf_counter() - start
+        timings[name], loads[name] = time.perf_counter() - start, (load, load_average())
     if torch.cuda.is_available() and "bench_extractor" in args.only:
         print("running bench_extractor on CUDA ...", flush=True)
-        start = time.perf_counter()
+        start, load = time.perf_counter(), load_average()
         rows += gpu_extractor_rows(args.quick)
         timings["bench_extractor[cuda]"] = time.perf_counter() - start
+        loads["bench_extractor[cuda]"] = (load, load_average())
 
     print()
     print(format_table(rows))
@@ -171,10 +215,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nThroughput on the GPU ({machine['cuda_device']}):")
         for row in gpu_rates:
             print(f"  {row['benchmark']}: {_fmt(row['ours'])} {row['unit']}")
-    print("\nWall time: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items()))
+    print("\n" + describe_runs(timings, loads))
     failed = sorted({str(row["benchmark"]) for row in rows if "error" in row})
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(format_markdown(rows, machine, timings, loads) + "\n")
+        print(f"Wrote the Markdown table to {args.markdown}")
     if args.json:
-        payload = {"machine": machine, "quick": args.quick, "timings_s": timings, "rows": rows}
+        payload = {"machine": machine, "quick": args.quick, "timings_s": timings, "load_average": loads, "rows": rows}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         # NaN is not JSON; None keeps the file readable by strict parsers.
         text = json.dumps(_nan_to_none(payload), indent=2)
