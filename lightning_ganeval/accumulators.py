@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from lightning_ganeval.distributed import group_size
 from lightning_ganeval.frechet import GaussianStats
 from lightning_ganeval.inception_score_math import _split_of, _split_sums, inception_score_from_sums, split_boundaries
 
@@ -43,13 +44,6 @@ __all__ = ["FIDMoments", "FeatureBank", "ISMarginals", "chan_merge_"]
 
 
 # --------------------------------------------------------------------------------------------- collectives
-def _world_size(group: Any = None) -> int:
-    """Processes in ``group`` (the default group for None); 1 without an initialised process group."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return 1
-    return dist.get_world_size(group)
-
-
 def _communication_device(backend: str, fallback: torch.device) -> torch.device:
     """Where tensors must be for collectives of ``backend``: the CPU if it takes CPU tensors, else the GPU.
 
@@ -224,7 +218,7 @@ class FIDMoments:
         every rank gets the same bits. This accumulator is left as it is.
         """
         merged = FIDMoments(self.num_features, device=self.device, process_group=self.process_group)
-        if _world_size(self.process_group) == 1:
+        if group_size(self.process_group) == 1:
             merged.moments = self.moments.clone()
             return merged
         for state in _gather(self.moments, self.process_group):
@@ -241,7 +235,7 @@ class FIDMoments:
         Raises:
             ValueError: fewer than 2 samples, or non-finite features were added.
         """
-        if sync and _world_size(self.process_group) > 1:
+        if sync and group_size(self.process_group) > 1:
             return self.synced().compute(sync=False)
         n_t, mean, m2, _ = _unpack(self.moments)
         n = int(n_t.item())
@@ -331,7 +325,7 @@ class ISMarginals:
         batch = logits.shape[0]
         device = self.device
         if indices is None:
-            if _world_size(self.process_group) > 1:
+            if group_size(self.process_group) > 1:
                 raise ValueError(
                     "ISMarginals.update(indices=None) numbers samples per process, which is wrong when several "
                     "processes are merged; pass the global sample indices (e.g. rank::world_size slices)."
@@ -388,7 +382,7 @@ class ISMarginals:
         merged = ISMarginals(
             self.num_samples, self.splits, self.num_classes, device=self.device, process_group=self.process_group
         )
-        if _world_size(self.process_group) == 1:
+        if group_size(self.process_group) == 1:
             merged.merge(self)
             return merged
         packed = torch.cat([self.prob_sum.flatten(), self.plogp_sum, self.count.to(torch.float64)])
@@ -408,7 +402,7 @@ class ISMarginals:
         Raises:
             ValueError: a split received no sample.
         """
-        if sync and _world_size(self.process_group) > 1:
+        if sync and group_size(self.process_group) > 1:
             return self.synced().compute(sync=False)
         total = int(self.count.sum())
         if total != self.num_samples:
@@ -586,7 +580,7 @@ class FeatureBank:
             process_group=self.process_group,
         )
         features, indices = self._local_rows()
-        if _world_size(self.process_group) > 1:
+        if group_size(self.process_group) > 1:
             chunk_rows = max(1, self.gather_chunk_bytes // (4 * self.num_features))
             features, indices = _all_gather_rows(features, indices, self.process_group, chunk_rows)
         if indices.numel():
@@ -622,7 +616,7 @@ class FeatureBank:
         Raises:
             ValueError: two rows share a global index (e.g. a sampler padded a rank with repeated samples).
         """
-        return (self.synced() if sync and _world_size(self.process_group) > 1 else self).ordered()[0]
+        return (self.synced() if sync and group_size(self.process_group) > 1 else self).ordered()[0]
 
     def reset(self) -> None:
         """Drop every row."""

@@ -14,7 +14,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["OtherRankFailed", "agree", "barrier", "broadcast_object", "collective_device", "rank_and_world_size"]
+__all__ = [
+    "OtherRankFailed",
+    "agree",
+    "barrier",
+    "broadcast_object",
+    "collective_device",
+    "group_size",
+    "rank_and_world_size",
+]
 
 
 class OtherRankFailed(RuntimeError):
@@ -27,6 +35,13 @@ def rank_and_world_size(rank: int | None = None, world_size: int | None = None) 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         found = (torch.distributed.get_rank(), torch.distributed.get_world_size())
     return (found[0] if rank is None else rank, found[1] if world_size is None else world_size)
+
+
+def group_size(group: Any = None) -> int:
+    """Processes in ``group`` (the default group for None); 1 without an initialised process group."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return 1
+    return torch.distributed.get_world_size(group)
 
 
 def _world(world_size: int | None) -> int:

@@ -66,7 +66,7 @@ ALLOWED_INTERNAL = {
     "inception": {"weights", "feature_network"},
     "dinov2": {"weights", "feature_network"},
     "clip": {"weights", "feature_network"},
-    "accumulators": {"frechet", "inception_score_math"},
+    "accumulators": {"distributed", "frechet", "inception_score_math"},
     "sampling": {"images", "pixel_space"},
     "stats_files": {"frechet", "feature_network"},
     "real_images": set(),
