@@ -11,9 +11,9 @@ be imported without Lightning (only the callbacks need it).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from lightning_ganeval._lazy import lazy_exports
 from lightning_ganeval._version import __version__ as __version__
 
 # name -> the module (under lightning_ganeval) that defines it.
@@ -61,18 +61,7 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)  # the one list; tests/test_layering.py checks the TYPE_CHECKING block against it
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lightning_ganeval' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"lightning_ganeval.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:  # for type checkers and IDEs, which cannot follow __getattr__
     from lightning_ganeval.callbacks import (

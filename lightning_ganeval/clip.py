@@ -48,7 +48,6 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 import lightning_ganeval.feature_network as base
@@ -257,20 +256,6 @@ def center_crop_box(height: int, width: int) -> tuple[int, int, int]:
     return (height - side) // 2, (width - side) // 2, side
 
 
-def _resize_pil(images: Tensor, size: int) -> Tensor:
-    """Centre crop and Pillow bicubic resize of uint8 N x 3 x H x W images, uint8 on the CPU (the reference)."""
-    import numpy as np
-    from PIL import Image
-
-    top, left, side = center_crop_box(images.shape[-2], images.shape[-1])
-    arrays = images.permute(0, 2, 3, 1).cpu().numpy()
-    resized = []
-    for a in arrays:
-        image = Image.fromarray(a, "RGB").crop((left, top, left + side, top + side))
-        resized.append(np.asarray(image.resize((size, size), resample=Image.Resampling.BICUBIC)))
-    return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2)
-
-
 class CLIPExtractor(base.FeatureNetwork):
     """CLIP projected image embeddings for CMMD: uint8 images in, float32 N x 768 (ViT-L/14-336) features out.
 
@@ -326,16 +311,7 @@ class CLIPExtractor(base.FeatureNetwork):
         Args:
             images: uint8 N x 3 x H x W, any H and W (see :func:`lightning_ganeval.images.to_uint8_rgb`).
         """
-        base.check_images(images)
-        size = self.image_size
-        with self._numerics():
-            if self.resize == "pil":
-                x = _resize_pil(images, size).to(self.device).float()
-            else:
-                top, left, side = center_crop_box(images.shape[-2], images.shape[-1])
-                x = images[..., top : top + side, left : left + side].to(self.device, non_blocking=True).float()
-                x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True)
-            return self._normalise(x)
+        return self._bicubic_input(images, self.image_size, crop=center_crop_box)
 
     def forward(self, images: Tensor) -> Tensor:
         """Compute the projected image embeddings.
@@ -346,12 +322,7 @@ class CLIPExtractor(base.FeatureNetwork):
         Returns:
             float32 N x :attr:`num_features` embeddings on :attr:`device` (not normalised), without autograd history.
         """
-        base.check_images(images)
-        if images.shape[0] == 0:
-            return torch.empty(0, self.num_features, device=self.device)
-        x = self.preprocess(images)
-        with self._numerics():
-            return self.net(pixel_values=x).image_embeds.float()
+        return self._embed(images, self.preprocess, lambda x: self.net(pixel_values=x).image_embeds, self.num_features)
 
 
 def get_clip_extractor(

@@ -314,18 +314,6 @@ def _build_network(weights: ResolvedWeights, model: str) -> nn.Module:
     return net
 
 
-def _resize_pil(images: Tensor) -> Tensor:
-    """Pillow bicubic resize of uint8 N x 3 x H x W images to 224 x 224, uint8 on the CPU (dgm-eval's path)."""
-    import numpy as np
-    from PIL import Image
-
-    arrays = images.permute(0, 2, 3, 1).cpu().numpy()
-    resized = [
-        np.asarray(Image.fromarray(a, "RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC)) for a in arrays
-    ]
-    return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2)
-
-
 class DINOv2Extractor(base.FeatureNetwork):
     """DINOv2 CLS-token features for FD_DINOv2: uint8 images in, float32 N x 1024 (ViT-L/14) features out.
 
@@ -386,15 +374,8 @@ class DINOv2Extractor(base.FeatureNetwork):
         Args:
             images: uint8 N x 3 x H x W, any H and W (see :func:`lightning_ganeval.images.to_uint8_rgb`).
         """
-        base.check_images(images)
-        with self._numerics():
-            if self.resize == "pil":
-                x = _resize_pil(images).to(self.device).float()
-            else:
-                x = images.to(self.device, non_blocking=True).float()
-                # Also at 224 x 224, as EDM2 does: there it is the identity up to float rounding.
-                x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bicubic", antialias=True)
-            return self._normalise(x)
+        # Also at 224 x 224 in "bicubic" mode, as EDM2 does: there it is the identity up to float rounding.
+        return self._bicubic_input(images, INPUT_SIZE)
 
     def forward(self, images: Tensor) -> Tensor:
         """Compute the CLS-token features.
@@ -405,9 +386,4 @@ class DINOv2Extractor(base.FeatureNetwork):
         Returns:
             float32 N x :attr:`num_features` features on :attr:`device`, without autograd history.
         """
-        base.check_images(images)
-        if images.shape[0] == 0:
-            return torch.empty(0, self.num_features, device=self.device)
-        x = self.preprocess(images)
-        with self._numerics():
-            return self.net(x).float()
+        return self._embed(images, self.preprocess, self.net, self.num_features)

@@ -3,7 +3,8 @@
 :class:`FeatureNetwork` is the base of :class:`~lightning_ganeval.inception.InceptionExtractor`,
 :class:`~lightning_ganeval.dinov2.DINOv2Extractor` and :class:`~lightning_ganeval.clip.CLIPExtractor`. A subclass
 builds its layers, sets ``weights``, ``resize`` and ``identity``, calls :meth:`FeatureNetwork._place` and
-runs its forward inside :meth:`FeatureNetwork._numerics`.
+runs its forward inside :meth:`FeatureNetwork._numerics` (DINOv2 and CLIP through the shared
+:meth:`FeatureNetwork._bicubic_input` and :meth:`FeatureNetwork._embed`).
 
 :func:`network_provenance` is the one description of a network's outputs, written into and checked against
 statistics files and cache keys; it accepts any ``nn.Module`` (a user's own network is identified by a digest of
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_ganeval.weights import ResolvedWeights
@@ -104,6 +106,17 @@ def resolve_weights_argument(
     return resolve(weights)
 
 
+def pil_bicubic(images: Tensor, size: int) -> Tensor:
+    """Pillow bicubic resize of uint8 N x 3 x H x W images to ``size`` x ``size``, uint8 on the CPU (the references'
+    path: dgm-eval for DINOv2, the CMMD code for CLIP)."""
+    import numpy as np
+    from PIL import Image
+
+    arrays = images.permute(0, 2, 3, 1).cpu().numpy()
+    resized = [np.asarray(Image.fromarray(a, "RGB").resize((size, size), Image.Resampling.BICUBIC)) for a in arrays]
+    return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2)
+
+
 def load_tensor_file(path: str | os.PathLike[str]) -> Any:
     """``torch.load`` of a weights file on the CPU with ``weights_only=True``: tensors and containers only.
 
@@ -175,6 +188,49 @@ class FeatureNetwork(nn.Module):
     def _normalise(self, x: Tensor) -> Tensor:
         """``x`` in [0, 255] scaled to [0, 1] and normalised with :meth:`_register_normalisation`'s constants."""
         return ((x / 255) - self.mean) / self.std
+
+    def _bicubic_input(
+        self, images: Tensor, size: int, *, crop: Callable[[int, int], tuple[int, int, int]] | None = None
+    ) -> Tensor:
+        """The float32 N x 3 x ``size`` x ``size`` input on :attr:`device` of a network that reads bicubically resized,
+        normalised images (DINOv2, CLIP): the ``preprocess`` of both.
+
+        ``resize="pil"`` resizes with Pillow on the CPU (the references' path), anything else with torch's
+        antialiased bicubic on :attr:`device`.
+
+        Args:
+            images: uint8 N x 3 x H x W.
+            size: The network's input side.
+            crop: ``(height, width) -> (top, left, side)``, the square each image is cut to first; ``None``: the
+                whole image (resized to a square whatever its aspect ratio).
+        """
+        check_images(images)
+        if crop is not None:
+            top, left, side = crop(images.shape[-2], images.shape[-1])
+            images = images[..., top : top + side, left : left + side]
+        with self._numerics():
+            if self.resize == "pil":
+                x = pil_bicubic(images, size).to(self.device).float()
+            else:
+                x = images.to(self.device, non_blocking=True).float()
+                x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True)
+            return self._normalise(x)
+
+    def _embed(
+        self,
+        images: Tensor,
+        preprocess: Callable[[Tensor], Tensor],
+        net: Callable[[Tensor], Tensor],
+        num_features: int,
+    ) -> Tensor:
+        """float32 N x ``num_features`` ``net(preprocess(images))`` on :attr:`device`, without autograd history: the
+        ``forward`` of the networks with a ``preprocess`` step (an empty batch does not reach ``net``)."""
+        check_images(images)
+        if images.shape[0] == 0:
+            return torch.empty(0, num_features, device=self.device)
+        x = preprocess(images)
+        with self._numerics():
+            return net(x).float()
 
     @property
     def device(self) -> torch.device:

@@ -183,7 +183,7 @@ def test_import_table(module: str) -> None:
             name.split(".")[1] for name in imports if name.startswith("lightning_ganeval.") and name.count(".") >= 1
         }
         internal.discard("")
-        internal.discard("_version")  # a leaf constant, importable from any layer
+        internal -= {"_version", "_lazy"}  # leaves (the version, the lazy exports), importable from any layer
         assert "lightning_ganeval" not in imports, (
             f"{path.relative_to(PACKAGE)} imports the package root, which imports every layer (callbacks included):"
             " import the defining module instead"
@@ -198,7 +198,7 @@ def test_every_module_is_in_the_table() -> None:
     top_level = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"} | {
         p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()
     }
-    assert top_level - {"callbacks", "__main__", "_version"} <= set(ALLOWED_INTERNAL), sorted(
+    assert top_level - {"callbacks", "__main__", "_version", "_lazy"} <= set(ALLOWED_INTERNAL), sorted(
         top_level - set(ALLOWED_INTERNAL)
     )
 
@@ -213,20 +213,23 @@ def test_plain_modules_load_without_lightning() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_public_api_is_one_list_mirrored_for_type_checkers() -> None:
+@pytest.mark.parametrize("package", ["lightning_ganeval", "lightning_ganeval.metrics"])
+def test_public_api_is_one_list_mirrored_for_type_checkers(package: str) -> None:
     # `_EXPORTS` is the public API (`__all__` is built from it); the TYPE_CHECKING imports, which type checkers read
     # instead of `__getattr__`, must name exactly the same objects from the same modules.
-    import lightning_ganeval
-
-    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    root = importlib.import_module(package)
+    tree = ast.parse(Path(root.__file__).read_text())
     (block,) = [n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)]
     mirrored = {
-        alias.name: node.module.removeprefix("lightning_ganeval.")
+        alias.name: node.module.removeprefix(f"{package}.")
         for node in block.body
         if isinstance(node, ast.ImportFrom) and node.module
         for alias in node.names
     }
-    assert mirrored == lightning_ganeval._EXPORTS
-    assert lightning_ganeval.__all__ == list(lightning_ganeval._EXPORTS)
-    for name, module in lightning_ganeval._EXPORTS.items():
-        assert getattr(lightning_ganeval, name) is getattr(importlib.import_module(f"lightning_ganeval.{module}"), name)
+    assert mirrored == root._EXPORTS
+    assert root.__all__ == list(root._EXPORTS)
+    for name, module in root._EXPORTS.items():
+        assert getattr(root, name) is getattr(importlib.import_module(f"{package}.{module}"), name)
+    assert set(root.__all__) <= set(dir(root))
+    with pytest.raises(AttributeError, match=f"^module '{package}' has no attribute 'nothing_here'$"):
+        root.nothing_here  # noqa: B018

@@ -9,8 +9,9 @@ library only) can be read without importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from lightning_ganeval._lazy import lazy_exports
 
 # name -> the module (under lightning_ganeval.metrics) that defines it.
 _EXPORTS = {
@@ -33,39 +34,8 @@ _EXPORTS = {
     "register_metric": "registry",
 }
 
-__all__ = [
-    "CMMD",
-    "FID",
-    "KID",
-    "GenerativeMetric",
-    "InceptionScore",
-    "Memorization",
-    "MetricEntry",
-    "PerSampleMetric",
-    "PerceptualPathLength",
-    "PrecisionRecall",
-    "RealData",
-    "RealRequest",
-    "VendiScore",
-    "build_metric",
-    "metric_entry",
-    "metric_names",
-    "register_metric",
-]  # the keys of _EXPORTS, spelled out for linters
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lightning_ganeval.metrics' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"lightning_ganeval.metrics.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
+__all__ = list(_EXPORTS)  # the one list, as in the package root
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:  # for type checkers and IDEs, which cannot follow __getattr__
     from lightning_ganeval.metrics.base import GenerativeMetric, PerSampleMetric, RealData, RealRequest
