@@ -63,33 +63,43 @@ _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
 _NORM_EPS = 1e-10
 
-VGG16_ENV_VAR = "LIGHTNING_GANEVAL_VGG16_WEIGHTS"
-LPIPS_ENV_VAR = "LIGHTNING_GANEVAL_LPIPS_WEIGHTS"
-_ARGUMENT_VGG = "`vgg16_weights=` of PPLCallback / PerceptualPathLength / LPIPSVGG16"
-_ARGUMENT_LPIPS = "`lpips_weights=` of PPLCallback / PerceptualPathLength / LPIPSVGG16"
 
-VGG16_SPEC = WeightsSpec(
-    name="VGG16 (LPIPS trunk)",
-    filename="vgg16-397923af.pth",
-    url="https://download.pytorch.org/models/vgg16-397923af.pth",
+def _lpips_file(key: str, name: str, url: str, sha256: str) -> WeightsSpec:
+    """One of the two files LPIPS reads: cached under its URL's file name, passed as ``<key>_weights=`` (of
+    PPLCallback, PerceptualPathLength and LPIPSVGG16) or in ``LIGHTNING_GANEVAL_<KEY>_WEIGHTS``."""
+    return WeightsSpec(
+        name=name,
+        filename=url.rpartition("/")[2],
+        url=url,
+        sha256=sha256,
+        env_var=f"LIGHTNING_GANEVAL_{key.upper()}_WEIGHTS",
+        argument=f"`{key}_weights=` of PPLCallback / PerceptualPathLength / LPIPSVGG16",
+    )
+
+
+VGG16_SPEC = _lpips_file(
+    "vgg16",
+    "VGG16 (LPIPS trunk)",
+    "https://download.pytorch.org/models/vgg16-397923af.pth",
     # torch hub convention: the file name carries the SHA-256 prefix (torchvision checks it the same way).
-    sha256="397923af",
-    env_var=VGG16_ENV_VAR,
-    argument=_ARGUMENT_VGG,
+    "397923af",
 )
 """torchvision's ImageNet VGG16 (``VGG16_Weights.IMAGENET1K_V1``), the trunk torch-fidelity's LPIPS uses."""
 
-LPIPS_SPEC = WeightsSpec(
-    name="LPIPS VGG16 linear heads",
-    filename="weights-vgg16-lpips.pth",
-    url="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-vgg16-lpips.pth",
+LPIPS_SPEC = _lpips_file(
+    "lpips",
+    "LPIPS VGG16 linear heads",
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-vgg16-lpips.pth",
     # torch-fidelity publishes no digest; this one is pinned by a third-party download script that verifies the
     # same URL. A file with another digest can still be passed explicitly (it is loaded with a warning).
-    sha256="a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
-    env_var=LPIPS_ENV_VAR,
-    argument=_ARGUMENT_LPIPS,
+    "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
 )
 """The LPIPS v0.1 VGG linear heads as torch-fidelity re-publishes them (richzhang/PerceptualSimilarity, BSD-2)."""
+
+VGG16_ENV_VAR = VGG16_SPEC.env_var
+"""``LIGHTNING_GANEVAL_VGG16_WEIGHTS``: a local copy of the VGG16 file."""
+LPIPS_ENV_VAR = LPIPS_SPEC.env_var
+"""``LIGHTNING_GANEVAL_LPIPS_WEIGHTS``: a local copy of the linear heads."""
 
 
 def vgg16_feature_shapes() -> dict[str, tuple[int, ...]]:
