@@ -223,6 +223,25 @@ def test_extractor_equals_the_transformers_model(clip, clip_weights: Path) -> No
     assert not clip.training
 
 
+@pytest.mark.parametrize("size", [(40, 52), (52, 40)])
+def test_bicubic_mode_is_the_centre_square_resized_by_torch(clip_weights: Path, size: tuple[int, int]) -> None:
+    # resize="bicubic": the reference's centre square, then torch's antialiased bicubic instead of Pillow's, then
+    # the CLIP normalisation; written out by hand. Tolerance 1e-6: float32 rounding of the same operations.
+    from lightning_ganeval.clip import CLIP_MEAN, CLIP_STD, CLIPExtractor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights: "not the reference" is expected
+        bicubic = CLIPExtractor(clip_weights, resize="bicubic", device="cpu")
+    images = torch.randint(0, 256, (2, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    top, left = (size[0] - 40) // 2, (size[1] - 40) // 2
+    square = images[..., top : top + 40, left : left + 40].float()
+    x = torch.nn.functional.interpolate(square, size=(336, 336), mode="bicubic", antialias=True) / 255
+    expected = (x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(bicubic.preprocess(images), expected, rtol=0, atol=1e-6)
+    assert bicubic.identity.endswith("/bicubic336")
+    assert bicubic(images[:0]).shape == (0, bicubic.num_features)  # an empty batch never reaches the network
+
+
 def test_clip_is_a_feature_network_with_one_provenance(clip) -> None:
     from lightning_ganeval.feature_network import FeatureNetwork, network_provenance
     from lightning_ganeval.stats_files import extractor_provenance
