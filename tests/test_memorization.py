@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,23 @@ def test_metric_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="`quantile` must be a number in \\[0, 1\\]"):
         Memorization(quantile=2)
     assert Memorization(name="mem").keys() == ["mem_authpct", "mem_ct", "mem_memorized_fraction", "mem_num_samples"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"split_seed": -1}, "`split_seed` must be an integer >= 0, got -1."),
+        ({"block_size": 0}, "`block_size` must be an integer >= 1, got 0."),
+        ({"kmeans_seed": 1.0}, "`kmeans_seed` must be an integer >= 0, got 1.0."),
+        ({"nearest": True}, "`nearest` must be an integer >= 0, got True."),
+        ({"neighbours": 0}, "`neighbours` must be an integer >= 1, got 0."),
+        ({"max_real": 1}, "`max_real` must be an integer >= 2, got 1."),
+    ],
+)
+def test_integer_arguments_are_named_in_the_error(kwargs: dict[str, Any], message: str) -> None:
+    # One check (metrics.base.check_int) for every integer argument of the per-sample metrics; bools are refused.
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        Memorization(**kwargs)
 
 
 # ------------------------------------------------------------------------------------------- in a Trainer

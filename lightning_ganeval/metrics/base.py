@@ -29,9 +29,17 @@ __all__ = [
     "RealData",
     "RealRequest",
     "check_feature_pair",
+    "check_int",
     "features_fingerprint",
     "ieee_float32_matmul",
 ]
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` if it is an int (not a bool) of at least ``minimum``, else a ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+    return value
 
 
 def check_feature_pair(real: Tensor, fake: Tensor) -> None:
@@ -213,9 +221,7 @@ class PerSampleMetric(GenerativeMetric):
 
     def __init__(self, *, name: str, feature_extractor: nn.Module | None, layer: str | None, max_real: int) -> None:
         super().__init__(name=name, feature_extractor=feature_extractor, layer=layer)
-        if isinstance(max_real, bool) or not isinstance(max_real, int) or max_real < 2:
-            raise ValueError(f"`max_real` must be an integer >= 2, got {max_real!r}.")
-        self.max_real = max_real
+        self.max_real = check_int("max_real", max_real, 2)
         self.real: RealData | None = None
         self.real_fingerprint: str | None = None
         self._bank: FeatureBank | None = None

@@ -32,7 +32,7 @@ import math
 import torch
 from torch import Tensor
 
-from lightning_ganeval.metrics.base import PerSampleMetric, check_feature_pair, ieee_float32_matmul
+from lightning_ganeval.metrics.base import PerSampleMetric, check_feature_pair, check_int, ieee_float32_matmul
 
 __all__ = ["KID", "kid_from_features", "kid_subset_values", "mmd2_unbiased"]
 
@@ -47,12 +47,6 @@ _BLOCK_ROWS = 512
 _BATCH_BYTES = 96 * 2**20
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return value
-
-
 def _check_dtype(dtype: object) -> torch.dtype:
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"`dtype` must be torch.float32 or torch.float64, got {dtype!r}.")
@@ -61,7 +55,7 @@ def _check_dtype(dtype: object) -> torch.dtype:
 
 
 def _resolve_kernel(d: int, degree: int, gamma: float | None, coef0: float) -> tuple[int, float, float]:
-    degree = _check_int(degree, "degree", 1)
+    degree = check_int("degree", degree, 1)
     if gamma is None:
         gamma = 1.0 / d
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma <= 0:
@@ -455,8 +449,8 @@ def kid_from_features(
         True
     """
     check_feature_pair(real, fake)
-    subsets = _check_int(subsets, "subsets", 1)
-    subset_size = _check_int(subset_size, "subset_size", 2)
+    subsets = check_int("subsets", subsets, 1)
+    subset_size = check_int("subset_size", subset_size, 2)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"`seed` must be an integer, got {seed!r}.")
     n, m = real.shape[0], fake.shape[0]
@@ -506,9 +500,9 @@ class KID(PerSampleMetric):
         seed: int = 0,
     ) -> None:
         super().__init__(name=name, feature_extractor=feature_extractor, layer=layer, max_real=max_real)
-        self.subsets = _check_int(subsets, "subsets", 1)
-        self.subset_size = _check_int(subset_size, "subset_size", 2)
-        self.seed = _check_int(seed, "seed", 0)
+        self.subsets = check_int("subsets", subsets, 1)
+        self.subset_size = check_int("subset_size", subset_size, 2)
+        self.seed = check_int("seed", seed, 0)
 
     def keys(self) -> list[str]:
         return [self.name, f"{self.name}_std", f"{self.name}_num_samples"]

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from lightning_ganeval.accumulators import FeatureBank
-from lightning_ganeval.metrics.base import PerSampleMetric, RealData
+from lightning_ganeval.metrics.base import PerSampleMetric, RealData, check_int
 from lightning_ganeval.metrics.memorization_stats import (
     CT_CELLS,
     CT_KMEANS_INIT,
@@ -348,22 +348,13 @@ class Memorization(PerSampleMetric):
             raise ValueError(f"`test_fraction` must be a number in [0, 1), got {test_fraction!r}.")
         if not isinstance(quantile, (int, float)) or isinstance(quantile, bool) or not 0 <= quantile <= 1:
             raise ValueError(f"`quantile` must be a number in [0, 1], got {quantile!r}.")
-        for arg, value, low in (
-            ("split_seed", split_seed, 0),
-            ("block_size", block_size, 1),
-            ("kmeans_seed", kmeans_seed, 0),
-            ("nearest", nearest, 0),
-            ("neighbours", neighbours, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"`{arg}` must be an integer >= {low}, got {value!r}.")
         self.test_fraction = float(test_fraction)
-        self.split_seed = split_seed
+        self.split_seed = check_int("split_seed", split_seed, 0)
         self.quantile = float(quantile)
-        self.block_size = block_size
-        self.kmeans_seed = kmeans_seed
-        self.num_nearest = nearest
-        self.neighbours = neighbours
+        self.block_size = check_int("block_size", block_size, 1)
+        self.kmeans_seed = check_int("kmeans_seed", kmeans_seed, 0)
+        self.num_nearest = check_int("nearest", nearest, 0)
+        self.neighbours = check_int("neighbours", neighbours, 1)
         self.test: Tensor | None = None
         self.train_positions: Tensor | None = None
         self.nearest: NearestTraining | None = None

@@ -37,23 +37,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_ganeval.metrics.base import PerSampleMetric, check_feature_pair, ieee_float32_matmul
+from lightning_ganeval.metrics.base import PerSampleMetric, check_feature_pair, check_int, ieee_float32_matmul
 
 __all__ = ["PrecisionRecall", "precision_recall_density_coverage"]
 
 
 def _check_args(real: Tensor, fake: Tensor, k: int, block_size: int) -> None:
     check_feature_pair(real, fake)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"`k` must be an integer >= 1, got {k!r}.")
+    check_int("k", k, 1)
     for name, x in (("real", real), ("fake", fake)):
         if k >= x.shape[0]:
             raise ValueError(
                 f"`k` must be smaller than the number of rows of each set (a k-th neighbour other than the sample "
                 f"itself is needed), got k={k} with {x.shape[0]} `{name}` rows."
             )
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"`block_size` must be an integer >= 1, got {block_size!r}.")
+    check_int("block_size", block_size, 1)
 
 
 def _squared_distances(a: Tensor, a_norms: Tensor, b: Tensor, b_norms: Tensor) -> Tensor:
@@ -421,9 +419,7 @@ class PrecisionRecall(PerSampleMetric):
         block_size: int = 10_000,
     ) -> None:
         super().__init__(name=name, feature_extractor=feature_extractor, layer=layer, max_real=max_real)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"`k` must be an integer >= 1, got {k!r}.")
-        self.k = k
+        self.k = check_int("k", k, 1)
         self.block_size = block_size
 
     def key(self, what: str) -> str:
