@@ -214,22 +214,22 @@ def test_plain_modules_load_without_lightning() -> None:
 
 
 @pytest.mark.parametrize("package", ["lightning_ganeval", "lightning_ganeval.metrics"])
-def test_public_api_is_one_list_mirrored_for_type_checkers(package: str) -> None:
-    # `_EXPORTS` is the public API (`__all__` is built from it); the TYPE_CHECKING imports, which type checkers read
-    # instead of `__getattr__`, must name exactly the same objects from the same modules.
+def test_public_api_is_the_one_list_of_the_type_stub(package: str) -> None:
+    # The stub's re-exports are the public API: type checkers read them instead of `__getattr__`, and the package
+    # builds `__all__` and its lazy names from the same lines, so the two cannot drift apart.
     root = importlib.import_module(package)
-    tree = ast.parse(Path(root.__file__).read_text())
-    (block,) = [n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)]
-    mirrored = {
-        alias.name: node.module.removeprefix(f"{package}.")
-        for node in block.body
-        if isinstance(node, ast.ImportFrom) and node.module
-        for alias in node.names
-    }
-    assert mirrored == root._EXPORTS
-    assert root.__all__ == list(root._EXPORTS)
-    for name, module in root._EXPORTS.items():
-        assert getattr(root, name) is getattr(importlib.import_module(f"{package}.{module}"), name)
+    stub = Path(root.__file__).with_suffix(".pyi")
+    tree = ast.parse(stub.read_text())
+    imports = [node for node in tree.body if isinstance(node, ast.ImportFrom)]
+    assert all(node.module and node.module.startswith(f"{package}.") for node in imports)
+    assert all(alias.asname == alias.name for node in imports for alias in node.names)  # re-exported, PEP 484
+    listed = [alias.name for node in imports for alias in node.names if not alias.name.startswith("_")]
+    assert root.__all__ == listed
+    for node in imports:
+        for alias in node.names:
+            assert getattr(root, alias.name) is getattr(importlib.import_module(node.module), alias.name)
+    # The stub holds nothing but its docstring and the re-exports.
+    assert [node for node in tree.body if not isinstance(node, ast.ImportFrom | ast.Expr)] == []
     assert set(root.__all__) <= set(dir(root))
     with pytest.raises(AttributeError, match=f"^module '{package}' has no attribute 'nothing_here'$"):
         root.nothing_here  # noqa: B018

@@ -9,48 +9,9 @@ library only) can be read without importing torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from lightning_ganeval._lazy import lazy_exports, stub_exports
 
-from lightning_ganeval._lazy import lazy_exports
-
-# name -> the module (under lightning_ganeval.metrics) that defines it.
-_EXPORTS = {
-    "CMMD": "cmmd",
-    "FID": "fid",
-    "KID": "kid",
-    "GenerativeMetric": "base",
-    "InceptionScore": "inception_score",
-    "Memorization": "memorization",
-    "MetricEntry": "registry",
-    "PerSampleMetric": "base",
-    "PerceptualPathLength": "ppl",
-    "PrecisionRecall": "precision_recall",
-    "RealData": "base",
-    "RealRequest": "base",
-    "VendiScore": "vendi",
-    "build_metric": "registry",
-    "metric_entry": "registry",
-    "metric_names": "registry",
-    "register_metric": "registry",
-}
-
-__all__ = list(_EXPORTS)  # the one list, as in the package root
+# name -> the module (under lightning_ganeval.metrics) defining it, from the one list in __init__.pyi.
+_EXPORTS = stub_exports(__file__, __name__)
+__all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
-
-if TYPE_CHECKING:  # for type checkers and IDEs, which cannot follow __getattr__
-    from lightning_ganeval.metrics.base import GenerativeMetric, PerSampleMetric, RealData, RealRequest
-    from lightning_ganeval.metrics.cmmd import CMMD
-    from lightning_ganeval.metrics.fid import FID
-    from lightning_ganeval.metrics.inception_score import InceptionScore
-    from lightning_ganeval.metrics.kid import KID
-    from lightning_ganeval.metrics.memorization import Memorization
-    from lightning_ganeval.metrics.ppl import PerceptualPathLength
-    from lightning_ganeval.metrics.precision_recall import PrecisionRecall
-    from lightning_ganeval.metrics.registry import (
-        MetricEntry,
-        build_metric,
-        metric_entry,
-        metric_names,
-        register_metric,
-    )
-    from lightning_ganeval.metrics.vendi import VendiScore
