@@ -3,8 +3,8 @@
 Every bad input must end with exit status 2 and ONE line on stderr that names the file or the flag (no traceback).
 The errors found in the arguments and the folders must answer before torch is imported (``--help`` too): the
 fast cases below check, in the same process that ran the command, that none of the heavy packages was imported.
-The cases that need torch (a weights or statistics file's contents) run ``python -m lightning_ganeval`` and are
-marked slow (a torch import takes seconds).
+The cases that need torch (a weights or statistics file's contents) run ``main`` in this process, and one of each
+kind runs ``python -m lightning_ganeval`` (marked slow: a torch import takes seconds).
 """
 
 from __future__ import annotations
@@ -173,26 +173,49 @@ def bad_files(tmp_path: Path) -> dict[str, str]:
     return {path.stem: str(path) for path in tmp_path.iterdir()}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        (["fid", "{A}", "{A}", "--inception-weights", "{garbage}"], "--inception-weights {garbage}: cannot load the"),
-        (["fid", "{A}", "{A}", "--inception-weights", "{truncated}"], "--inception-weights {truncated}: cannot load"),
-        (["fid", "{A}", "{A}", "--inception-weights", "{tensor}"], "--inception-weights {tensor}: cannot load the"),
-        (["fid", "{A}", "{A}", "--inception-weights", "{other}"], "{other}: cannot load the weights: does not hold"),
-        (["fid", "{A}", "{A}", "--network", "dinov2", "--dinov2-weights", "{garbage}"], "--dinov2-weights {garbage}"),
-        (["fid", "{A}", "{A}", "--network", "dinov2", "--dinov2-weights", "{other}"], "--dinov2-weights {other}"),
-        (["fid", "{A}", "{bad}"], "B: Statistics file '{bad}': cannot be read as .npz"),
-        (["fid", "{nokeys}", "{A}"], "A: Statistics file '{nokeys}': missing key(s) ['mu', 'sigma']"),
-        (["fid", "{npz}", "{nan}"], "B: Statistics file '{nan}': 'mu' contains NaN or Inf."),
-        (["fid", "{npz}", "{s4}"], "A has 3 features per sample and B has 4"),
-        (["stats", "{bad}"], "SRC: Statistics file '{bad}': cannot be read as .npz"),
-    ],
-)
+# Each case in this process, through `main` (the same code as `python -m lightning_ganeval`, without a torch import
+# of seconds per case); the two below run the two kinds (a weights file, a statistics file) in a fresh process.
+BAD_FILE_CASES = [
+    (["fid", "{A}", "{A}", "--inception-weights", "{garbage}"], "--inception-weights {garbage}: cannot load the"),
+    (["fid", "{A}", "{A}", "--inception-weights", "{truncated}"], "--inception-weights {truncated}: cannot load"),
+    (["fid", "{A}", "{A}", "--inception-weights", "{tensor}"], "--inception-weights {tensor}: cannot load the"),
+    (["fid", "{A}", "{A}", "--inception-weights", "{other}"], "{other}: cannot load the weights: does not hold"),
+    (["fid", "{A}", "{A}", "--network", "dinov2", "--dinov2-weights", "{garbage}"], "--dinov2-weights {garbage}"),
+    (["fid", "{A}", "{A}", "--network", "dinov2", "--dinov2-weights", "{other}"], "--dinov2-weights {other}"),
+    (["fid", "{A}", "{bad}"], "B: Statistics file '{bad}': cannot be read as .npz"),
+    (["fid", "{nokeys}", "{A}"], "A: Statistics file '{nokeys}': missing key(s) ['mu', 'sigma']"),
+    (["fid", "{npz}", "{nan}"], "B: Statistics file '{nan}': 'mu' contains NaN or Inf."),
+    (["fid", "{npz}", "{s4}"], "A has 3 features per sample and B has 4"),
+    (["stats", "{bad}"], "SRC: Statistics file '{bad}': cannot be read as .npz"),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), BAD_FILE_CASES)
 def test_bad_file_contents_exit_2_with_one_line(
-    inputs: dict[str, str], bad_files: dict[str, str], argv: list[str], expected: str
+    inputs: dict[str, str],
+    bad_files: dict[str, str],
+    argv: list[str],
+    expected: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from lightning_ganeval.cli import main
+
+    names = {**inputs, **bad_files}
+    status = main([*(a.format(**names) for a in argv), "--no-progress", "--workers", "0"])
+    captured = capsys.readouterr()
+    line = one_line(status, captured.out, captured.err)
+    assert expected.format(**names) in line
+    assert line.startswith(f"lightning-ganeval {argv[0]}: error: ")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [0, 10], ids=["weights-file", "statistics-file"])
+def test_bad_file_contents_exit_2_with_one_line_in_a_fresh_process(
+    inputs: dict[str, str], bad_files: dict[str, str], case: int
+) -> None:
+    # What only a fresh interpreter shows: the exit status of `python -m`, and nothing else on stderr (the warnings
+    # of a first torch import or a first torch.load).
+    argv, expected = BAD_FILE_CASES[case]
     names = {**inputs, **bad_files}
     proc = run_module(*(a.format(**names) for a in argv), "--no-progress", "--workers", "0")
     line = one_line(proc.returncode, proc.stdout, proc.stderr)
