@@ -5,7 +5,8 @@ The errors found in the arguments and the folders must answer before torch is im
 fast cases below run one after the other in one fresh process and check, in it, that none of the heavy packages was
 imported. ``python -m lightning_ganeval`` itself runs for ``--help`` (exit 0), a missing folder (exit 2, in
 test_cli.py) and one file of each kind that needs torch. The other cases that need torch (a weights or statistics
-file's contents) run ``main`` in this process (a torch import takes seconds)."""
+file's contents) run ``main`` in this process (a torch import takes seconds).
+"""
 
 from __future__ import annotations
 
