@@ -1,6 +1,7 @@
 """The command line and the Evaluator (the callbacks' engine) give the same numbers through the same code.
 
-16 random 32 x 32 images are the "generated" set and 16 others the real set. The command line reads them as PNG
+8 random 32 x 32 images are the "generated" set and 8 others the real set (two batches each: enough for the call
+counts, and every Inception forward at 299 x 299 costs ~0.1 s of CPU). The command line reads them as PNG
 folders; the Evaluator gets a generate function returning the same images and the real images as a TensorDataset.
 Both paths are spied on: the one real pass (``real_pass._real_pass``) and the per-batch step of an evaluation
 (``Evaluator._feed``: conversion, one forward per network, each metric's ``update``) must run as often in the
@@ -26,7 +27,7 @@ from lightning_ganeval import cli, real_pass
 from lightning_ganeval.evaluator import Evaluator
 from lightning_ganeval.metrics import build_metric
 
-N, SIZE, BATCH = 16, 32, 4
+N, SIZE, BATCH = 8, 32, 4
 # Both sides feed the network the same uint8 batches of 4 in the same order, so the features are bit for bit the
 # same and so are the accumulators: the values agree to float64 rounding of nothing at all (measured: equal). The
 # tolerance leaves room for a BLAS that orders a sum differently between two calls.
@@ -84,23 +85,23 @@ def test_cli_and_evaluator_give_the_same_numbers_through_the_same_pass(
     calls: dict[str, tuple[int, int]] = {}
     for command, argv in {
         "fid": ("fid", a, b),
-        "kid": ("kid", a, b, "--subsets", 3, "--subset-size", 8),
+        "kid": ("kid", a, b, "--subsets", 3, "--subset-size", 4),
         "is": ("is", a, "--splits", 2),
     }.items():
         before = (spies["real_pass"].calls, spies["feed"].calls)
         ours[command] = _run_cli(*argv, *common)
         calls[command] = (spies["real_pass"].calls - before[0], spies["feed"].calls - before[1])
     # The real folder went through the one real pass (IS reads no real data), the evaluated folder through the
-    # Evaluator's per-batch step: 16 images in batches of 4.
+    # Evaluator's per-batch step: N images in batches of 4.
     assert calls == {"fid": (1, N // BATCH), "kid": (1, N // BATCH), "is": (0, N // BATCH)}
 
     before = (spies["real_pass"].calls, spies["feed"].calls)
-    metrics = ["fid", build_metric("kid", subsets=3, subset_size=8, max_real=N), build_metric("is", splits=2)]
+    metrics = ["fid", build_metric("kid", subsets=3, subset_size=4, max_real=N), build_metric("is", splits=2)]
     evaluator = Evaluator(metrics, num_samples=N, latent_shape=1, batch_size=BATCH, space=(0, 1), inception=extractor)
     evaluator.prepare_real(DataLoader(TensorDataset(real), batch_size=BATCH), cache=False)
     position = [0]
 
-    def generate(z: torch.Tensor) -> torch.Tensor:  # the 16 images, in bank order, as floats in [0, 1]
+    def generate(z: torch.Tensor) -> torch.Tensor:  # the N images, in bank order, as floats in [0, 1]
         images = fake[position[0] : position[0] + len(z)].float() / 255
         position[0] += len(z)
         return images

@@ -1,7 +1,9 @@
 """End-to-end runs of ``examples/dcgan_digits.py`` as a user would launch it: a subprocess, then its TensorBoard files.
 
 Only 127.0.0.1 is ever contacted: the offline case runs the example through a wrapper that refuses every other
-address at the socket level before the example is imported.
+address at the socket level before the example is imported. The cases that stop before training (``--help``, the
+exit status 2 of a missing or unobtainable weights file) run the script as ``__main__`` in this process: a
+subprocess would spend seconds importing torch and Lightning for them.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import math
 import os
 import re
+import runpy
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -39,6 +43,22 @@ def _run(args: list[str], timeout: float = 180, **env: str) -> subprocess.Comple
     )
 
 
+def _run_here(
+    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str, str]:
+    """``python SCRIPT ARGS...`` (``args[0]`` the script) as ``__main__`` in this process: (exit status, out, err).
+
+    The script must stop with ``sys.exit`` (any other exception fails the test, as a traceback would).
+    """
+    monkeypatch.setattr(sys, "argv", list(args))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        runpy.run_path(args[0], run_name="__main__")
+    captured = capsys.readouterr()
+    code = stopped.value.code
+    return (code if isinstance(code, int) else 0 if code is None else 1), captured.out, captured.err
+
+
 def _read_events(logdir: Path) -> tuple[dict[str, list[tuple[int, float]]], EventAccumulator]:
     """The scalars (tag -> [(step, value)]) and the accumulator of the single TensorBoard run under ``logdir``."""
     (run_dir,) = {p.parent for p in logdir.rglob("events.out.tfevents.*")}
@@ -47,12 +67,12 @@ def _read_events(logdir: Path) -> tuple[dict[str, list[tuple[int, float]]], Even
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}, acc
 
 
-def test_help() -> None:
-    result = _run([str(EXAMPLE), "--help"], timeout=60)
-    assert result.returncode == 0, result.stderr
+def test_help(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    status, out, err = _run_here([str(EXAMPLE), "--help"], capsys, monkeypatch)
+    assert status == 0, err
     for option in ("--inception-weights", "--num-samples", "--num-real", "--strategy", "--resize", "--fast"):
-        assert option in result.stdout
-    help_text = " ".join(result.stdout.split())
+        assert option in out
+    help_text = " ".join(out.split())
     assert re.search(r"--seed SEED .*\(default: 0\)", help_text)  # a default of 0 is shown, not hidden as falsy
     assert "about 2½ minutes" in help_text  # the docstring's duration, as the README's
 
@@ -61,7 +81,7 @@ def test_trains_logs_and_checkpoints_on_fid(tmp_path: Path, inception_weights_pa
     epochs = 2
     result = _run([
         str(EXAMPLE), "--inception-weights", str(inception_weights_path), "--epochs", str(epochs),
-        "--num-samples", "16", "--num-real", "32", "--splits", "2", "--batch-size", "64",
+        "--num-samples", "16", "--num-real", "16", "--splits", "2", "--batch-size", "64",
         "--logdir", str(tmp_path / "logs"), "--accelerator", "cpu", "--devices", "1",
     ], TORCH_HOME=str(tmp_path / "torch_home"))  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -99,18 +119,21 @@ def test_trains_logs_and_checkpoints_on_fid(tmp_path: Path, inception_weights_pa
     assert f"tensorboard --logdir {tmp_path / 'logs'}" in result.stdout
 
 
-def test_missing_weights_file_gives_actionable_error(tmp_path: Path) -> None:
+def test_missing_weights_file_gives_actionable_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     missing = tmp_path / "nope" / "pt_inception-2015-12-05-6726825d.pth"
-    result = _run([str(EXAMPLE), "--inception-weights", str(missing), "--logdir", str(tmp_path)], timeout=60)
-    assert result.returncode == 2
-    assert str(missing) in result.stderr
-    assert "Traceback" not in result.stderr
+    args = [str(EXAMPLE), "--inception-weights", str(missing), "--logdir", str(tmp_path)]
+    status, _, err = _run_here(args, capsys, monkeypatch)
+    assert status == 2
+    assert str(missing) in err
+    assert "Traceback" not in err
     assert not list(tmp_path.rglob("events.out.tfevents.*"))  # stopped before training
 
 
 @pytest.mark.slow
 def test_offline_machine_falls_back_to_random_weights_unless_strict(
-    tmp_path: Path, inception_weights_path: Path
+    tmp_path: Path, inception_weights_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wrapper = tmp_path / "offline.py"
     wrapper.write_text(
@@ -146,13 +169,21 @@ def test_offline_machine_falls_back_to_random_weights_unless_strict(
     torch_home = tmp_path / "torch_home"
     torch_home.mkdir()
     # Strict: --inception-weights reference stops at once with the library's advice and the example's switches.
+    # In this process (it stops before training), with what the wrapper patches put back afterwards.
+    import lightning_ganeval.weights as weights
+
     strict = ["--inception-weights", "reference", "--logdir", str(tmp_path / "strict")]
-    result = _run([str(wrapper), str(EXAMPLE), *strict], timeout=120, TORCH_HOME=str(torch_home))
-    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    assert "LIGHTNING_GANEVAL_INCEPTION_WEIGHTS" in result.stderr  # the library's advice
-    assert "--inception-weights" in result.stderr  # the example's own switches
-    assert str(torch_home) in result.stderr  # where to place the file
+    with monkeypatch.context() as patch:
+        patch.setattr(socket, "getaddrinfo", socket.getaddrinfo)
+        patch.setattr(socket.socket, "connect", socket.socket.connect)
+        patch.setitem(weights.resolve_weights.__kwdefaults__, "url", weights.resolve_weights.__kwdefaults__["url"])
+        patch.setenv("TORCH_HOME", str(torch_home))
+        status, out, err = _run_here([str(wrapper), str(EXAMPLE), *strict], capsys, patch)
+    assert status == 2, out[-2000:] + err[-2000:]
+    assert "Traceback" not in err
+    assert "LIGHTNING_GANEVAL_INCEPTION_WEIGHTS" in err  # the library's advice
+    assert "--inception-weights" in err  # the example's own switches
+    assert str(torch_home) in err  # where to place the file
     assert not list((tmp_path / "strict").rglob("events.out.tfevents.*"))
 
     # Default: the example says so in one block and finishes on seeded random weights, labelled. They come from
@@ -161,7 +192,7 @@ def test_offline_machine_falls_back_to_random_weights_unless_strict(
     temp = tmp_path / "temp"
     (temp / "lightning-ganeval-random").mkdir(parents=True)
     shutil.copyfile(inception_weights_path, temp / "lightning-ganeval-random" / "random-inception-seed0.pth")
-    quick = ["--epochs", "1", "--num-samples", "16", "--num-real", "16", "--splits", "2"]
+    quick = ["--epochs", "1", "--num-samples", "16", "--num-real", "16", "--splits", "2", "--batch-size", "64"]
     logdir = tmp_path / "default"
     result = _run(
         [str(wrapper), str(EXAMPLE), *quick, "--logdir", str(logdir)],
