@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from lightning_ganeval.distributed import group_size
+from lightning_ganeval.distributed import collective_device, group_size
 from lightning_ganeval.frechet import GaussianStats
 from lightning_ganeval.inception_score_math import _split_of, _split_sums, inception_score_from_sums, split_boundaries
 
@@ -44,26 +44,12 @@ __all__ = ["FIDMoments", "FeatureBank", "ISMarginals", "chan_merge_"]
 
 
 # --------------------------------------------------------------------------------------------- collectives
-def _communication_device(backend: str, fallback: torch.device) -> torch.device:
-    """Where tensors must be for collectives of ``backend``: the CPU if it takes CPU tensors, else the GPU.
-
-    Gloo and MPI (alone or in a mixed ``"cpu:gloo,cuda:nccl"`` group) take CPU tensors as they are; NCCL takes
-    only tensors of the current CUDA device; for other accelerator backends ``fallback`` (the state's device).
-    """
-    name = backend.lower()
-    if "gloo" in name or "mpi" in name:
-        return torch.device("cpu")
-    if "nccl" in name:
-        return torch.device("cuda", torch.cuda.current_device())
-    return fallback
-
-
 def _gather(tensor: Tensor, group: Any) -> list[Tensor]:
     """Every rank's ``tensor`` (the same shape and dtype on every rank), in rank order, on ``tensor``'s device.
 
-    One all-gather, through the device the backend takes (:func:`_communication_device`).
+    One all-gather, through the device the backend takes (:func:`~lightning_ganeval.distributed.collective_device`).
     """
-    comm_device = _communication_device(str(dist.get_backend(group)), tensor.device)
+    comm_device = collective_device(tensor.device, group)
     local = tensor.to(comm_device).contiguous()
     parts = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
     dist.all_gather(parts, local, group=group)
@@ -433,7 +419,7 @@ def _all_gather_rows(features: Tensor, indices: Tensor, group: Any, chunk_rows: 
     indices are only moved, bit for bit, never summed.
     """
     home = features.device
-    comm_device = _communication_device(str(dist.get_backend(group)), home)
+    comm_device = collective_device(home, group)
     world_size = dist.get_world_size(group)
     d = features.shape[1]
     count = torch.tensor([features.shape[0]], dtype=torch.long, device=comm_device)

@@ -48,16 +48,21 @@ def _world(world_size: int | None) -> int:
     return rank_and_world_size()[1] if world_size is None else world_size
 
 
-def collective_device(device: torch.device | str | None = None) -> torch.device:
-    """Where a tensor for a collective must live: ``device`` under NCCL (CUDA tensors only), else the CPU."""
-    if (
-        device is not None
-        and torch.distributed.is_available()
-        and torch.distributed.is_initialized()
-        and torch.distributed.get_backend() == "nccl"
-    ):
-        return torch.device(device)
-    return torch.device("cpu")
+def collective_device(fallback: torch.device | str | None = None, group: Any = None) -> torch.device:
+    """Where a tensor must be for a collective of ``group``'s backend.
+
+    Gloo and MPI (alone or in a mixed ``"cpu:gloo,cuda:nccl"`` group) take CPU tensors; NCCL takes only tensors of
+    the current CUDA device; other accelerator backends take ``fallback`` (the state's device). The CPU without a
+    process group.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return torch.device("cpu")
+    name = str(torch.distributed.get_backend(group)).lower()
+    if "gloo" in name or "mpi" in name:
+        return torch.device("cpu")
+    if "nccl" in name:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(fallback) if fallback is not None else torch.device("cpu")
 
 
 def broadcast_object(value: Any, *, world_size: int | None = None, src: int = 0) -> Any:
@@ -105,15 +110,10 @@ def agree(
         failed = torch.cat([failed.to(totals.device), totals.to(torch.float64).reshape(-1)])
     if _world(world_size) > 1:
         if totals is None:
-            failed = failed.to(collective_device(_default_cuda()))
+            failed = failed.to(collective_device())
         torch.distributed.all_reduce(failed)
     if error is not None:
         raise error
     if failed[0] > 0:
         raise OtherRankFailed(message)
     return failed[1:] if totals is not None else None
-
-
-def _default_cuda() -> torch.device | None:
-    """The current CUDA device, for a flag under NCCL (which moves CUDA tensors only)."""
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None

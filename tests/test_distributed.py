@@ -12,7 +12,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lightning_ganeval.distributed import OtherRankFailed, agree, barrier, broadcast_object, rank_and_world_size
+from lightning_ganeval.distributed import (
+    OtherRankFailed,
+    agree,
+    barrier,
+    broadcast_object,
+    collective_device,
+    rank_and_world_size,
+)
 
 
 def test_one_process_needs_no_process_group() -> None:
@@ -75,3 +82,19 @@ def test_a_real_pass_failing_on_one_rank_stops_every_rank(tmp_path: Path) -> Non
     outcomes = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert outcomes[1] == "OSError: item 3 is unreadable"
     assert outcomes[0] == "OtherRankFailed: The real pass failed on another process; see its error."
+
+
+def test_collective_device_by_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    fallback = torch.device("xpu", 1)
+    assert collective_device(fallback) == torch.device("cpu")  # no process group
+    with monkeypatch.context() as patch:  # undone before the fixtures' teardown looks at the process group
+        patch.setattr(torch.distributed, "is_initialized", lambda: True)
+        patch.setattr(torch.cuda, "current_device", lambda: 3)
+        for backend, expected in [
+            ("gloo", torch.device("cpu")),
+            ("cpu:gloo,cuda:nccl", torch.device("cpu")),
+            ("nccl", torch.device("cuda", 3)),
+            ("xccl", fallback),
+        ]:
+            patch.setattr(torch.distributed, "get_backend", lambda group=None, b=backend: b)
+            assert collective_device(fallback) == expected, backend

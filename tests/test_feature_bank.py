@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from lightning_ganeval.accumulators import FeatureBank, _communication_device
+from lightning_ganeval.accumulators import FeatureBank
 
 
 def _rows(n: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -116,12 +116,3 @@ def test_update_errors(features, indices, error: type, message: str) -> None:
 def test_constructor_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         FeatureBank(**kwargs)
-
-
-def test_communication_device_by_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
-    fallback = torch.device("xpu", 1)
-    assert _communication_device("gloo", fallback) == torch.device("cpu")
-    assert _communication_device("cpu:gloo,cuda:nccl", fallback) == torch.device("cpu")
-    assert _communication_device("nccl", fallback) == torch.device("cuda", 3)
-    assert _communication_device("xccl", fallback) == fallback

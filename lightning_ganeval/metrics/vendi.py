@@ -14,14 +14,12 @@ score); dgm-eval's per-class average needs labels, which generated samples do no
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.distributed as dist
-import torchmetrics
 from torch import Tensor
 
-from lightning_ganeval.accumulators import _communication_device
+from lightning_ganeval.distributed import collective_device, group_size
 from lightning_ganeval.metrics.base import GenerativeMetric
 
 __all__ = ["GramSums", "VendiScore", "vendi_from_gram", "vendi_score"]
@@ -75,36 +73,54 @@ def vendi_score(features: Tensor) -> float:
     return vendi_from_gram(x.T @ x, x.shape[0])
 
 
-class GramSums(torchmetrics.Metric):
-    """Σ x̂x̂ᵀ of L2-normalised feature rows and their count, float64, summed across processes.
+class GramSums:
+    """Σ x̂x̂ᵀ of L2-normalised feature rows and their count, float64; :meth:`compute` sums them across processes.
+
+    A plain accumulator like those of :mod:`lightning_ganeval.accumulators`: ``update``, ``synced`` (one
+    all-reduce of the packed state) and ``compute(sync=)``.
 
     Args:
         num_features: Width d of the rows.
-        **kwargs: Passed to ``torchmetrics.Metric``.
+        device: Where the state lives (default: the CPU).
     """
 
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    gram: Tensor
-    count: Tensor
-
-    def __init__(self, num_features: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, num_features: int, *, device: torch.device | str | None = None) -> None:
         self.num_features = num_features
-        self.add_state("gram", torch.zeros(num_features, num_features, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        # One packed tensor, [count, S (d*d)]: the cross-rank sum is one collective.
+        self.state = torch.zeros(1 + num_features * num_features, dtype=torch.float64, device=device)
+
+    @property
+    def count(self) -> int:
+        """Rows summed (this rank's, unless synced)."""
+        return int(self.state[0].item())
+
+    @property
+    def gram(self) -> Tensor:
+        """S = Σ x̂x̂ᵀ, ``(d, d)`` float64 (a view of the state)."""
+        return self.state[1:].view(self.num_features, self.num_features)
 
     def update(self, features: Tensor) -> None:
+        """Add a batch of ``(N, num_features)`` rows (normalised here)."""
         if features.ndim != 2 or features.shape[1] != self.num_features:
             raise ValueError(f"Expected features of shape (N, {self.num_features}), got {tuple(features.shape)}.")
-        x = _normalized_rows(features.to(self.gram.device))
-        self.gram = self.gram + x.T @ x
-        self.count = self.count + x.shape[0]
+        x = _normalized_rows(features.to(self.state.device))
+        self.gram.add_(x.T @ x)
+        self.state[0] += x.shape[0]
 
-    def compute(self) -> float:
-        return vendi_from_gram(self.gram, int(self.count))
+    def synced(self) -> GramSums:
+        """A new :class:`GramSums` holding every rank's rows (a copy in one process); a collective under DDP."""
+        merged = GramSums(self.num_features, device=self.state.device)
+        merged.state = self.state.clone()
+        if group_size() > 1:
+            packed = merged.state.to(collective_device(merged.state.device))
+            dist.all_reduce(packed)
+            merged.state = packed.to(self.state.device)
+        return merged
+
+    def compute(self, sync: bool = True) -> float:
+        """The Vendi score of every row seen (on every rank, unless ``sync=False``)."""
+        sums = self.synced() if sync else self
+        return vendi_from_gram(sums.gram, sums.count)
 
 
 class VendiScore(GenerativeMetric):
@@ -132,20 +148,18 @@ class VendiScore(GenerativeMetric):
     def reset(self, num_samples: int, device: torch.device) -> None:
         self.num_samples = num_samples
         self._device = device
-        if self._sums is not None:
-            self._sums.reset()
+        self._sums = None
 
     def update(self, features: Tensor, indices: Tensor) -> None:
         if self._sums is None or self._sums.num_features != features.shape[1]:
             # The width is known once a batch arrives; a rank that gets none builds its sums in compute().
-            self._sums = GramSums(features.shape[1]).to(self._device)
+            self._sums = GramSums(features.shape[1], device=self._device)
         self._sums.update(features)
 
     def _agreed_width(self) -> int:
         width = 0 if self._sums is None else self._sums.num_features
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            device = _communication_device(str(dist.get_backend()), self._device)
-            agreed = torch.tensor([width], dtype=torch.long, device=device)
+        if group_size() > 1:
+            agreed = torch.tensor([width], dtype=torch.long, device=collective_device(self._device))
             dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
             width = int(agreed.item())
         return width
@@ -158,10 +172,10 @@ class VendiScore(GenerativeMetric):
             self._nan_reasons = {self.name: none_finite}
             return {self.name: math.nan, f"{self.name}_num_samples": 0.0}
         if self._sums is None:
-            self._sums = GramSums(width).to(self._device)
-        with self._sums.sync_context():
-            count = int(self._sums.count)
-            value = vendi_from_gram(self._sums.gram, count) if count else math.nan
+            self._sums = GramSums(width, device=self._device)
+        merged = self._sums.synced()  # a collective: every rank calls it
+        count = merged.count
+        value = vendi_from_gram(merged.gram, count) if count else math.nan
         if not count:
             self._nan_reasons = {self.name: none_finite}
         return {self.name: value, f"{self.name}_num_samples": float(count)}
