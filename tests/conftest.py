@@ -205,7 +205,11 @@ def ddp_runs(
     """
     from ddp_runs import launch_once
 
-    inputs = {"inception_weights": inception_weights_path, "lpips_files": lpips_files}
+    inputs = {
+        "inception_weights": inception_weights_path,
+        "lpips_files": lpips_files,
+        "torch_threads": torch.get_num_threads(),  # for the jobs whose exact sums depend on it
+    }
     return launch_once(_run_folder(tmp_path_factory) / "ddp-runs", inputs, int((_WORKER or "gw0")[2:]))
 
 

@@ -11,7 +11,8 @@ references stay in the tests, computed in the test process.
 
 A job is a module-level function ``job(rank, world_size, workdir, inputs) -> picklable`` of a test module, named
 here as ``"module:function"``; ``workdir`` is its own folder, shared by the ranks, and ``inputs`` holds the
-session's weight files (``inception_weights``, ``lpips_files``).
+session's weight files (``inception_weights``, ``lpips_files``) and the test process's ``torch_threads`` (the
+processes run with 1 thread, see `join_gloo_group`).
 """
 
 from __future__ import annotations

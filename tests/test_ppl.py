@@ -314,10 +314,21 @@ class _Call(nn.Module):
 
 def ddp_evaluator_job(rank: int, world_size: int, workdir: Path, inputs: Any) -> dict[str, Any]:
     """One rank's values and distances (tests/ddp_runs.py runs it on 2 and 3 processes)."""
-    metric = PerceptualPathLength(
-        LATENT_DIM, num_pairs=22, batch_size=4, space=(0.0, 255.0), sampling="full", lpips=_lpips(inputs["lpips_files"])
-    )
-    result = metric.evaluate(Generator())
+    # The test process's thread count: VGG16's float32 sums, and so the distances, depend on it.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(inputs["torch_threads"])
+    try:
+        metric = PerceptualPathLength(
+            LATENT_DIM,
+            num_pairs=22,
+            batch_size=4,
+            space=(0.0, 255.0),
+            sampling="full",
+            lpips=_lpips(inputs["lpips_files"]),
+        )
+        result = metric.evaluate(Generator())
+    finally:
+        torch.set_num_threads(threads)
     return {"values": result.values, "distances": result.distances}
 
 
