@@ -196,21 +196,22 @@ def lpips_files(build_once: Callable[..., tuple[Path, Path]]) -> tuple[Path, Pat
 
 
 @pytest.fixture(scope="session")
-def ddp_runs(
-    tmp_path_factory: pytest.TempPathFactory, inception_weights_path: Path, lpips_files: tuple[Path, Path]
-) -> Any:
+def ddp_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The recorded results of every multi-process test, from one launch per world size (2, 3) per test run.
 
-    See tests/ddp_runs.py; a worker that finds a launch under way in another worker waits for it.
+    See tests/ddp_runs.py; a worker that finds a launch under way in another worker waits for it. The launches run
+    the jobs of the selected tests' modules only (one file named: that file's jobs).
     """
-    from ddp_runs import launch_once
+    from ddp_runs import INPUTS, launch_once
 
-    inputs = {
-        "inception_weights": inception_weights_path,
-        "lpips_files": lpips_files,
-        "torch_threads": torch.get_num_threads(),  # for the jobs whose exact sums depend on it
+    modules = {
+        item.module.__name__ for item in request.session.items if "ddp_runs" in getattr(item, "fixturenames", ())
     }
-    return launch_once(_run_folder(tmp_path_factory) / "ddp-runs", inputs, int((_WORKER or "gw0")[2:]))
+    inputs: dict[str, Any] = {"torch_threads": torch.get_num_threads()}  # for the jobs whose exact sums depend on it
+    for name, (fixture, users) in INPUTS.items():
+        if modules & users:  # built only when a selected job needs it (~30 s of CPU for Inception's)
+            inputs[name] = request.getfixturevalue(fixture)
+    return launch_once(_run_folder(tmp_path_factory) / "ddp-runs", modules, inputs, int((_WORKER or "gw0")[2:]))
 
 
 os.environ.setdefault("PYTHONHASHSEED", "0")

@@ -21,6 +21,7 @@ import dataclasses
 import importlib
 import os
 import pickle
+import sys
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -54,6 +55,12 @@ JOBS: dict[int, list[str]] = {
         "test_callbacks_ddp:ddp_job",
         "test_memorization:ddp_job",
     ],
+}
+
+# The weight files some jobs read: input name -> (the session fixture that builds it, the modules whose jobs read it).
+INPUTS: dict[str, tuple[str, set[str]]] = {
+    "inception_weights": ("inception_weights_path", {"test_metrics_callbacks_ddp", "test_callbacks_ddp"}),
+    "lpips_files": ("lpips_files", {"test_ppl"}),
 }
 
 
@@ -96,13 +103,18 @@ def _worker(rank: int, world_size: int, root: str, jobs: list[str], inputs: dict
                 break
     finally:
         torch.save(results, Path(root, f"rank{rank}.pt"))
-        dist.destroy_process_group()
+    # Every rank has saved its results. Exit without the interpreter's teardown: once, after all the jobs had
+    # passed, a rank aborted there ("terminate called without an active exception", SIGABRT), which the launch
+    # reports as a failure of every test.
+    dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
-def _launch(world_size: int, root: Path, inputs: dict[str, Any]) -> None:
-    """Runs the world size's jobs in ``world_size`` fresh processes; saves ``{job: [per-rank result]}``."""
+def _launch(world_size: int, jobs: list[str], root: Path, inputs: dict[str, Any]) -> None:
+    """Runs ``jobs`` in ``world_size`` fresh processes; saves ``{job: [per-rank result]}``."""
     root.mkdir(parents=True, exist_ok=True)
-    jobs = JOBS[world_size]
     mp.start_processes(
         _worker, args=(world_size, str(root), jobs, inputs), nprocs=world_size, start_method="spawn", join=True
     )
@@ -133,14 +145,16 @@ class DDPRuns:
         return self.root / f"w{world_size}" / job_name(job).replace(":", ".")
 
 
-def launch_once(root: Path, inputs: Mapping[str, Any], worker_index: int = 0) -> DDPRuns:
+def launch_once(root: Path, modules: set[str], inputs: Mapping[str, Any], worker_index: int = 0) -> DDPRuns:
     """Each world size's launch runs once per test run, whatever the number of xdist workers.
 
-    A worker takes a launch that no other worker holds (worker 0 starts with 2 processes, worker 1 with 3, so two
-    workers that arrive together run both at once), then waits for the launches held by others.
+    Only the jobs of ``modules`` (the test modules of this run that need them: every xdist worker collects the same
+    tests) run. A worker takes a launch that no other worker holds (worker 0 starts with 2 processes, worker 1 with
+    3, so two workers that arrive together run both at once), then waits for the launches held by others.
     """
     root.mkdir(parents=True, exist_ok=True)
-    pending = sorted(JOBS, reverse=worker_index % 2 == 1)
+    jobs = {size: [name for name in names if name.split(":")[0] in modules] for size, names in JOBS.items()}
+    pending = sorted((size for size in jobs if jobs[size]), reverse=worker_index % 2 == 1)
     while pending:
         for world_size in pending:
             lock = FileLock(str(root / f"w{world_size}.lock"))
@@ -155,7 +169,7 @@ def launch_once(root: Path, inputs: Mapping[str, Any], worker_index: int = 0) ->
             lock.acquire()
         try:
             if not (root / f"w{world_size}" / "results.pt").exists():  # else done by another worker
-                _launch(world_size, root / f"w{world_size}", dict(inputs))
+                _launch(world_size, jobs[world_size], root / f"w{world_size}", dict(inputs))
         finally:
             lock.release()
         pending.remove(world_size)
