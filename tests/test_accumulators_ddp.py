@@ -24,7 +24,7 @@ from lightning_ganeval.inception_score_math import inception_score
 from lightning_ganeval.metrics import FID, KID
 from lightning_ganeval.real_pass import prepare_real_data
 
-pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # spawns 2-3 processes: ~10-15 s each
+pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # runs in the 2 and 3 processes of tests/ddp_runs.py
 
 RTOL = 1e-9  # merged over ranks vs one process: only the floating-point summation order differs
 N_FID, D_FID = 101, 64

@@ -17,7 +17,7 @@ from fakes import counted_collectives
 
 from lightning_ganeval.accumulators import FeatureBank
 
-pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # spawns 2-3 processes: ~10-15 s each
+pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # runs in the 2 and 3 processes of tests/ddp_runs.py
 
 N, D = 53, 7
 CHUNK_BYTES = 4 * D * 5  # 5 rows of float32 per all-gather
