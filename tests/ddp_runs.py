@@ -6,8 +6,10 @@ plain-collective checks (accumulators, feature bank, Evaluator, PPL, a failing r
 the metric callbacks. A fit runs with ``strategy="ddp"`` in those processes, as under torchrun (Lightning sees
 ``LOCAL_RANK`` and reuses the group), after a pickle round trip of its model and callbacks, as ``ddp_spawn`` would
 make. Each rank's return value (or traceback) per job is saved; tests read them through the ``ddp_runs`` fixture
-(tests/conftest.py), which launches once per test run whatever the number of xdist workers. The single-process
-references stay in the tests, computed in the test process.
+(tests/conftest.py), which launches once per test run whatever the number of xdist workers, with the jobs of the
+selected test modules only. The single-process references stay in the tests, computed in the test process; the
+recorded values are bit for bit those of the ``ddp_spawn`` runs they replace (checked for the metric callbacks' fit
+at 2 and 3 processes and the FID/IS step-schedule fit at 2).
 
 A job is a module-level function ``job(rank, world_size, workdir, inputs) -> picklable`` of a test module, named
 here as ``"module:function"``; ``workdir`` is its own folder, shared by the ranks, and ``inputs`` holds the
@@ -119,7 +121,8 @@ def _launch(world_size: int, jobs: list[str], root: Path, inputs: dict[str, Any]
         _worker, args=(world_size, str(root), jobs, inputs), nprocs=world_size, start_method="spawn", join=True
     )
     ranks = [torch.load(root / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
-    missing = Failed("not run: an earlier job failed on some rank")
+    failed = [name for name in jobs if any(isinstance(rank.get(name), Failed) for rank in ranks)]
+    missing = Failed(f"not run: {failed[0] if failed else 'an earlier job'} failed first, see its test")
     results = {name: [rank.get(name, missing) for rank in ranks] for name in jobs}
     torch.save(results, root / "results.tmp")
     os.replace(root / "results.tmp", root / "results.pt")  # the marker of a finished launch
