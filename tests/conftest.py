@@ -144,6 +144,13 @@ def _teardown_process_group() -> Iterator[None]:
 # ---------------------------------------------------------------------------------- expensive shared files
 
 
+def _run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.getbasetemp()
+    if _WORKER is not None:
+        root = root.parent  # the run's folder, above the workers' own `popen-gw<N>`
+    return root
+
+
 @pytest.fixture(scope="session")
 def build_once(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Callable[[Path], T]], T]:
     """``build_once(name, build)``: ``build(folder)`` runs once per test run, whatever the number of workers.
@@ -151,9 +158,7 @@ def build_once(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Calla
     The first worker to ask builds into ``<run's temp dir>/<name>`` under a file lock; the others wait for it and
     get the same (pickled) result, so the random weights are written once, not once per worker.
     """
-    root = tmp_path_factory.getbasetemp()
-    if _WORKER is not None:
-        root = root.parent  # the run's folder, above the workers' own `popen-gw<N>`
+    root = _run_folder(tmp_path_factory)
 
     def run(name: str, build: Callable[[Path], T]) -> T:
         folder = root / name
@@ -180,6 +185,33 @@ def extractor(inception_weights_path: Path):
     from lightning_ganeval.inception import get_extractor
 
     return get_extractor("cpu", weights=inception_weights_path)
+
+
+@pytest.fixture(scope="session")
+def lpips_files(build_once: Callable[..., tuple[Path, Path]]) -> tuple[Path, Path]:
+    """Random LPIPS-VGG16 weights in the two official layouts, built once per run."""
+    from lightning_ganeval.testing import write_random_lpips_weights
+
+    return build_once("lpips", lambda folder: write_random_lpips_weights(folder, seed=0))
+
+
+@pytest.fixture(scope="session")
+def ddp_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The recorded results of every multi-process test, from one launch per world size (2, 3) per test run.
+
+    See tests/ddp_runs.py; a worker that finds a launch under way in another worker waits for it. The launches run
+    the jobs of the selected tests' modules only (one file named: that file's jobs).
+    """
+    from ddp_runs import INPUTS, launch_once
+
+    modules = {
+        item.module.__name__ for item in request.session.items if "ddp_runs" in getattr(item, "fixturenames", ())
+    }
+    inputs: dict[str, Any] = {"torch_threads": torch.get_num_threads()}  # for the jobs whose exact sums depend on it
+    for name, (fixture, users) in INPUTS.items():
+        if modules & users:  # built only when a selected job needs it (~30 s of CPU for Inception's)
+            inputs[name] = request.getfixturevalue(fixture)
+    return launch_once(_run_folder(tmp_path_factory) / "ddp-runs", modules, inputs, int((_WORKER or "gw0")[2:]))
 
 
 os.environ.setdefault("PYTHONHASHSEED", "0")

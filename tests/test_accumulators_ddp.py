@@ -14,9 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from fakes import counted_collectives, join_gloo_group
+from fakes import counted_collectives
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_ganeval.accumulators import FIDMoments, ISMarginals
@@ -26,7 +24,7 @@ from lightning_ganeval.inception_score_math import inception_score
 from lightning_ganeval.metrics import FID, KID
 from lightning_ganeval.real_pass import prepare_real_data
 
-pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # spawns 2-3 processes: ~10-15 s each
+pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # runs in the 2 and 3 processes of tests/ddp_runs.py
 
 RTOL = 1e-9  # merged over ranks vs one process: only the floating-point summation order differs
 N_FID, D_FID = 101, 64
@@ -89,57 +87,55 @@ def _big_features() -> torch.Tensor:
     return torch.randn(30, 2048, generator=torch.Generator().manual_seed(4)) + 2.0
 
 
-def _worker(rank: int, world_size: int, workdir: str, big: bool) -> None:
-    join_gloo_group(rank, world_size, workdir)
-    try:
-        out: dict[str, Any] = {}
-        # FID: contiguous, uneven parts, small batches.
-        part = np.array_split(np.arange(N_FID), world_size)[rank]
-        fid = FIDMoments(num_features=D_FID)
-        for chunk in _fid_features()[torch.from_numpy(part)].split(7):
-            fid.update(chunk)
-        stats = fid.compute()
-        with counted_collectives() as calls:
-            out["merged_state"] = fid.synced().moments.clone()
-        out["fid_collectives"] = list(calls)
-        out["local_n"] = int(fid.n.item())  # synced() and compute() leave this rank's own state
-        out["fid_n"], out["fid_mean"], out["fid_cov"] = stats.n, stats.mean, stats.cov
-        out["fid"] = _reference().distance(stats.mean, stats.cov)
+def ddp_job(rank: int, world_size: int, workdir: Path, inputs: Any) -> dict[str, Any]:
+    """One rank's results (tests/ddp_runs.py runs it on 2 and 3 processes)."""
+    big = world_size == 2  # one run with pool3-sized (d=2048) states, few samples
+    out: dict[str, Any] = {}
+    # FID: contiguous, uneven parts, small batches.
+    part = np.array_split(np.arange(N_FID), world_size)[rank]
+    fid = FIDMoments(num_features=D_FID)
+    for chunk in _fid_features()[torch.from_numpy(part)].split(7):
+        fid.update(chunk)
+    stats = fid.compute()
+    with counted_collectives() as calls:
+        out["merged_state"] = fid.synced().moments.clone()
+    out["fid_collectives"] = list(calls)
+    out["local_n"] = int(fid.n.item())  # synced() and compute() leave this rank's own state
+    out["fid_n"], out["fid_mean"], out["fid_cov"] = stats.n, stats.mean, stats.cov
+    out["fid"] = _reference().distance(stats.mean, stats.cov)
 
-        # IS: interleaved global indices (the sampling.py layout), batches of 5.
-        indices = torch.arange(rank, N_IS, world_size)
-        marginals = ISMarginals(num_samples=N_IS, splits=SPLITS)
-        logits = _logits()
-        for chunk in indices.split(5):
-            marginals.update(logits[chunk], indices=chunk)
-        with counted_collectives() as calls:
-            out["is"] = marginals.compute()
-        out["is_collectives"] = list(calls)
-        try:  # a per-process counter cannot give global indices
-            ISMarginals(num_samples=N_IS, splits=SPLITS).update(logits[:3])
-        except ValueError as err:
-            out["no_indices_error"] = str(err)
+    # IS: interleaved global indices (the sampling.py layout), batches of 5.
+    indices = torch.arange(rank, N_IS, world_size)
+    marginals = ISMarginals(num_samples=N_IS, splits=SPLITS)
+    logits = _logits()
+    for chunk in indices.split(5):
+        marginals.update(logits[chunk], indices=chunk)
+    with counted_collectives() as calls:
+        out["is"] = marginals.compute()
+    out["is_collectives"] = list(calls)
+    try:  # a per-process counter cannot give global indices
+        ISMarginals(num_samples=N_IS, splits=SPLITS).update(logits[:3])
+    except ValueError as err:
+        out["no_indices_error"] = str(err)
 
-        # The real pass through a shuffled loader: resharded by index, merged by the metric's sync; rank 0 writes
-        # the cache, and the second call hits it on every rank (rank 0's decision, broadcast) with no network call.
-        cache = os.path.join(workdir, "cache")
-        real, rows, out["real_calls"] = _real_pass(cache)
-        out["real_n"], out["real_mean"], out["real_cov"], out["real_rows"] = real.n, real.mean, real.cov, rows
-        cached, cached_rows, out["cached_calls"] = _real_pass(cache)
-        out["cached_equal"] = torch.equal(cached.cov, real.cov) and torch.equal(cached_rows, rows)
+    # The real pass through a shuffled loader: resharded by index, merged by the metric's sync; rank 0 writes
+    # the cache, and the second call hits it on every rank (rank 0's decision, broadcast) with no network call.
+    cache = os.path.join(workdir, "cache")
+    real, rows, out["real_calls"] = _real_pass(cache)
+    out["real_n"], out["real_mean"], out["real_cov"], out["real_rows"] = real.n, real.mean, real.cov, rows
+    cached, cached_rows, out["cached_calls"] = _real_pass(cache)
+    out["cached_equal"] = torch.equal(cached.cov, real.cov) and torch.equal(cached_rows, rows)
 
-        if big:
-            x = _big_features()
-            big_metric = FIDMoments(num_features=2048)
-            big_metric.update(x[rank::world_size])
-            big_stats = big_metric.compute()
-            reference = np.cov(x.double().numpy(), rowvar=False)
-            out["big_n"] = big_stats.n
-            out["big_cov_rel"] = float(np.abs(big_stats.cov.numpy() - reference).max() / np.abs(reference).max())
-            out["big_cov_checksum"] = float(big_stats.cov.sum())
-        torch.save(out, os.path.join(workdir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+    if big:
+        x = _big_features()
+        big_metric = FIDMoments(num_features=2048)
+        big_metric.update(x[rank::world_size])
+        big_stats = big_metric.compute()
+        reference = np.cov(x.double().numpy(), rowvar=False)
+        out["big_n"] = big_stats.n
+        out["big_cov_rel"] = float(np.abs(big_stats.cov.numpy() - reference).max() / np.abs(reference).max())
+        out["big_cov_checksum"] = float(big_stats.cov.sum())
+    return out
 
 
 def _single_process() -> dict[str, Any]:
@@ -164,10 +160,9 @@ def _rel(ours: torch.Tensor | float, ref: torch.Tensor | float) -> float:
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
-def test_merged_results_equal_single_process_on_every_rank(world_size: int, tmp_path: Path) -> None:
-    big = world_size == 2  # one run with pool3-sized (d=2048) states, few samples
-    mp.spawn(_worker, args=(world_size, str(tmp_path), big), nprocs=world_size, join=True)
-    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+def test_merged_results_equal_single_process_on_every_rank(world_size: int, ddp_runs: Any) -> None:
+    big = world_size == 2
+    results = ddp_runs.ranks(world_size, ddp_job)
     single = _single_process()
 
     # Each rank saw only its part; the merge restores the whole.

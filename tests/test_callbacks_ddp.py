@@ -1,7 +1,8 @@
-"""Two and three CPU processes (``ddp_spawn``, gloo) log exactly the FID and IS of one process on the same samples.
+"""Two and three CPU processes (``ddp``, gloo) log exactly the FID and IS of one process on the same samples.
 
-The spawned workers unpickle the callbacks (which proves they pickle) and cannot see a pytest monkeypatch, so a
-small callback placed before them swaps in a cheap stand-in extractor inside each worker. The scores are about the
+The processes are those of tests/ddp_runs.py, shared with the other multi-process tests. The callbacks go through a
+pickle round trip first (as ``ddp_spawn`` would send them), and the processes cannot see a pytest monkeypatch, so a
+small callback placed before them swaps in a cheap stand-in extractor inside each process. The scores are about the
 sharding of the latent bank and of the real data, the merge of the accumulators and the logging on every rank,
 not about Inception.
 """
@@ -16,6 +17,7 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
+from ddp_runs import roundtrip_pickle
 from fakes import FakeExtractor, half_average
 from lightning.pytorch.callbacks import Callback, WeightAveraging
 from torch import nn
@@ -81,7 +83,8 @@ class TinyGAN(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
-def _run(root: Path, devices: int, weights: Path) -> list[dict[str, Any]]:
+def _run(root: Path, devices: int, weights: Path) -> dict[str, Any]:
+    """This rank's record of one fit on ``devices`` processes (several: inside a launched group, tests/ddp_runs.py)."""
     real = torch.rand(NUM_REAL, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
     common = {"num_samples": 10, "batch_size": 4, "inception_weights": weights, "progress": False}
     callbacks = [
@@ -101,11 +104,13 @@ def _run(root: Path, devices: int, weights: Path) -> list[dict[str, Any]]:
     ]
     torch.manual_seed(0)
     model = TinyGAN()
+    if devices > 1:
+        model, callbacks = roundtrip_pickle((model, callbacks))
     trainer = pl.Trainer(
         default_root_dir=root,
         accelerator="cpu",
         devices=devices,
-        strategy="ddp_spawn" if devices > 1 else "auto",
+        strategy="ddp" if devices > 1 else "auto",
         max_epochs=2,
         limit_train_batches=2,
         logger=False,
@@ -118,21 +123,26 @@ def _run(root: Path, devices: int, weights: Path) -> list[dict[str, Any]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(model, train)
-    return [json.loads((root / f"rank{r}-of-{devices}.json").read_text()) for r in range(devices)]
+    return json.loads((root / f"rank{trainer.global_rank}-of-{devices}.json").read_text())
+
+
+def ddp_job(rank: int, world_size: int, workdir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
+    """One rank's record (tests/ddp_runs.py runs it on 2 and 3 processes)."""
+    return _run(workdir, world_size, inputs["inception_weights"])
 
 
 def test_two_and_three_processes_log_the_single_process_scores_of_both_weights_on_a_step_schedule(
-    tmp_path: Path, inception_weights_path: Path
+    tmp_path: Path, inception_weights_path: Path, ddp_runs: Any
 ) -> None:
-    # ddp_spawn pickles the callbacks (the averaging callback is found again in each worker). With lr 0 only the
+    # The callbacks are pickled (the averaging callback is found again in each process). With lr 0 only the
     # BatchNorm running statistics move, and the averaged copy averages them too, so `fid` and `fid_current` differ;
     # each equals the single-process value (rank 0's statistics are used on every rank), on every rank, for 2 and 3
     # processes (13 real images: unequal shards). IS scores the averaged weights too.
-    (single,) = _run(tmp_path / "single", 1, inception_weights_path)
+    single = _run(tmp_path / "single", 1, inception_weights_path)
     (cached_single,) = (tmp_path / "single" / "cache").glob("real-*.npz")
     stats_single, _ = load_stats(cached_single)
     for devices in (2, 3):
-        ranks = _run(tmp_path / f"ddp{devices}", devices, inception_weights_path)
+        ranks = ddp_runs.ranks(devices, ddp_job)
         # Every rank logged the same values (broadcast from rank 0), bit for bit.
         for rank in ranks[1:]:
             assert ranks[0] == rank
@@ -152,7 +162,7 @@ def test_two_and_three_processes_log_the_single_process_scores_of_both_weights_o
             assert ranks[0]["callback_metrics"][key] == single["callback_metrics"][key] == 10
 
         # The real statistics were sharded without duplicates, merged, and cached once (by rank 0).
-        (cached,) = (tmp_path / f"ddp{devices}" / "cache").glob("real-*.npz")
+        (cached,) = (ddp_runs.folder(devices, ddp_job) / "cache").glob("real-*.npz")
         stats, _ = load_stats(cached)
         assert stats.n == NUM_REAL
         assert cached.name == cached_single.name  # the cache key does not depend on the number of processes

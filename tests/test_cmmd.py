@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -443,9 +444,11 @@ class RecordLast(Callback):
 
 
 def _ddp_run(root: Path, devices: int) -> dict[str, float]:
+    """This rank's record of one fit on ``devices`` processes (several: inside a launched group, tests/ddp_runs.py)."""
     import json
 
     import lightning.pytorch as pl
+    from ddp_runs import roundtrip_pickle
     from test_metrics_callbacks_ddp import TinyGAN
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -464,11 +467,14 @@ def _ddp_run(root: Path, devices: int) -> dict[str, float]:
         RecordLast(root),
     ]  # fmt: skip
     torch.manual_seed(0)
+    model = TinyGAN()
+    if devices > 1:
+        model, callbacks = roundtrip_pickle((model, callbacks))
     trainer = pl.Trainer(
         default_root_dir=root,
         accelerator="cpu",
         devices=devices,
-        strategy="ddp_spawn" if devices > 1 else "auto",
+        strategy="ddp" if devices > 1 else "auto",
         max_epochs=1,
         limit_train_batches=2,
         logger=False,
@@ -479,17 +485,24 @@ def _ddp_run(root: Path, devices: int) -> dict[str, float]:
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(TinyGAN(), DataLoader(TensorDataset(real), batch_size=4))
-    ranks = [json.loads((root / f"rank{r}.json").read_text()) for r in range(devices)]
-    assert all(rank == ranks[0] for rank in ranks[1:])  # every rank logged the same values
-    return ranks[0]
+        trainer.fit(model, DataLoader(TensorDataset(real), batch_size=4))
+    return json.loads((root / f"rank{trainer.global_rank}.json").read_text())
+
+
+def ddp_job(rank: int, world_size: int, workdir: Path, inputs: Any) -> dict[str, float]:
+    """One rank's record (tests/ddp_runs.py runs it on 2 and 3 processes)."""
+    return _ddp_run(workdir, world_size)
 
 
 @pytest.mark.slow
 @pytest.mark.ddp
-def test_one_two_and_three_processes_log_the_same_cmmd_and_vendi(tmp_path: Path) -> None:
+def test_one_two_and_three_processes_log_the_same_cmmd_and_vendi(tmp_path: Path, ddp_runs: Any) -> None:
     """14 samples in batches of 4 (unequal shares, one rank of 3 gets 1 batch), 13 real images."""
-    runs = {devices: _ddp_run(tmp_path / f"w{devices}", devices) for devices in (1, 2, 3)}
+    runs = {1: _ddp_run(tmp_path, 1)}
+    for devices in (2, 3):
+        ranks = ddp_runs.ranks(devices, ddp_job)
+        assert all(rank == ranks[0] for rank in ranks[1:])  # every rank logged the same values
+        runs[devices] = ranks[0]
     single = runs[1]
     for key in ("cmmd", "cmmd_u", "vendi"):
         assert single[f"history_{key}"] > 0

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import datetime
-import json
-import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from lightning_ganeval.distributed import (
     OtherRankFailed,
@@ -46,20 +42,13 @@ class _Images(torch.utils.data.Dataset):
         return torch.full((3, 8, 8), index / 8)
 
 
-def _worker(rank: int, workdir: str) -> None:
+def ddp_job(rank: int, world_size: int, workdir: Path, inputs: Any) -> str:
+    """One rank's outcome (tests/ddp_runs.py runs it last on 2 processes: it leaves a failed real pass behind)."""
     from fakes import FakeExtractor
 
     from lightning_ganeval.metrics import FID
     from lightning_ganeval.real_pass import prepare_real_data
 
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{os.path.join(workdir, 'store')}",
-        rank=rank,
-        world_size=2,
-        timeout=datetime.timedelta(seconds=60),
-    )
     try:
         metric = FID()
         loader = torch.utils.data.DataLoader(_Images(), batch_size=2)
@@ -69,17 +58,15 @@ def _worker(rank: int, workdir: str) -> None:
         outcome = f"OtherRankFailed: {err}"
     except Exception as err:  # the failing rank's own error, or (before the fix) a timed-out collective
         outcome = f"{type(err).__name__}: {err}"
-    finally:
-        dist.destroy_process_group()
-    Path(workdir, f"rank{rank}.json").write_text(json.dumps(outcome))
+    return outcome
 
 
 @pytest.mark.slow
 @pytest.mark.ddp
-def test_a_real_pass_failing_on_one_rank_stops_every_rank(tmp_path: Path) -> None:
-    # Before distributed.agree in the real pass, rank 0 waited in the moments' merge until gloo's 60 s timeout.
-    mp.start_processes(_worker, args=(str(tmp_path),), nprocs=2, start_method="spawn", join=True)
-    outcomes = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+def test_a_real_pass_failing_on_one_rank_stops_every_rank(ddp_runs: Any) -> None:
+    # Before distributed.agree in the real pass, rank 0 waited in the moments' merge until gloo's timeout (120 s,
+    # tests/fakes.join_gloo_group).
+    outcomes = ddp_runs.ranks(2, ddp_job)
     assert outcomes[1] == "OSError: item 3 is unreadable"
     assert outcomes[0] == "OtherRankFailed: The real pass failed on another process; see its error."
 

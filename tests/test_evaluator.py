@@ -19,9 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from fakes import FakeExtractor, join_gloo_group
+from fakes import FakeExtractor
 from tiny_nets import LATENT_DIM, TinyFeatures, TinyGenerator, real_images
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -278,19 +276,15 @@ def _evaluate(workdir: str) -> dict[str, float]:
     return evaluator.evaluate(trained_generator()).values
 
 
-def _worker(rank: int, world_size: int, workdir: str) -> None:
-    join_gloo_group(rank, world_size, workdir)
-    try:
-        torch.save(_evaluate(workdir), os.path.join(workdir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def ddp_job(rank: int, world_size: int, workdir: Path, inputs: Any) -> dict[str, float]:
+    """One rank's values (tests/ddp_runs.py runs it on 2 processes)."""
+    return _evaluate(str(workdir))
 
 
 @pytest.mark.ddp
 @pytest.mark.slow
-def test_two_gloo_processes_give_the_single_process_values(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+def test_two_gloo_processes_give_the_single_process_values(tmp_path: Path, ddp_runs: Any) -> None:
+    ranks = ddp_runs.ranks(2, ddp_job)
     single = _evaluate(str(tmp_path / "single"))
     assert ranks[0] == ranks[1]  # every rank returns the same values
     assert set(ranks[0]) == set(single)

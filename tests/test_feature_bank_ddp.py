@@ -8,19 +8,16 @@ requires bit-identical results (``torch.equal``) on every rank.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from fakes import counted_collectives, join_gloo_group
+from fakes import counted_collectives
 
 from lightning_ganeval.accumulators import FeatureBank
 
-pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # spawns 2-3 processes: ~10-15 s each
+pytestmark = [pytest.mark.ddp, pytest.mark.slow]  # runs in the 2 and 3 processes of tests/ddp_runs.py
 
 N, D = 53, 7
 CHUNK_BYTES = 4 * D * 5  # 5 rows of float32 per all-gather
@@ -55,43 +52,39 @@ def _fill(bank: FeatureBank, indices: torch.Tensor, seed: int) -> None:
         start += size
 
 
-def _worker(rank: int, world_size: int, workdir: str) -> None:
-    join_gloo_group(rank, world_size, workdir)
+def ddp_job(rank: int, world_size: int, workdir: Path, inputs: Any) -> dict[str, Any]:
+    """One rank's results (tests/ddp_runs.py runs it on 2 and 3 processes)."""
+    out: dict[str, Any] = {}
+    for name, shares in SHARES[world_size].items():
+        bank = FeatureBank(num_features=D, gather_chunk_bytes=CHUNK_BYTES)
+        _fill(bank, _shard(shares, rank), seed=10 + rank)
+        out[name] = bank.compute()
+        out[f"{name}_local_rows_after"] = bank.num_rows  # compute() left this rank's own rows
+
+    capped = FeatureBank(num_features=D, max_rows=20, gather_chunk_bytes=CHUNK_BYTES)
+    _fill(capped, _shard(SHARES[world_size]["uneven"], rank), seed=20 + rank)
+    out["capped"] = capped.compute()
+
+    out["all_empty"] = FeatureBank(num_features=D).compute()
+
+    one_chunk = FeatureBank(num_features=D)  # the default chunk holds every row
+    _fill(one_chunk, _shard(SHARES[world_size]["uneven"], rank), seed=30 + rank)
+    with counted_collectives() as calls:
+        out["one_chunk"] = one_chunk.compute()
+    out["one_chunk_collectives"] = list(calls)
+
+    clash = FeatureBank(num_features=D)
+    clash.update(_features()[:2], torch.tensor([7, 100 + rank]))  # index 7 on every rank
     try:
-        out: dict[str, Any] = {}
-        for name, shares in SHARES[world_size].items():
-            bank = FeatureBank(num_features=D, gather_chunk_bytes=CHUNK_BYTES)
-            _fill(bank, _shard(shares, rank), seed=10 + rank)
-            out[name] = bank.compute()
-            out[f"{name}_local_rows_after"] = bank.num_rows  # compute() left this rank's own rows
-
-        capped = FeatureBank(num_features=D, max_rows=20, gather_chunk_bytes=CHUNK_BYTES)
-        _fill(capped, _shard(SHARES[world_size]["uneven"], rank), seed=20 + rank)
-        out["capped"] = capped.compute()
-
-        out["all_empty"] = FeatureBank(num_features=D).compute()
-
-        one_chunk = FeatureBank(num_features=D)  # the default chunk holds every row
-        _fill(one_chunk, _shard(SHARES[world_size]["uneven"], rank), seed=30 + rank)
-        with counted_collectives() as calls:
-            out["one_chunk"] = one_chunk.compute()
-        out["one_chunk_collectives"] = list(calls)
-
-        clash = FeatureBank(num_features=D)
-        clash.update(_features()[:2], torch.tensor([7, 100 + rank]))  # index 7 on every rank
-        try:
-            clash.compute()
-        except ValueError as err:
-            out["clash_error"] = str(err)
-        torch.save(out, os.path.join(workdir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+        clash.compute()
+    except ValueError as err:
+        out["clash_error"] = str(err)
+    return out
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
-def test_gathered_rows_equal_single_process_on_every_rank(world_size: int, tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(world_size, str(tmp_path)), nprocs=world_size, join=True)
-    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+def test_gathered_rows_equal_single_process_on_every_rank(world_size: int, ddp_runs: Any) -> None:
+    results = ddp_runs.ranks(world_size, ddp_job)
 
     single = FeatureBank(num_features=D)
     _fill(single, torch.arange(N), seed=0)

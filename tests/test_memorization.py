@@ -6,7 +6,8 @@
   seen through a mirror-symmetric feature network, or with noise) and one that draws fresh images; the
   nearest-training grid read back from TensorBoard and from the CSV logger's folder, for map-style and iterable
   real data.
-* 1, 2 and 3 processes (gloo, ``ddp_spawn``) log the same values and pick the same nearest samples.
+* 1, 2 and 3 processes (gloo, ``ddp`` in the processes of tests/ddp_runs.py) log the same values and pick the same
+  nearest samples.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from ddp_runs import roundtrip_pickle
 from lightning.pytorch.callbacks import Callback
 from scipy.cluster.vq import kmeans2
 from scipy.spatial.distance import cdist
@@ -418,7 +420,8 @@ def test_seeded_split_is_announced_and_the_grid_maps_back_to_the_dataset(
 # ------------------------------------------------------------------------------------------------ DDP
 
 
-def _ddp_run(root: Path, devices: int) -> list[dict[str, Any]]:
+def _ddp_run(root: Path, devices: int) -> dict[str, Any]:
+    """This rank's record of one fit on ``devices`` processes (several: inside a launched group, tests/ddp_runs.py)."""
     train, test = uniform_images(130, 0), uniform_images(61, 1)
     # 70 samples in batches of 8: unequal shares for 2 and 3 ranks, a ragged last batch.
     callback = MemorizationCallback(
@@ -431,27 +434,33 @@ def _ddp_run(root: Path, devices: int) -> list[dict[str, Any]]:
         cache_dir=root / "cache",
         progress=False,
     )
+    callbacks = [callback, _Record(root)]
+    # A half-copying generator, so that none of the three numbers sits at a bound.
+    model = CopyingOrFreshGAN(torch.cat([train[:65], uniform_images(65, 9)]), mode="copy", noise=0.01)
+    if devices > 1:
+        model, callbacks = roundtrip_pickle((model, callbacks))  # as ddp_spawn would send them
     trainer = pl.Trainer(
         default_root_dir=root,
         accelerator="cpu",
         devices=devices,
-        strategy="ddp_spawn" if devices > 1 else "auto",
+        strategy="ddp" if devices > 1 else "auto",
         max_epochs=1,
         limit_train_batches=1,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[callback, _Record(root)],
+        callbacks=callbacks,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # A half-copying generator, so that none of the three numbers sits at a bound.
-        trainer.fit(
-            CopyingOrFreshGAN(torch.cat([train[:65], uniform_images(65, 9)]), mode="copy", noise=0.01),
-            DataLoader(TensorDataset(train), batch_size=16),
-        )
-    return [json.loads((root / f"rank{r}-of-{devices}.json").read_text()) for r in range(devices)]
+        trainer.fit(model, DataLoader(TensorDataset(train), batch_size=16))
+    return json.loads((root / f"rank{trainer.global_rank}-of-{devices}.json").read_text())
+
+
+def ddp_job(rank: int, world_size: int, workdir: Path, inputs: Any) -> dict[str, Any]:
+    """One rank's record (tests/ddp_runs.py runs it on 2 and 3 processes)."""
+    return _ddp_run(workdir, world_size)
 
 
 class _Record(Callback):
@@ -475,8 +484,8 @@ class _Record(Callback):
 
 @pytest.mark.slow
 @pytest.mark.ddp
-def test_one_two_and_three_processes_give_identical_values(tmp_path: Path) -> None:
-    runs = {devices: _ddp_run(tmp_path / f"w{devices}", devices) for devices in (1, 2, 3)}
+def test_one_two_and_three_processes_give_identical_values(tmp_path: Path, ddp_runs: Any) -> None:
+    runs = {1: [_ddp_run(tmp_path, 1)], 2: ddp_runs.ranks(2, ddp_job), 3: ddp_runs.ranks(3, ddp_job)}
     (single,) = runs[1]
     (entry,) = single["history"]
     assert 0 < entry["authpct"] < 100

@@ -1,9 +1,10 @@
-"""1, 2 and 3 CPU processes (``ddp_spawn``, gloo) log the same FID, FID∞, IS, IS∞, KID and precision/recall.
+"""1, 2 and 3 CPU processes (``ddp``, gloo) log the same FID, FID∞, IS, IS∞, KID and precision/recall.
 
 One run per world size with every metric callback together, as ``test_callbacks_ddp.py`` does for FID and IS: 14
 samples in batches of 4 give the ranks unequal shares (3 processes: batches {0, 3}, {1}, {2}; the last batch holds
-2 samples), and 13 real images give them unequal real shards. The spawned workers cannot see a pytest
-monkeypatch, so a callback listed first swaps in the cheap `FakeExtractor` inside each worker.
+2 samples), and 13 real images give them unequal real shards. The 2 and 3 processes are those of
+tests/ddp_runs.py, shared with the other multi-process tests. They cannot see a pytest monkeypatch, so a callback
+listed first swaps in the cheap `FakeExtractor` inside each process.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
+from ddp_runs import roundtrip_pickle
 from fakes import FakeExtractor
 from lightning.pytorch.callbacks import Callback
 from torch import nn
@@ -81,7 +83,8 @@ class TinyGAN(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
-def _run(root: Path, devices: int, weights: Path) -> list[dict[str, Any]]:
+def _run(root: Path, devices: int, weights: Path) -> dict[str, Any]:
+    """This rank's record of one fit on ``devices`` processes (several: inside a launched group, tests/ddp_runs.py)."""
     # Pixels in [-0.25, 0.25], near the generator's spread, so that precision/recall/coverage are not 0 or 1.
     real = (torch.rand(NUM_REAL, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1) / 4
     common = {"num_samples": 14, "batch_size": 4, "inception_weights": weights, "progress": False}
@@ -96,11 +99,13 @@ def _run(root: Path, devices: int, weights: Path) -> list[dict[str, Any]]:
     ]
     torch.manual_seed(0)
     model = TinyGAN()
+    if devices > 1:
+        model, callbacks = roundtrip_pickle((model, callbacks))
     trainer = pl.Trainer(
         default_root_dir=root,
         accelerator="cpu",
         devices=devices,
-        strategy="ddp_spawn" if devices > 1 else "auto",
+        strategy="ddp" if devices > 1 else "auto",
         max_epochs=1,
         limit_train_batches=2,
         logger=False,
@@ -112,7 +117,12 @@ def _run(root: Path, devices: int, weights: Path) -> list[dict[str, Any]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(model, DataLoader(TensorDataset(real), batch_size=4))
-    return [json.loads((root / f"rank{r}-of-{devices}.json").read_text()) for r in range(devices)]
+    return json.loads((root / f"rank{trainer.global_rank}-of-{devices}.json").read_text())
+
+
+def ddp_job(rank: int, world_size: int, workdir: Path, inputs: dict[str, Any]) -> dict[str, Any]:
+    """One rank's record (tests/ddp_runs.py runs it on 2 and 3 processes)."""
+    return _run(workdir, world_size, inputs["inception_weights"])
 
 
 def _values(record: dict[str, Any]) -> dict[str, float]:
@@ -124,8 +134,14 @@ def _values(record: dict[str, Any]) -> dict[str, float]:
     return values
 
 
-def test_one_two_and_three_processes_log_the_same_values(tmp_path: Path, inception_weights_path: Path) -> None:
-    runs = {devices: _run(tmp_path / f"w{devices}", devices, inception_weights_path) for devices in (1, 2, 3)}
+def test_one_two_and_three_processes_log_the_same_values(
+    tmp_path: Path, inception_weights_path: Path, ddp_runs: Any
+) -> None:
+    runs = {
+        1: [_run(tmp_path, 1, inception_weights_path)],
+        2: ddp_runs.ranks(2, ddp_job),
+        3: ddp_runs.ranks(3, ddp_job),
+    }
     single = _values(runs[1][0])
     assert set(KEYS) <= set(single)
     for key in ("precision", "recall", "coverage"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import math
-import os
 import socket
 import threading
 import warnings
@@ -36,15 +35,10 @@ from lightning_ganeval.metrics.ppl import (
     percentile_bounds,
     reduce_path_lengths,
 )
-from lightning_ganeval.testing import build_random_lpips_state_dict, write_random_lpips_weights
+from lightning_ganeval.testing import build_random_lpips_state_dict
 from lightning_ganeval.weights import WeightsHashError, WeightsNotFoundError, file_sha256
 
 LATENT_DIM = 8
-
-
-@pytest.fixture(scope="module")
-def lpips_files(build_once: Any) -> tuple[Path, Path]:
-    return build_once("lpips", lambda folder: write_random_lpips_weights(folder, seed=0))
 
 
 @pytest.fixture(autouse=True)
@@ -318,35 +312,37 @@ class _Call(nn.Module):
 # ---------------------------------------------------------------------------------------------- DDP
 
 
-def _ddp_worker(rank: int, world_size: int, port: int, files: tuple[Path, Path], out: str) -> None:
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
-    )
+def ddp_evaluator_job(rank: int, world_size: int, workdir: Path, inputs: Any) -> dict[str, Any]:
+    """One rank's values and distances (tests/ddp_runs.py runs it on 2 and 3 processes)."""
+    # The test process's thread count: VGG16's float32 sums, and so the distances, depend on it.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(inputs["torch_threads"])
     try:
         metric = PerceptualPathLength(
-            LATENT_DIM, num_pairs=22, batch_size=4, space=(0.0, 255.0), sampling="full", lpips=_lpips(files)
+            LATENT_DIM,
+            num_pairs=22,
+            batch_size=4,
+            space=(0.0, 255.0),
+            sampling="full",
+            lpips=_lpips(inputs["lpips_files"]),
         )
         result = metric.evaluate(Generator())
-        if rank == 0:
-            torch.save({"values": result.values, "distances": result.distances}, out)
     finally:
-        torch.distributed.destroy_process_group()
+        torch.set_num_threads(threads)
+    return {"values": result.values, "distances": result.distances}
 
 
 @pytest.mark.slow
 @pytest.mark.ddp
-def test_ddp_is_exact_at_any_world_size(lpips_files: tuple[Path, Path], tmp_path: Path) -> None:
+def test_ddp_is_exact_at_any_world_size(lpips_files: tuple[Path, Path], ddp_runs: Any) -> None:
     """One process (no process group), 2 and 3 gloo processes (6 batches, the last one short): identical per-pair
     distances and values."""
     with torch.random.fork_rng(devices=[]):  # `Generator` seeds the global RNG
         single = PerceptualPathLength(
             LATENT_DIM, num_pairs=22, batch_size=4, space=(0.0, 255.0), sampling="full", lpips=_lpips(lpips_files)
         ).evaluate(Generator())
-    port = int(os.environ["MASTER_PORT"])  # a free port of this worker's (tests/conftest.py), for each run in turn
     for world_size in (2, 3):
-        out = str(tmp_path / f"w{world_size}.pt")
-        torch.multiprocessing.spawn(_ddp_worker, args=(world_size, port, lpips_files, out), nprocs=world_size)
-        result = torch.load(out)
+        result = ddp_runs.ranks(world_size, ddp_evaluator_job)[0]
         assert torch.equal(result["distances"], single.distances), world_size
         assert result["values"] == single.values, world_size
     assert not torch.isnan(single.distances).any()
@@ -495,14 +491,25 @@ def test_bad_arguments_are_named(kwargs: dict[str, Any], error: type[Exception],
 
 @pytest.mark.slow
 @pytest.mark.ddp
-def test_callback_under_ddp_spawn(lpips_files: tuple[Path, Path], tmp_path: Path) -> None:
-    """Two ddp_spawn processes: the logged ``ppl`` is the plain-torch value of the trained weights (float32 log)."""
-    ppl = PPLCallback(num_pairs=10, batch_size=4, resize=16, lpips_weights=lpips_files[0], vgg16_weights=lpips_files[1])
+def test_callback_under_ddp(lpips_files: tuple[Path, Path], ddp_runs: Any) -> None:
+    """Two ``ddp`` processes: the logged ``ppl`` is the plain-torch value of the trained weights (float32 log)."""
+    record = ddp_runs.ranks(2, ddp_callback_job)[0]
     model = TinyGAN()
-    trainer = _fit(tmp_path, [ppl], model, max_epochs=1, strategy="ddp_spawn", devices=2)
+    model.load_state_dict(record["state_dict"])  # rank 0's trained weights, as ddp_spawn hands back
     expected = PerceptualPathLength(LATENT_DIM, num_pairs=10, batch_size=4, resize=16, lpips=_lpips(lpips_files))
     value = expected.evaluate(model).values["ppl"]
-    assert float(trainer.callback_metrics["ppl"]) == pytest.approx(value, rel=1e-6)
+    assert record["ppl"] == pytest.approx(value, rel=1e-6)
+
+
+def ddp_callback_job(rank: int, world_size: int, workdir: Path, inputs: Any) -> dict[str, Any]:
+    """One rank's logged ``ppl`` and trained weights (tests/ddp_runs.py runs it on 2 processes)."""
+    from ddp_runs import roundtrip_pickle
+
+    heads, trunk = inputs["lpips_files"]
+    ppl = PPLCallback(num_pairs=10, batch_size=4, resize=16, lpips_weights=heads, vgg16_weights=trunk)
+    model, callbacks = roundtrip_pickle((TinyGAN(), [ppl]))  # as ddp_spawn would send them
+    trainer = _fit(workdir, callbacks, model, max_epochs=1, strategy="ddp", devices=world_size)
+    return {"ppl": float(trainer.callback_metrics["ppl"]), "state_dict": model.state_dict()}
 
 
 class MeanSquare(nn.Module):
