@@ -183,3 +183,13 @@ def extractor(inception_weights_path: Path):
 
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+@pytest.fixture(scope="session")
+def fresh_python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """`fresh_python.FreshPython`: scripts run as ``python script.py`` would, the imports paid once per worker."""
+    from fresh_python import FreshPython
+
+    server = FreshPython(tmp_path_factory.mktemp("fresh-python"))
+    yield server
+    server.close()
