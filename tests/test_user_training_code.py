@@ -787,28 +787,29 @@ def test_failed_fit_leaves_early_stopping_as_it_was(ns: SimpleNamespace, tmp_pat
     assert reused.current_epoch == reference.current_epoch == 2
 
 
-def test_fewer_than_2048_samples_warn_once_per_run(
-    lit: SimpleNamespace, tmp_path: Path, inception_weights_path: Path
-) -> None:
-    """Inception FID on 4 samples warns, once per fit (two evaluations each); 2048 samples do not warn."""
-    data = labelled(to_tensor01(mnist_like_uint8(4)))
-    common = {"num_samples": 4, "batch_size": 4, "inception_weights": inception_weights_path, "progress": False}
-    fid = FIDCallback(log_images=0, cache_dir=tmp_path / "cache", **common)
+def test_fewer_samples_than_features_warn_once_per_run(lit: SimpleNamespace, tmp_path: Path) -> None:
+    """FID on fewer samples than features warns, once per fit (two evaluations each); as many samples do not warn.
+
+    64-d `TinyFeatures` stand in for Inception's 2048 (the bound is the feature count of the real statistics);
+    `test_inception_defaults_infer_the_space_for_fid_and_is` sees the same warning name 2048 under Inception.
+    """
+    dims = 64
+    data = labelled(to_tensor01(mnist_like_uint8(dims)))
+    fid = tiny_fid(tmp_path, feature_extractor=TinyFeatures(num_features=dims), num_samples=4, batch_size=4)
     for run in range(2):  # a second fit with the same callback is another run
         trainer = make_trainer(lit, tmp_path, [fid], max_epochs=2)
         with Captured() as captured:
             trainer.fit(lit.GAN(output="sigmoid"), loader(data))
-        about_size = captured.warned(r"2048|2,048")
+        about_size = captured.warned(rf"\b{dims}\b features")
         assert len(about_size) == 1, (run, captured.messages)
         assert re.search(r"\b4\b", about_size[0]), about_size[0]  # it names the sample count in use
         assert [h["epoch"] for h in fid.history][-2:] == [0, 1]  # two evaluations, one warning
 
-    many = labelled(to_tensor01(mnist_like_uint8(2048, seed=1)))
-    fid = tiny_fid(tmp_path, num_samples=2048, batch_size=1024)
+    fid = tiny_fid(tmp_path, feature_extractor=TinyFeatures(num_features=dims), num_samples=dims, batch_size=dims)
     trainer = make_trainer(lit, tmp_path, [fid], max_epochs=1, limit_train_batches=2)
     with Captured() as captured:
-        trainer.fit(lit.GAN(output="sigmoid"), DataLoader(many, batch_size=256))
-    assert captured.warned(r"2048|2,048") == []
+        trainer.fit(lit.GAN(output="sigmoid"), loader(data))
+    assert captured.warned(r"features") == []
     assert len(fid.history) == 1
 
 
@@ -821,8 +822,8 @@ def test_inception_defaults_infer_the_space_for_fid_and_is(
     """No ``feature_extractor``: Inception (random weights), FID and IS sharing a pass, both in the data's space."""
     from lightning_ganeval.inception_score_math import inception_score
 
-    real_uint8 = mnist_like_uint8(8)
-    common = {"num_samples": 8, "batch_size": 8, "inception_weights": inception_weights_path, "progress": False}
+    real_uint8 = mnist_like_uint8(4)  # 4 real images and 4 samples: Inception runs ~10 images/s here
+    common = {"num_samples": 4, "batch_size": 4, "inception_weights": inception_weights_path, "progress": False}
     fid = FIDCallback(log_images=0, cache_dir=tmp_path / "cache", **common)
     isc = InceptionScoreCallback(splits=2, **common)
     model = lit.GAN(output="sigmoid")
@@ -830,11 +831,14 @@ def test_inception_defaults_infer_the_space_for_fid_and_is(
     with Captured() as captured:
         trainer.fit(model, loader(labelled(to_tensor01(real_uint8))))
     assert len(captured.matching("inferred")) == 1, captured.messages
+    about_size = captured.warned(r"2048|2,048")  # Inception's 2048 features, more than 4 samples: once per fit
+    assert len(about_size) == 1, captured.messages
+    assert re.search(r"\b4\b", about_size[0]), about_size[0]
     assert np.isfinite(fid.last_score)
     assert fid.last_score > 0
     assert metric(trainer, "fid_clamped") == 0.0
 
-    images = generated(model, num_samples=8)
+    images = generated(model, num_samples=4)
     with torch.no_grad():
         right = inception_score(extractor(to_pixels(images, 0, 1)).logits, splits=2)
         wrong = inception_score(extractor(to_pixels(images, -1, 1)).logits, splits=2)
