@@ -9,7 +9,7 @@ space (and check that the wrong space would give a clearly different number, so 
 Most runs use `user_models.TinyFeatures` through ``feature_extractor=`` (milliseconds per batch); the tests that
 need Inception itself use the random-weight file of the ``inception_weights_path`` fixture with <= 16 samples.
 Runs whose outcome depends on the process (bit-identical training, ``strategy="ddp"``, a loader that could hang)
-run the scripts of ``tests/user_scripts`` in fresh processes with a timeout.
+run the scripts of ``tests/user_scripts`` in fresh processes with a timeout (`fresh_python`).
 """
 
 from __future__ import annotations
@@ -651,7 +651,9 @@ def test_endless_iterable_loader_needs_num_real(tmp_path: Path, fresh_python: An
     """An infinite IterableDataset train loader: a prompt ValueError about ``num_real``, not an endless read."""
     script = "tests/user_scripts/endless_loader.py"
     failing, working = fresh_python.run(
-        [[script, "--root", tmp_path / "a"], [script, "--root", tmp_path / "b", "--num-real", "16"]], timeout=120
+        [[script, "--root", tmp_path / "a"], [script, "--root", tmp_path / "b", "--num-real", "16"]],
+        timeout=120,
+        env=script_env(OMP_NUM_THREADS="1"),  # the two runs share the cores
     )
     if failing.returncode is None:
         pytest.fail("FIDCallback(real=None) kept reading an endless training loader (killed after 120 s)")
@@ -701,7 +703,8 @@ def test_training_is_untouched(tmp_path: Path, inception_weights_path: Path, fre
                 ["tests/user_scripts/train_weights.py", "--namespace", name, "--root", out, "--out", f"{out}.pt"]
             )
             runs[-1] += options
-    for result in fresh_python.run(runs, timeout=240):
+    # One torch thread each: the four runs share the cores (results depend on the thread count, equal for all).
+    for result in fresh_python.run(runs, timeout=240, env=script_env(OMP_NUM_THREADS="1")):
         assert result.returncode == 0, f"{result.argv} failed ({result.returncode}):\n{result.stderr[-5000:]}"
     for name in namespaces:
         without = torch.load(tmp_path / f"{name}-without.pt", weights_only=False)
