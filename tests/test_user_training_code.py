@@ -275,6 +275,10 @@ def test_mnist_like_data_with_tanh_generator_is_read_as_0_1(ns: SimpleNamespace,
     """The issue's first report: ``ToTensor`` [0, 1] data and a tanh generator were silently read as [-1, 1]."""
     real_uint8 = mnist_like_uint8(NUM_REAL)
     fid = tiny_fid(tmp_path)
+    # Seeded: from whatever RNG state earlier tests leave, a generator could end where both readings are within
+    # SEPARATION (seen once: 0.75 % apart), and the check that this test can tell would fail by chance. From seed 0
+    # they are 4.2 % apart under both namespaces.
+    torch.manual_seed(0)
     model = ns.GAN(output="tanh")
     trainer = make_trainer(ns, tmp_path, [fid])
     with Captured() as captured:
