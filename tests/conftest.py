@@ -215,3 +215,13 @@ def ddp_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+@pytest.fixture(scope="session")
+def fresh_python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """`fresh_python.FreshPython`: scripts run as ``python script.py`` would, the imports paid once per worker."""
+    from fresh_python import FreshPython
+
+    server = FreshPython(tmp_path_factory.mktemp("fresh-python"))
+    yield server
+    server.close()

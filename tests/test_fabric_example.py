@@ -1,4 +1,5 @@
-"""``examples/fabric_loop.py`` end to end, as a user would launch it: a subprocess, then its CSV log.
+"""``examples/fabric_loop.py`` end to end, as a user would launch it (a fresh process, `fresh_python`), then its CSV
+log.
 
 The run uses the random-weight Inception of the session (scores are not comparable, the pipeline is the same) and
 tiny counts: 2 epochs on 128 digits, 8 samples per evaluation, 16 real images.
@@ -8,12 +9,11 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fresh_python import script_env
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "fabric_loop.py"
@@ -22,16 +22,15 @@ pytestmark = pytest.mark.slow
 pytest.importorskip("sklearn")
 
 
-def test_fabric_loop_trains_and_logs_every_metric(tmp_path: Path, inception_weights_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "LIGHTNING_GANEVAL_INCEPTION_WEIGHTS"}
+def test_fabric_loop_trains_and_logs_every_metric(
+    tmp_path: Path, inception_weights_path: Path, fresh_python: Any
+) -> None:
     # TORCH_HOME: the real-data cache goes to this test's folder. One thread: see test_example.py.
-    env.update({"PYTHONPATH": str(REPO), "TORCH_HOME": str(tmp_path / "torch"), "OMP_NUM_THREADS": "1"})
+    env = script_env(TORCH_HOME=str(tmp_path / "torch"), OMP_NUM_THREADS="1")
     args = ["--inception-weights", str(inception_weights_path), "--epochs", "2", "--train-size", "128"]
     args += ["--num-samples", "8", "--num-real", "16", "--eval-batch-size", "8", "--splits", "2"]
     args += ["--kid-subset-size", "4", "--kid-subsets", "3", "--logdir", str(tmp_path / "logs")]
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLE), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
+    (result,) = fresh_python.run([[EXAMPLE, *args]], timeout=300, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     assert [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("epoch")] == [
         "epoch 0",

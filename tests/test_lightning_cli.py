@@ -1,8 +1,8 @@
 """The metric callbacks configured from YAML through ``LightningCLI`` (jsonargparse reads their type hints).
 
-The training run launches ``tests/cli_app.py`` in a subprocess, as a user would start a training script
-(``PYTHONPATH`` points at this checkout so that its package is the one imported); parsing and error messages are
-checked with the same ``LightningCLI`` in this process, without running a subcommand.
+The training run launches ``tests/cli_app.py`` in a fresh process (`fresh_python`), as a user would start a
+training script (``PYTHONPATH`` points at this checkout so that its package is the one imported); parsing and
+error messages are checked with the same ``LightningCLI`` in this process, without running a subcommand.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import csv
 import inspect
 import math
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from unittest import mock
 import pytest
 import torch
 import yaml
+from fresh_python import script_env
 
 from lightning_ganeval.feature_network import network_provenance
 from lightning_ganeval.frechet import GaussianStats
@@ -31,15 +30,6 @@ APP = REPO / "tests" / "cli_app.py"
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # jsonargparse's own deprecations
 pytest.importorskip("jsonargparse")
-
-
-def run_cli(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "LIGHTNING_GANEVAL_INCEPTION_WEIGHTS"}
-    # One thread: the suite shares the cores with other processes (see test_example.py).
-    env.update({"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
-    return subprocess.run(
-        [sys.executable, str(APP), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def callbacks_config(tmp_path: Path, weights: Path, real_stats: Path) -> list[dict[str, Any]]:
@@ -127,9 +117,12 @@ def real_stats(tmp_path: Path, extractor: Any) -> Path:
 
 
 @pytest.mark.slow
-def test_fit_from_yaml_logs_every_metric(tmp_path: Path, inception_weights_path: Path, real_stats: Path) -> None:
+def test_fit_from_yaml_logs_every_metric(
+    tmp_path: Path, inception_weights_path: Path, real_stats: Path, fresh_python: Any
+) -> None:
     config = write_config(tmp_path, callbacks_config(tmp_path, inception_weights_path, real_stats))
-    result = run_cli(["fit", "--config", str(config)])
+    # `python tests/cli_app.py fit --config ...`, in a fresh process; one thread: the suite shares the cores.
+    (result,) = fresh_python.run([[APP, "fit", "--config", config]], timeout=240, env=script_env(OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-4000:]
 
     (log_dir,) = (tmp_path / "logs" / "cli").iterdir()

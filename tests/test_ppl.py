@@ -212,8 +212,11 @@ def fidelity_lpips(lpips_files: tuple[Path, Path]) -> Iterator[None]:
     heads, trunk = lpips_files
 
     def vgg16() -> nn.Module:
-        model = torchvision.models.vgg16(weights=None)
-        model.features.load_state_dict({k.removeprefix("features."): v for k, v in torch.load(trunk).items()})
+        # torch-fidelity keeps only `.features`: no 138 M random initial values for weights replaced or unused.
+        with torch.device("meta"):
+            model = torchvision.models.vgg16(weights=None)
+        state = {k.removeprefix("features."): v for k, v in torch.load(trunk).items()}
+        model.features.load_state_dict(state, assign=True)
         return model
 
     percentile = np.percentile

@@ -1,8 +1,9 @@
 """Train the user GAN for 2 epochs from a fixed seed, with or without the metric callbacks; save the end state.
 
-``test_training_is_untouched`` runs this twice, each time in a fresh process, and compares the saved weights bit
-for bit. The run draws from the global RNG everywhere a real one does: the data augmentation (``torch.rand`` in
-``__getitem__``), the shuffling loader, Dropout, and the generator's training latents.
+``test_training_is_untouched`` runs this with and without the callbacks under each namespace, each run in a fresh
+process, and compares the saved weights bit for bit. The run draws from the global RNG everywhere a real one does:
+the data augmentation (``torch.rand`` in ``__getitem__``), the shuffling loader, Dropout, and the generator's
+training latents.
 """
 
 from __future__ import annotations
