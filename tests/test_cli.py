@@ -327,7 +327,7 @@ def test_device_cuda_without_cuda_is_refused(tiny: dict[str, Path]) -> None:
 
 def test_unreadable_image_is_one_line(tiny: dict[str, Path], inception_weights_path: Path, extractor: Any) -> None:
     # "000-bad.png" sorts first and is in A's first batch: the error comes before any forward pass of A (B, the
-    # reference, is read first; its statistics are cached, so a rerun after fixing A does not read B again).
+    # reference, is read first).
     good = _write_images(tiny["A"].parent / "good", 3, seed=1, size=(8, 8))
     (tiny["A"] / "000-bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     argv = ("fid", tiny["A"], good, "--inception-weights", inception_weights_path, "--workers", 0, "--no-progress")
