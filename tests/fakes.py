@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -85,3 +87,25 @@ def join_gloo_group(rank: int, world_size: int, workdir: str) -> None:
         world_size=world_size,
         timeout=datetime.timedelta(seconds=120),
     )
+
+
+def quiet_trainer(trainer_class: Any, root: Path, callbacks: list[Any], **kwargs: Any) -> Any:
+    """A quiet one-CPU ``trainer_class`` (``lightning.pytorch.Trainer`` or ``pytorch_lightning.Trainer``): two
+    epochs, no logger, checkpoints, progress bar or model summary; ``kwargs`` override or add Trainer arguments.
+
+    Taking the class keeps this module free of Lightning, for the processes that import it.
+    """
+    options: dict[str, Any] = {
+        "default_root_dir": root,
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_epochs": 2,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        **kwargs,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lightning's tips about workers and logging intervals
+        return trainer_class(callbacks=callbacks, **options)

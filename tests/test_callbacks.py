@@ -22,7 +22,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from fakes import FakeExtractor
+from fakes import FakeExtractor, quiet_trainer
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
@@ -98,22 +98,7 @@ def loader(shuffle: bool = False, seed: int = 0) -> DataLoader:
 
 
 def make_trainer(root: Path, callbacks: list[Callback], **kwargs: Any) -> pl.Trainer:
-    options: dict[str, Any] = {
-        "default_root_dir": root,
-        "accelerator": "cpu",
-        "devices": 1,
-        "max_epochs": 2,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "log_every_n_steps": 1,
-        **kwargs,
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Lightning's tips about workers and logging intervals
-        return pl.Trainer(callbacks=callbacks, **options)
+    return quiet_trainer(pl.Trainer, root, callbacks, **{"num_sanity_val_steps": 0, "log_every_n_steps": 1, **kwargs})
 
 
 def fit(trainer: pl.Trainer, model: pl.LightningModule, **kwargs: Any) -> None:

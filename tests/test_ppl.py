@@ -22,6 +22,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from fakes import quiet_trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -387,19 +388,9 @@ def _fit(
     """A quiet CPU fit on ``data`` (default: 16 random 8 x 8 images in (-1, 1)); ``kwargs`` override the Trainer's."""
     if data is None:
         data = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    options = {
-        "default_root_dir": root,
-        "accelerator": "cpu",
-        "devices": 1,
-        "max_epochs": 2,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-    }
+    trainer = quiet_trainer(pl.Trainer, root, callbacks, **kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = pl.Trainer(callbacks=callbacks, **{**options, **kwargs})
         trainer.fit(model, DataLoader(TensorDataset(data), batch_size=8, shuffle=shuffle), ckpt_path=ckpt_path)
     return trainer
 

@@ -31,6 +31,7 @@ import pytest
 import scipy.linalg
 import torch
 import user_models
+from fakes import quiet_trainer
 from fresh_python import script_env
 from torch.utils.data import DataLoader, Subset, TensorDataset, random_split
 from torchvision import transforms
@@ -110,22 +111,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def make_trainer(ns: SimpleNamespace, root: Path, callbacks: list[Any], **kwargs: Any) -> Any:
-    options: dict[str, Any] = {
-        "default_root_dir": root,
-        "accelerator": "cpu",
-        "devices": 1,
-        "max_epochs": 2,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "log_every_n_steps": 1,
-        **kwargs,
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Lightning's tips about workers and logging intervals
-        return ns.Trainer(callbacks=callbacks, **options)
+    return quiet_trainer(ns.Trainer, root, callbacks, **{"num_sanity_val_steps": 0, "log_every_n_steps": 1, **kwargs})
 
 
 def quiet_fit(trainer: Any, model: Any, *args: Any, **kwargs: Any) -> None:
