@@ -260,21 +260,16 @@ class Evaluator:
         roots = [m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m for m in modules_of(generate)]
         roots = list({id(m): m for m in ([module] if module is not None else []) + roots}.values())
         device = torch.device(generator_device) if generator_device is not None else _module_device(module)
-        collective_device = network_device(self._networks[0][0])
-        for network, members in self._networks:
-            for metric in members:
-                metric.reset(self.num_samples, network_device(network))
-
+        tally = self._start()
         error: Exception | None = None
         kept: list[Tensor] = []
-        tally = _Tally(collective_device)
         done = 0
         try:
             with preserved_module_state(roots), torch.no_grad():
                 if world_size > 1:
                     for root in roots:
                         # A module found in a callable, on a device the collectives may not take, keeps its own.
-                        if root is module or _module_device(root) == collective_device:
+                        if root is module or _module_device(root) == tally.device:
                             _use_rank_zero_norm_stats(root)
                 for batch in self.bank.shard(rank, world_size):
                     seed_batch_noise(self.seed, batch.batch_id, device)
@@ -324,12 +319,8 @@ class Evaluator:
         if self.space is None:
             raise RuntimeError("The pixel space is unknown: pass `space=` or set `evaluator.space` first.")
         rank, world_size = rank_and_world_size()
-        collective_device = network_device(self._networks[0][0])
-        for network, members in self._networks:
-            for metric in members:
-                metric.reset(self.num_samples, network_device(network))
+        tally = self._start()
         error: Exception | None = None
-        tally = _Tally(collective_device)
         done = 0
         stream = iter_real_images(
             images,
@@ -353,6 +344,13 @@ class Evaluator:
             error = err
             stream.close()
         return self._finish(error, tally, rank, world_size, warn, [])
+
+    def _start(self) -> _Tally:
+        """Reset every metric on its network's device; the counts of the new evaluation, on the collectives' device."""
+        for network, members in self._networks:
+            for metric in members:
+                metric.reset(self.num_samples, network_device(network))
+        return _Tally(network_device(self._networks[0][0]))
 
     def _feed(self, images: Tensor, indices: Tensor, tally: _Tally) -> ConvertedImages:
         """Convert one batch, run each network once on it and hand every metric its layer (finite samples only)."""

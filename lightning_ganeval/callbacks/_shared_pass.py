@@ -47,6 +47,13 @@ def _all_ranks(trainer: pl.Trainer, fn: Callable[[], Any], what: str) -> Any:
     return result
 
 
+def agreed_real_space(trainer: pl.Trainer, source: Any, **kwargs: Any) -> tuple[PixelSpace, str]:
+    """:func:`~lightning_ganeval.real_cache.infer_real_space` of ``source`` with rank 0's conclusion on every rank;
+    a failure on any rank stops every rank. ``kwargs`` go to ``infer_real_space``."""
+    inferred = _all_ranks(trainer, lambda: infer_real_space(source, **kwargs), "Inferring the pixel space")
+    return trainer.strategy.broadcast(inferred, src=0)
+
+
 @contextlib.contextmanager
 def _naming_the_side(side: str, what: str) -> Iterator[None]:
     """Say which side (generated or real images) a TypeError/ValueError is about, unless it already does."""
@@ -129,13 +136,9 @@ class _SharedEvaluation:
                 f" {space.describe()} (the default). Pass `value_range=` or `normalize=` to declare it."
             )
             return space
-        image_fn = getattr(member, "real_image_fn", None)
-        num_real = getattr(member, "num_real", None)
-
-        def infer() -> tuple[PixelSpace, str]:
-            return infer_real_space(source, image_fn=image_fn, num_real=num_real)  # rank 0's is everyone's
-
-        space, reason = trainer.strategy.broadcast(_all_ranks(trainer, infer, "Inferring the pixel space"), src=0)
+        space, reason = agreed_real_space(
+            trainer, source, image_fn=getattr(member, "real_image_fn", None), num_real=getattr(member, "num_real", None)
+        )
         self.space_reason = reason
         rank_zero_info(
             f"lightning_ganeval: inferred the pixel space {space.describe()} from {reason}; generated images are read"
@@ -145,14 +148,13 @@ class _SharedEvaluation:
 
     def _real_sources(self, trainer: pl.Trainer) -> list[tuple[Any, list[_GenerativeMetricCallback]]]:
         """Members grouped by real data and real-side settings: one real pass per group."""
-        sources: dict[tuple[Any, ...], list[_GenerativeMetricCallback]] = {}
+        sources: dict[tuple[Any, ...], tuple[Any, list[_GenerativeMetricCallback]]] = {}
         for member in self.members:
             if member._metric.real_request() is None:
                 continue
             real = member._real_source(trainer)
-            key = (id(real), member._real_settings_key())
-            sources.setdefault(key, []).append(member)
-        return [(members[0]._real_source(trainer), members) for members in sources.values()]
+            sources.setdefault((id(real), member._real_settings_key()), (real, []))[1].append(member)
+        return list(sources.values())
 
     def _prepare_real(self, trainer: pl.Trainer, real: Any, members: list[Any]) -> None:
         first = members[0]

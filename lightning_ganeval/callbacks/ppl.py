@@ -15,7 +15,7 @@ from typing_extensions import Unpack, override
 from lightning_ganeval.callbacks._arguments import ScheduleArguments, resolve_callable
 from lightning_ganeval.callbacks._checks import check_bool, check_choice, check_int, check_path
 from lightning_ganeval.callbacks._scheduled import _ScheduledCallback, rank_zero_first
-from lightning_ganeval.callbacks._shared_pass import _all_ranks, _is_loader
+from lightning_ganeval.callbacks._shared_pass import _is_loader, agreed_real_space
 from lightning_ganeval.lpips import LPIPSVGG16, resolve_lpips_weights
 from lightning_ganeval.metrics.ppl import (
     DEFAULT_EPSILON,
@@ -26,7 +26,6 @@ from lightning_ganeval.metrics.ppl import (
 )
 from lightning_ganeval.networks import network_device
 from lightning_ganeval.pixel_space import PixelSpace
-from lightning_ganeval.real_cache import infer_real_space
 from lightning_ganeval.sampling import isolated_rng
 
 __all__ = ["MappingFn", "PPLCallback"]
@@ -222,11 +221,7 @@ class PPLCallback(_ScheduledCallback):
                 f" as {space.describe()} (the default). Pass `value_range=` or `normalize=` to declare it."
             )
             return space
-
-        def infer() -> tuple[PixelSpace, str]:
-            return infer_real_space(loader, dataset_name="train data")  # rank 0's conclusion is everyone's
-
-        space, reason = trainer.strategy.broadcast(_all_ranks(trainer, infer, "Inferring the pixel space"), src=0)
+        space, reason = agreed_real_space(trainer, loader, dataset_name="train data")
         rank_zero_info(
             f"lightning_ganeval: `{self.name}` inferred the pixel space {space.describe()} from {reason}; generated"
             " images are read in the same space. Pass `value_range=` or `normalize=` to declare it."
